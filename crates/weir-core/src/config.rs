@@ -1,0 +1,740 @@
+//! Consumer configuration with Kafka's property names and defaults.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::{Error, Result};
+
+/// Where to start when a partition has no valid committed offset (`auto.offset.reset`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum AutoOffsetReset {
+    /// Start at the log start offset.
+    Earliest,
+    /// Start at the log end: only new records (Kafka's default).
+    #[default]
+    Latest,
+    /// Fail the poll with [`Error::NoOffset`].
+    None,
+}
+
+impl FromStr for AutoOffsetReset {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "earliest" | "smallest" | "beginning" => Ok(Self::Earliest),
+            "latest" | "largest" | "end" => Ok(Self::Latest),
+            "none" | "error" => Ok(Self::None),
+            other => Err(format!("expected earliest, latest or none, got `{other}`")),
+        }
+    }
+}
+
+impl fmt::Display for AutoOffsetReset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Earliest => "earliest",
+            Self::Latest => "latest",
+            Self::None => "none",
+        })
+    }
+}
+
+/// `partition.assignment.strategy`: how a group spreads partitions over members.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum AssignmentStrategy {
+    /// Per topic, contiguous ranges of partitions (Kafka's default).
+    #[default]
+    Range,
+    /// All partitions dealt round-robin over the members.
+    RoundRobin,
+    /// Keeps partitions where they are and moves only what must move, without
+    /// stopping the unmoved ones (incremental, cooperative rebalancing).
+    CooperativeSticky,
+}
+
+impl FromStr for AssignmentStrategy {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let t = s.trim();
+        let short = t.rsplit('.').next().unwrap_or(t).to_ascii_lowercase();
+        match short.as_str() {
+            "range" | "rangeassignor" => Ok(Self::Range),
+            "roundrobin" | "roundrobinassignor" => Ok(Self::RoundRobin),
+            "cooperative-sticky" | "cooperativestickyassignor" => Ok(Self::CooperativeSticky),
+            _ => Err(format!(
+                "expected range, roundrobin or cooperative-sticky, got `{t}`"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for AssignmentStrategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Range => "range",
+            Self::RoundRobin => "roundrobin",
+            Self::CooperativeSticky => "cooperative-sticky",
+        })
+    }
+}
+
+/// `isolation.level`: whether records of aborted transactions are visible.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum IsolationLevel {
+    /// Every record, transactional or not (Kafka's Java default).
+    #[default]
+    ReadUncommitted,
+    /// Only records of committed transactions.
+    ReadCommitted,
+}
+
+impl FromStr for IsolationLevel {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "read_uncommitted" => Ok(Self::ReadUncommitted),
+            "read_committed" => Ok(Self::ReadCommitted),
+            other => Err(format!(
+                "expected read_uncommitted or read_committed, got `{other}`"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for IsolationLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::ReadUncommitted => "read_uncommitted",
+            Self::ReadCommitted => "read_committed",
+        })
+    }
+}
+
+/// The properties weir itself understands, with their defaults (Kafka's).
+pub const KNOWN_KEYS: &[(&str, &str)] = &[
+    ("bootstrap.servers", ""),
+    ("group.id", ""),
+    ("client.id", ""),
+    ("fetch.min.bytes", "1"),
+    ("fetch.max.wait.ms", "500"),
+    ("max.partition.fetch.bytes", "1048576"),
+    ("session.timeout.ms", "45000"),
+    ("heartbeat.interval.ms", "3000"),
+    ("auto.offset.reset", "latest"),
+    ("enable.auto.commit", "true"),
+    ("auto.commit.interval.ms", "5000"),
+    ("partition.assignment.strategy", "range"),
+    ("max.poll.records", "500"),
+    ("max.poll.interval.ms", "300000"),
+    ("receive.buffer.bytes", "65536"),
+    ("send.buffer.bytes", "131072"),
+    ("isolation.level", "read_uncommitted"),
+];
+
+fn is_secret(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.contains("password")
+        || k.contains("secret")
+        || k.contains("token")
+        || k.contains("jaas")
+        || k.ends_with(".pem")
+        || k.ends_with("key")
+        || k.contains("credentials")
+        || k.contains("oauthbearer.config")
+}
+
+/// Consumer configuration: Kafka's property names, Kafka's defaults.
+///
+/// Build it from a properties map or file (a Kafka user's `consumer.properties` works
+/// unchanged) or with typed `with_*` setters. Every known value is checked when set;
+/// the error names the key. Keys weir does not know are kept as they are: the Kafka
+/// backend passes them to librdkafka, the embedded log rejects them by name.
+/// `Debug` prints secrets (`*password*`, `*secret*`, `*token*`, `sasl.jaas.config`, ...)
+/// as `***`.
+///
+/// | key | default |
+/// |---|---|
+/// | fetch.min.bytes | 1 |
+/// | fetch.max.wait.ms | 500 |
+/// | max.partition.fetch.bytes | 1048576 |
+/// | session.timeout.ms | 45000 |
+/// | heartbeat.interval.ms | 3000 |
+/// | auto.offset.reset | latest |
+/// | enable.auto.commit | true |
+/// | auto.commit.interval.ms | 5000 |
+/// | partition.assignment.strategy | range |
+/// | client.id | "" |
+/// | max.poll.records | 500 |
+/// | max.poll.interval.ms | 300000 |
+/// | receive.buffer.bytes / send.buffer.bytes | 65536 / 131072 |
+/// | isolation.level | read_uncommitted |
+///
+/// ```
+/// use weir_core::ConsumerConfig;
+///
+/// let config = ConsumerConfig::from_properties([
+///     ("group.id", "billing"),
+///     ("max.poll.records", "100"),
+///     ("sasl.password", "hunter2"),
+/// ])?;
+/// assert_eq!(config.max_poll_records(), 100);
+/// assert!(!format!("{config:?}").contains("hunter2"));
+///
+/// let err = ConsumerConfig::from_properties([("session.timeout.ms", "soon")]).unwrap_err();
+/// assert!(err.to_string().contains("session.timeout.ms"));
+/// # Ok::<(), weir_core::Error>(())
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConsumerConfig {
+    bootstrap_servers: String,
+    group_id: Option<String>,
+    client_id: String,
+    fetch_min_bytes: u32,
+    fetch_max_wait_ms: u64,
+    max_partition_fetch_bytes: u32,
+    session_timeout_ms: u64,
+    heartbeat_interval_ms: u64,
+    auto_offset_reset: AutoOffsetReset,
+    enable_auto_commit: bool,
+    auto_commit_interval_ms: u64,
+    assignment_strategies: Vec<AssignmentStrategy>,
+    max_poll_records: usize,
+    max_poll_interval_ms: u64,
+    receive_buffer_bytes: i32,
+    send_buffer_bytes: i32,
+    isolation_level: IsolationLevel,
+    other: BTreeMap<String, String>,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        Self {
+            bootstrap_servers: String::new(),
+            group_id: None,
+            client_id: String::new(),
+            fetch_min_bytes: 1,
+            fetch_max_wait_ms: 500,
+            max_partition_fetch_bytes: 1024 * 1024,
+            session_timeout_ms: 45_000,
+            heartbeat_interval_ms: 3_000,
+            auto_offset_reset: AutoOffsetReset::Latest,
+            enable_auto_commit: true,
+            auto_commit_interval_ms: 5_000,
+            assignment_strategies: vec![AssignmentStrategy::Range],
+            max_poll_records: 500,
+            max_poll_interval_ms: 300_000,
+            receive_buffer_bytes: 64 * 1024,
+            send_buffer_bytes: 128 * 1024,
+            isolation_level: IsolationLevel::ReadUncommitted,
+            other: BTreeMap::new(),
+        }
+    }
+}
+
+fn parse<T: FromStr>(key: &str, value: &str, what: &str) -> Result<T> {
+    value
+        .trim()
+        .parse::<T>()
+        .map_err(|_| Error::config(key, format!("expected {what}, got `{}`", value.trim())))
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        other => Err(Error::config(
+            key,
+            format!("expected true or false, got `{other}`"),
+        )),
+    }
+}
+
+fn at_least<T: PartialOrd + fmt::Display + Copy>(key: &str, v: T, min: T) -> Result<T> {
+    if v < min {
+        Err(Error::config(
+            key,
+            format!("must be at least {min}, got {v}"),
+        ))
+    } else {
+        Ok(v)
+    }
+}
+
+impl ConsumerConfig {
+    /// Kafka's defaults, no group.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether a property's value is a secret that must never be printed.
+    ///
+    /// ```
+    /// assert!(weir_core::ConsumerConfig::is_secret_key("sasl.password"));
+    /// assert!(weir_core::ConsumerConfig::is_secret_key("ssl.key.password"));
+    /// assert!(!weir_core::ConsumerConfig::is_secret_key("group.id"));
+    /// ```
+    pub fn is_secret_key(key: &str) -> bool {
+        is_secret(key)
+    }
+
+    /// Build from `key = value` pairs; each value is checked, then the whole.
+    pub fn from_properties<I, K, V>(props: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let mut c = Self::default();
+        for (k, v) in props {
+            c.set(k.as_ref(), v.as_ref())?;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Read a Java-style properties file (`key=value` or `key: value`, `#`/`!`
+    /// comments). Errors name the file and line.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let mut c = Self::default();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+                continue;
+            }
+            let Some(split) = line.find(['=', ':']) else {
+                return Err(Error::config(
+                    line,
+                    format!("{}:{}: expected `key=value`", path.display(), n + 1),
+                ));
+            };
+            let (k, v) = (line[..split].trim(), line[split + 1..].trim());
+            c.set(k, v).map_err(|e| match e {
+                Error::Config { key, reason } => Error::Config {
+                    key,
+                    reason: format!("{} (in {}:{})", reason, path.display(), n + 1),
+                },
+                other => other,
+            })?;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Set one property by its Kafka name. Known keys are parsed and checked here;
+    /// other keys are kept for the backend (see [`other`](Self::other)).
+    pub fn set(&mut self, key: &str, value: &str) -> Result<&mut Self> {
+        let key = key.trim();
+        let v = value.trim();
+        match key {
+            "bootstrap.servers" => self.bootstrap_servers = v.to_owned(),
+            "group.id" => self.group_id = (!v.is_empty()).then(|| v.to_owned()),
+            "client.id" => self.client_id = v.to_owned(),
+            "fetch.min.bytes" => {
+                self.fetch_min_bytes = at_least(key, parse(key, v, "a byte count")?, 1)?
+            }
+            "fetch.max.wait.ms" => self.fetch_max_wait_ms = parse(key, v, "milliseconds")?,
+            "max.partition.fetch.bytes" => {
+                self.max_partition_fetch_bytes = at_least(key, parse(key, v, "a byte count")?, 1)?
+            }
+            "session.timeout.ms" => {
+                self.session_timeout_ms = at_least(key, parse(key, v, "milliseconds")?, 1)?
+            }
+            "heartbeat.interval.ms" => {
+                self.heartbeat_interval_ms = at_least(key, parse(key, v, "milliseconds")?, 1)?
+            }
+            "auto.offset.reset" => {
+                self.auto_offset_reset = v.parse().map_err(|r| Error::config(key, r))?
+            }
+            "enable.auto.commit" => self.enable_auto_commit = parse_bool(key, v)?,
+            "auto.commit.interval.ms" => {
+                self.auto_commit_interval_ms = parse(key, v, "milliseconds")?
+            }
+            "partition.assignment.strategy" => {
+                let mut list = Vec::new();
+                for part in v.split(',').filter(|p| !p.trim().is_empty()) {
+                    list.push(part.parse().map_err(|r| Error::config(key, r))?);
+                }
+                if list.is_empty() {
+                    return Err(Error::config(key, "must name at least one strategy"));
+                }
+                self.assignment_strategies = list;
+            }
+            "max.poll.records" => {
+                self.max_poll_records = at_least(key, parse(key, v, "a record count")?, 1)?
+            }
+            "max.poll.interval.ms" => {
+                self.max_poll_interval_ms = at_least(key, parse(key, v, "milliseconds")?, 1)?
+            }
+            "receive.buffer.bytes" => {
+                self.receive_buffer_bytes = at_least(key, parse(key, v, "a byte count")?, -1)?
+            }
+            "send.buffer.bytes" => {
+                self.send_buffer_bytes = at_least(key, parse(key, v, "a byte count")?, -1)?
+            }
+            "isolation.level" => {
+                self.isolation_level = v.parse().map_err(|r| Error::config(key, r))?
+            }
+            "" => return Err(Error::config("", "empty property name")),
+            _ => {
+                self.other.insert(key.to_owned(), value.to_owned());
+            }
+        }
+        Ok(self)
+    }
+
+    /// Check the values together (e.g. `heartbeat.interval.ms` below
+    /// `session.timeout.ms`). Backends call this when they create a consumer.
+    pub fn validate(&self) -> Result<()> {
+        if self.heartbeat_interval_ms >= self.session_timeout_ms {
+            return Err(Error::config(
+                "heartbeat.interval.ms",
+                format!(
+                    "must be lower than session.timeout.ms ({}), got {}",
+                    self.session_timeout_ms, self.heartbeat_interval_ms
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every property as `(key, value)`, known keys with their current values, then
+    /// the others. Secrets are included as they are: do not print this.
+    pub fn to_properties(&self) -> Vec<(String, String)> {
+        let strategies = self
+            .assignment_strategies
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut v: Vec<(String, String)> = vec![
+            ("bootstrap.servers".into(), self.bootstrap_servers.clone()),
+            ("group.id".into(), self.group_id.clone().unwrap_or_default()),
+            ("client.id".into(), self.client_id.clone()),
+            ("fetch.min.bytes".into(), self.fetch_min_bytes.to_string()),
+            (
+                "fetch.max.wait.ms".into(),
+                self.fetch_max_wait_ms.to_string(),
+            ),
+            (
+                "max.partition.fetch.bytes".into(),
+                self.max_partition_fetch_bytes.to_string(),
+            ),
+            (
+                "session.timeout.ms".into(),
+                self.session_timeout_ms.to_string(),
+            ),
+            (
+                "heartbeat.interval.ms".into(),
+                self.heartbeat_interval_ms.to_string(),
+            ),
+            (
+                "auto.offset.reset".into(),
+                self.auto_offset_reset.to_string(),
+            ),
+            (
+                "enable.auto.commit".into(),
+                self.enable_auto_commit.to_string(),
+            ),
+            (
+                "auto.commit.interval.ms".into(),
+                self.auto_commit_interval_ms.to_string(),
+            ),
+            ("partition.assignment.strategy".into(), strategies),
+            ("max.poll.records".into(), self.max_poll_records.to_string()),
+            (
+                "max.poll.interval.ms".into(),
+                self.max_poll_interval_ms.to_string(),
+            ),
+            (
+                "receive.buffer.bytes".into(),
+                self.receive_buffer_bytes.to_string(),
+            ),
+            (
+                "send.buffer.bytes".into(),
+                self.send_buffer_bytes.to_string(),
+            ),
+            ("isolation.level".into(), self.isolation_level.to_string()),
+        ];
+        v.extend(self.other.iter().map(|(k, v)| (k.clone(), v.clone())));
+        v
+    }
+
+    /// Properties weir does not know, for the backend to pass on or reject.
+    pub fn other(&self) -> &BTreeMap<String, String> {
+        &self.other
+    }
+
+    /// `bootstrap.servers`: `host:port,...` for Kafka, `log:///dir` for the embedded log.
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.bootstrap_servers
+    }
+    /// `group.id`, if any.
+    pub fn group_id(&self) -> Option<&str> {
+        self.group_id.as_deref()
+    }
+    /// `client.id`.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+    /// `fetch.min.bytes`.
+    pub fn fetch_min_bytes(&self) -> u32 {
+        self.fetch_min_bytes
+    }
+    /// `fetch.max.wait.ms`.
+    pub fn fetch_max_wait(&self) -> Duration {
+        Duration::from_millis(self.fetch_max_wait_ms)
+    }
+    /// `max.partition.fetch.bytes`.
+    pub fn max_partition_fetch_bytes(&self) -> u32 {
+        self.max_partition_fetch_bytes
+    }
+    /// `session.timeout.ms`.
+    pub fn session_timeout(&self) -> Duration {
+        Duration::from_millis(self.session_timeout_ms)
+    }
+    /// `heartbeat.interval.ms`.
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms)
+    }
+    /// `auto.offset.reset`.
+    pub fn auto_offset_reset(&self) -> AutoOffsetReset {
+        self.auto_offset_reset
+    }
+    /// `enable.auto.commit`.
+    pub fn enable_auto_commit(&self) -> bool {
+        self.enable_auto_commit
+    }
+    /// `auto.commit.interval.ms`.
+    pub fn auto_commit_interval(&self) -> Duration {
+        Duration::from_millis(self.auto_commit_interval_ms)
+    }
+    /// The first (preferred) `partition.assignment.strategy`.
+    pub fn assignment_strategy(&self) -> AssignmentStrategy {
+        self.assignment_strategies
+            .first()
+            .copied()
+            .unwrap_or_default()
+    }
+    /// All strategies listed in `partition.assignment.strategy`, preferred first.
+    pub fn assignment_strategies(&self) -> &[AssignmentStrategy] {
+        &self.assignment_strategies
+    }
+    /// `max.poll.records`.
+    pub fn max_poll_records(&self) -> usize {
+        self.max_poll_records
+    }
+    /// `max.poll.interval.ms`.
+    pub fn max_poll_interval(&self) -> Duration {
+        Duration::from_millis(self.max_poll_interval_ms)
+    }
+    /// `receive.buffer.bytes`.
+    pub fn receive_buffer_bytes(&self) -> i32 {
+        self.receive_buffer_bytes
+    }
+    /// `send.buffer.bytes`.
+    pub fn send_buffer_bytes(&self) -> i32 {
+        self.send_buffer_bytes
+    }
+    /// `isolation.level`.
+    pub fn isolation_level(&self) -> IsolationLevel {
+        self.isolation_level
+    }
+
+    /// Set `bootstrap.servers`.
+    pub fn with_bootstrap_servers(mut self, servers: impl Into<String>) -> Self {
+        self.bootstrap_servers = servers.into();
+        self
+    }
+    /// Set `group.id`.
+    pub fn with_group_id(mut self, group: impl Into<String>) -> Self {
+        self.group_id = Some(group.into());
+        self
+    }
+    /// Set `client.id`.
+    pub fn with_client_id(mut self, id: impl Into<String>) -> Self {
+        self.client_id = id.into();
+        self
+    }
+    /// Set `fetch.min.bytes` (at least 1).
+    pub fn with_fetch_min_bytes(mut self, bytes: u32) -> Self {
+        self.fetch_min_bytes = bytes.max(1);
+        self
+    }
+    /// Set `fetch.max.wait.ms`.
+    pub fn with_fetch_max_wait(mut self, wait: Duration) -> Self {
+        self.fetch_max_wait_ms = wait.as_millis() as u64;
+        self
+    }
+    /// Set `max.partition.fetch.bytes` (at least 1).
+    pub fn with_max_partition_fetch_bytes(mut self, bytes: u32) -> Self {
+        self.max_partition_fetch_bytes = bytes.max(1);
+        self
+    }
+    /// Set `session.timeout.ms`.
+    pub fn with_session_timeout(mut self, timeout: Duration) -> Self {
+        self.session_timeout_ms = (timeout.as_millis() as u64).max(1);
+        self
+    }
+    /// Set `heartbeat.interval.ms`.
+    pub fn with_heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.heartbeat_interval_ms = (interval.as_millis() as u64).max(1);
+        self
+    }
+    /// Set `auto.offset.reset`.
+    pub fn with_auto_offset_reset(mut self, reset: AutoOffsetReset) -> Self {
+        self.auto_offset_reset = reset;
+        self
+    }
+    /// Set `enable.auto.commit`.
+    pub fn with_enable_auto_commit(mut self, enable: bool) -> Self {
+        self.enable_auto_commit = enable;
+        self
+    }
+    /// Set `auto.commit.interval.ms`.
+    pub fn with_auto_commit_interval(mut self, interval: Duration) -> Self {
+        self.auto_commit_interval_ms = interval.as_millis() as u64;
+        self
+    }
+    /// Set `partition.assignment.strategy` to one strategy.
+    pub fn with_assignment_strategy(mut self, strategy: AssignmentStrategy) -> Self {
+        self.assignment_strategies = vec![strategy];
+        self
+    }
+    /// Set `max.poll.records` (at least 1).
+    pub fn with_max_poll_records(mut self, records: usize) -> Self {
+        self.max_poll_records = records.max(1);
+        self
+    }
+    /// Set `max.poll.interval.ms`.
+    pub fn with_max_poll_interval(mut self, interval: Duration) -> Self {
+        self.max_poll_interval_ms = (interval.as_millis() as u64).max(1);
+        self
+    }
+    /// Set `isolation.level`.
+    pub fn with_isolation_level(mut self, level: IsolationLevel) -> Self {
+        self.isolation_level = level;
+        self
+    }
+    /// Set any property by name; an invalid value is reported by
+    /// [`validate`](Self::validate)-time errors of [`set`](Self::set). Prefer `set`
+    /// when the value comes from a user.
+    pub fn with(mut self, key: &str, value: &str) -> Result<Self> {
+        self.set(key, value)?;
+        Ok(self)
+    }
+}
+
+impl fmt::Debug for ConsumerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut m = f.debug_map();
+        for (k, v) in self.to_properties() {
+            if is_secret(&k) {
+                m.entry(&k, &"***");
+            } else {
+                m.entry(&k, &v);
+            }
+        }
+        m.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_kafkas() {
+        let c = ConsumerConfig::new();
+        for (k, v) in KNOWN_KEYS {
+            let got = c
+                .to_properties()
+                .into_iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v);
+            assert_eq!(got.as_deref(), Some(*v), "default of {k}");
+        }
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        for (k, v) in [
+            ("max.poll.records", "0"),
+            ("max.poll.records", "many"),
+            ("enable.auto.commit", "yes"),
+            ("auto.offset.reset", "middle"),
+            ("partition.assignment.strategy", "sticky-ish"),
+            ("session.timeout.ms", "-5"),
+            ("isolation.level", "serializable"),
+        ] {
+            let e = ConsumerConfig::from_properties([(k, v)]).unwrap_err();
+            match e {
+                Error::Config { key, .. } => assert_eq!(key, k),
+                other => panic!("{k}={v}: {other}"),
+            }
+        }
+    }
+
+    #[test]
+    fn heartbeat_must_be_below_session_timeout() {
+        let e = ConsumerConfig::from_properties([
+            ("session.timeout.ms", "1000"),
+            ("heartbeat.interval.ms", "1000"),
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("heartbeat.interval.ms"), "{e}");
+    }
+
+    #[test]
+    fn java_class_names_are_accepted() {
+        let c = ConsumerConfig::from_properties([(
+            "partition.assignment.strategy",
+            "org.apache.kafka.clients.consumer.CooperativeStickyAssignor",
+        )])
+        .unwrap();
+        assert_eq!(
+            c.assignment_strategy(),
+            AssignmentStrategy::CooperativeSticky
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_kept_and_secrets_redacted() {
+        let c = ConsumerConfig::from_properties([
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.password", "canary-4711"),
+            ("ssl.key.password", "canary-4712"),
+            ("sasl.jaas.config", "canary-4713"),
+        ])
+        .unwrap();
+        assert_eq!(c.other()["security.protocol"], "SASL_SSL");
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("canary"), "{dbg}");
+        assert!(dbg.contains("SASL_SSL"));
+    }
+
+    #[test]
+    fn properties_file_round_trip_and_line_numbers() {
+        let dir = std::env::temp_dir().join(format!("weir-core-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.properties");
+        std::fs::write(
+            &good,
+            "# comment\ngroup.id = g1\nmax.poll.records: 42\n! other comment\n",
+        )
+        .unwrap();
+        let c = ConsumerConfig::from_file(&good).unwrap();
+        assert_eq!(c.group_id(), Some("g1"));
+        assert_eq!(c.max_poll_records(), 42);
+        let bad = dir.join("bad.properties");
+        std::fs::write(&bad, "group.id=g\nfetch.min.bytes=lots\n").unwrap();
+        let e = ConsumerConfig::from_file(&bad).unwrap_err().to_string();
+        assert!(e.contains("fetch.min.bytes") && e.contains(":2"), "{e}");
+        let missing = ConsumerConfig::from_file(dir.join("nope.properties")).unwrap_err();
+        assert!(missing.to_string().contains("nope.properties"));
+    }
+}

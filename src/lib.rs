@@ -1,0 +1,31 @@
+//! # weir
+//!
+//! Stream processing with exactly-once sinks: read records from Kafka or from weir's
+//! embedded log, decode them, transform them, and write the results **and the consumer
+//! offsets in one database transaction**, so that a job can crash, be redeployed or
+//! rebalanced at any moment and restart with no duplicate and no lost record.
+//!
+//! This facade re-exports the member crates behind features:
+//!
+//! | feature | crate | what |
+//! |---|---|---|
+//! | (always) | [`core`] (`weir-core`) | records, config, `Consumer`, `RebalanceListener` |
+//! | `log` (default) | [`log`] (`weir-log`) | the embedded, persistent, partitioned log |
+//!
+//! ```
+//! use weir::core::{ConsumerConfig, TopicPartition};
+//! let config = ConsumerConfig::new().with_group_id("example");
+//! assert_eq!(config.group_id(), Some("example"));
+//! # let _ = TopicPartition::new("t", 0);
+//! ```
+#![warn(missing_docs)]
+
+pub use weir_core as core;
+pub use weir_core::{
+    Batch, Consumer, ConsumerConfig, Error, Offset, RebalanceListener, Record, Result,
+    TopicPartition,
+};
+
+/// The embedded log (feature `log`, on by default).
+#[cfg(feature = "log")]
+pub use weir_log as log;
