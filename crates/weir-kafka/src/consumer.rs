@@ -1,0 +1,1470 @@
+//! [`KafkaConsumer`]: weir's `Consumer` over librdkafka.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::FromClientConfigAndContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, RebalanceProtocol};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Headers as _, Message as _};
+use rdkafka::topic_partition_list::{Offset as RdOffset, TopicPartitionList};
+use weir_core::{
+    async_trait, AutoOffsetReset, Batch, Bytes, CommitCallback, CommitOffsets, Consumer,
+    ConsumerConfig, Error, Header, NoopListener, Offset, RebalanceContext, RebalanceListener,
+    Record, Result, Subscription, TopicPartition, WakeupHandle,
+};
+
+use crate::config::{to_client_config, Redactor};
+use crate::context::{RebalanceEvent, Shared, WeirContext};
+use crate::error::{code_is_retriable, from_code, from_kafka};
+
+type Rd = BaseConsumer<WeirContext>;
+
+/// How long one blocking fetch waits at most before the consumer's task looks at
+/// wakeups, rebalances and its deadline again.
+const FETCH_SLICE: Duration = Duration::from_millis(100);
+/// Timeout of broker requests made on the consumer's behalf (metadata, watermarks,
+/// committed offsets).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `commit_sync` retries retriable failures.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a pattern subscription looks for new matching topics.
+const PATTERN_REFRESH: Duration = Duration::from_secs(2);
+/// Default bound of `close()`.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Per assigned partition: what is buffered and where delivery stands.
+#[derive(Debug, Default)]
+struct PartState {
+    /// Records fetched but not delivered yet, in offset order.
+    buf: VecDeque<Record>,
+    /// The offset of the next record to deliver (`None`: start not resolved yet).
+    position: Option<i64>,
+    /// The lowest offset a newly fetched record may have: anything below was fetched
+    /// before a seek or assignment and is dropped.
+    floor: Option<i64>,
+}
+
+enum Mode {
+    Idle,
+    Subscribed {
+        subscription: Subscription,
+        listener: Arc<dyn RebalanceListener>,
+        /// For patterns: the topics currently subscribed and when they were computed.
+        matched: Option<(BTreeSet<String>, Instant)>,
+    },
+    Assigned,
+}
+
+/// What one blocking fetch brought back.
+struct Fetched {
+    records: Vec<Record>,
+    error: Option<KafkaError>,
+    topics: Vec<Arc<str>>,
+}
+
+/// weir's [`Consumer`] for Kafka, over librdkafka (`rdkafka`'s `BaseConsumer`).
+///
+/// - **Seek on assignment.** librdkafka's rebalance callback does not assign: the
+///   partition list is handed to the consumer's task, which runs the (async)
+///   [`RebalanceListener`], resolves every partition's start offset (the listener's
+///   seek, else the committed offset, else `auto.offset.reset`) and then calls
+///   `assign` / `incremental_assign` with those offsets in the list. Fetching starts
+///   at the chosen offset; records fetched earlier (before a seek or a reassignment)
+///   are dropped by a per-partition floor, so none is ever delivered.
+/// - **Revoke.** Buffered records of revoked partitions are dropped, the listener runs,
+///   its commits (and the auto-commit) are made synchronously, and only then are the
+///   partitions unassigned. A member evicted from its group gets
+///   `on_partitions_lost` instead, with no commit.
+/// - **Eager and cooperative** (`range`, `roundrobin`, `cooperative-sticky`), following
+///   librdkafka's `rebalance_protocol()`.
+/// - **Threads.** Blocking librdkafka calls run off the async runtime (the blocking
+///   pool, or a detached thread where a call may hang on a dead broker); `poll` fetches
+///   up to `max.poll.records` in one blocking call, so there is no per-record task hop.
+/// - **Commits.** `enable.auto.commit` is done by weir inside `poll` (the positions of
+///   what earlier polls returned), never for records that were only prefetched.
+/// - **close()** is bounded (10 s by default, [`set_close_timeout`](Self::set_close_timeout)),
+///   even when the broker is gone.
+///
+/// ```no_run
+/// # async fn run() -> weir_core::Result<()> {
+/// use std::{sync::Arc, time::Duration};
+/// use weir_core::{Consumer, ConsumerConfig, NoopListener, Subscription};
+///
+/// let config = ConsumerConfig::new()
+///     .with_bootstrap_servers("kafka://127.0.0.1:9092")
+///     .with_group_id("orders-to-db");
+/// let mut consumer = weir_kafka::KafkaConsumer::new(config)?;
+/// consumer.subscribe(Subscription::topics(["orders"]), Arc::new(NoopListener)).await?;
+/// let batch = consumer.poll(Duration::from_millis(500)).await?;
+/// println!("{} records", batch.len());
+/// consumer.close().await
+/// # }
+/// ```
+pub struct KafkaConsumer {
+    rd: Option<Arc<Rd>>,
+    shared: Arc<Shared>,
+    redactor: Redactor,
+    config: ConsumerConfig,
+    /// No group.id in weir's config: only `assign` is allowed, no commits.
+    standalone: bool,
+    mode: Mode,
+    parts: BTreeMap<TopicPartition, PartState>,
+    /// Partitions assigned whose start could not be resolved (auto.offset.reset=none):
+    /// paused in librdkafka until a seek gives them a start.
+    unresolved: BTreeMap<TopicPartition, Error>,
+    paused: BTreeSet<TopicPartition>,
+    pending_seeks: BTreeMap<TopicPartition, Offset>,
+    inflight: Option<tokio::task::JoinHandle<Fetched>>,
+    pending_error: Option<Error>,
+    /// Mutex only to make the consumer `Sync` (callbacks are `Send`, not `Sync`).
+    async_commits: parking_lot::Mutex<VecDeque<(BTreeMap<TopicPartition, i64>, CommitCallback)>>,
+    last_auto_commit: Instant,
+    auto_committed: BTreeMap<TopicPartition, i64>,
+    topics: Vec<Arc<str>>,
+    rr: usize,
+    wakeup: WakeupHandle,
+    close_timeout: Duration,
+}
+
+impl fmt::Debug for KafkaConsumer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaConsumer")
+            .field("group_id", &self.config.group_id())
+            .field("assignment", &self.parts.keys().collect::<Vec<_>>())
+            .field("paused", &self.paused)
+            .field("closed", &self.rd.is_none())
+            .finish_non_exhaustive()
+    }
+}
+
+fn backend(message: impl Into<String>) -> Error {
+    Error::Backend {
+        backend: "kafka",
+        message: message.into(),
+        retriable: false,
+    }
+}
+
+/// Run a blocking librdkafka call on a thread of its own and wait for it. A thread of
+/// its own (not tokio's blocking pool) because some calls can hang while the broker is
+/// unreachable; an abandoned call must not keep the runtime from shutting down.
+async fn detached<T, F>(what: &'static str, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(format!("weir-kafka-{what}"))
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .map_err(|e| backend(format!("{what}: cannot start a thread: {e}")))?;
+    rx.await
+        .map_err(|_| backend(format!("{what}: the librdkafka call failed")))
+}
+
+fn tpl_of(map: &BTreeMap<TopicPartition, i64>) -> Result<TopicPartitionList> {
+    let mut tpl = TopicPartitionList::with_capacity(map.len());
+    for (tp, off) in map {
+        tpl.add_partition_offset(tp.topic(), tp.partition(), RdOffset::Offset(*off))
+            .map_err(|e| backend(format!("building the partition list for {tp}: {e}")))?;
+    }
+    Ok(tpl)
+}
+
+fn tpl_plain(tps: &[TopicPartition]) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::with_capacity(tps.len());
+    for tp in tps {
+        tpl.add_partition(tp.topic(), tp.partition());
+    }
+    tpl
+}
+
+fn is_cooperative(rd: &Rd) -> bool {
+    matches!(rd.rebalance_protocol(), RebalanceProtocol::Cooperative)
+}
+
+/// Turn a fetched librdkafka message into a weir record (copying the payload once).
+fn to_record(m: &rdkafka::message::BorrowedMessage<'_>, topics: &mut Vec<Arc<str>>) -> Record {
+    let name = m.topic();
+    let topic = match topics.iter().find(|t| &***t == name) {
+        Some(t) => t.clone(),
+        None => {
+            let t: Arc<str> = Arc::from(name);
+            topics.push(t.clone());
+            t
+        }
+    };
+    let headers = match m.headers() {
+        Some(hs) => hs
+            .iter()
+            .map(|h| Header {
+                key: h.key.to_owned(),
+                value: h.value.map(Bytes::copy_from_slice),
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    Record {
+        topic,
+        partition: m.partition(),
+        offset: m.offset(),
+        timestamp: m.timestamp().to_millis(),
+        key: m.key().map(Bytes::copy_from_slice),
+        value: m.payload().map(Bytes::copy_from_slice),
+        headers,
+    }
+}
+
+/// One blocking fetch: wait up to `slice` for the first message, then take whatever
+/// else is queued, up to `want`; stop early when a rebalance was captured.
+fn fetch(
+    rd: &Rd,
+    shared: &Shared,
+    slice: Duration,
+    want: usize,
+    mut topics: Vec<Arc<str>>,
+) -> Fetched {
+    let deadline = Instant::now() + slice;
+    let mut records = Vec::with_capacity(want.min(4096));
+    let mut error = None;
+    loop {
+        let wait = if records.is_empty() {
+            deadline.saturating_duration_since(Instant::now())
+        } else {
+            Duration::ZERO
+        };
+        match rd.poll(wait) {
+            Some(Ok(m)) => {
+                records.push(to_record(&m, &mut topics));
+                if records.len() >= want {
+                    break;
+                }
+            }
+            Some(Err(e)) => {
+                error = Some(e);
+                break;
+            }
+            None => {
+                if !records.is_empty() || Instant::now() >= deadline {
+                    break;
+                }
+            }
+        }
+        if shared.has_rebalance() {
+            break;
+        }
+    }
+    Fetched {
+        records,
+        error,
+        topics,
+    }
+}
+
+/// Resolve start offsets to numbers: the listener's (or user's) seek, else the group's
+/// committed offset, else `auto.offset.reset`. Out-of-range offsets get the reset
+/// policy as well. Runs on a blocking thread.
+fn resolve(
+    rd: &Rd,
+    targets: &BTreeMap<TopicPartition, Offset>,
+    use_committed: bool,
+    reset: AutoOffsetReset,
+    redactor: &Redactor,
+) -> (
+    BTreeMap<TopicPartition, i64>,
+    BTreeMap<TopicPartition, Error>,
+) {
+    let mut out = BTreeMap::new();
+    let mut failed = BTreeMap::new();
+    let mut committed: BTreeMap<TopicPartition, i64> = BTreeMap::new();
+    let stored: Vec<TopicPartition> = targets
+        .iter()
+        .filter(|(_, o)| matches!(o, Offset::Stored))
+        .map(|(tp, _)| tp.clone())
+        .collect();
+    if use_committed && !stored.is_empty() {
+        match rd.committed_offsets(tpl_plain(&stored), REQUEST_TIMEOUT) {
+            Ok(tpl) => {
+                for e in tpl.elements() {
+                    if let RdOffset::Offset(o) = e.offset() {
+                        committed.insert(TopicPartition::new(e.topic(), e.partition()), o);
+                    }
+                }
+            }
+            Err(e) => {
+                let err = from_kafka("reading committed offsets", &e, redactor);
+                for tp in stored {
+                    failed.insert(tp, clone_error(&err));
+                }
+            }
+        }
+    }
+    for (tp, target) in targets {
+        if failed.contains_key(tp) {
+            continue;
+        }
+        let (low, high) = match rd.fetch_watermarks(tp.topic(), tp.partition(), REQUEST_TIMEOUT) {
+            Ok(w) => w,
+            Err(e) => {
+                failed.insert(tp.clone(), watermark_error(tp, &e, redactor));
+                continue;
+            }
+        };
+        let reset_to = |position: Option<i64>| match reset {
+            AutoOffsetReset::Earliest => Ok(low),
+            AutoOffsetReset::Latest => Ok(high),
+            AutoOffsetReset::None => Err(Error::NoOffset {
+                partition: tp.clone(),
+                position,
+                log_start: low,
+                log_end: high,
+            }),
+        };
+        let start = match target {
+            Offset::Beginning => Ok(low),
+            Offset::End => Ok(high),
+            Offset::At(n) if (low..=high).contains(n) => Ok(*n),
+            Offset::At(n) => reset_to(Some(*n)),
+            Offset::Stored => match committed.get(tp) {
+                Some(c) if (low..=high).contains(c) => Ok(*c),
+                Some(c) => reset_to(Some(*c)),
+                None => reset_to(None),
+            },
+        };
+        match start {
+            Ok(s) => {
+                out.insert(tp.clone(), s);
+            }
+            Err(e) => {
+                failed.insert(tp.clone(), e);
+            }
+        }
+    }
+    (out, failed)
+}
+
+fn watermark_error(tp: &TopicPartition, e: &KafkaError, redactor: &Redactor) -> Error {
+    match e.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::UnknownTopicOrPartition) | Some(RDKafkaErrorCode::UnknownTopic) => {
+            Error::UnknownTopic {
+                topic: tp.topic().to_owned(),
+            }
+        }
+        Some(RDKafkaErrorCode::UnknownPartition) => Error::UnknownPartition(tp.clone()),
+        _ => from_kafka(&format!("reading the watermarks of {tp}"), e, redactor),
+    }
+}
+
+/// weir-core's `Error` is not `Clone`; the variants weir-kafka repeats are rebuilt.
+fn clone_error(e: &Error) -> Error {
+    match e {
+        Error::NoOffset {
+            partition,
+            position,
+            log_start,
+            log_end,
+        } => Error::NoOffset {
+            partition: partition.clone(),
+            position: *position,
+            log_start: *log_start,
+            log_end: *log_end,
+        },
+        Error::UnknownTopic { topic } => Error::UnknownTopic {
+            topic: topic.clone(),
+        },
+        Error::UnknownPartition(tp) => Error::UnknownPartition(tp.clone()),
+        other => Error::Backend {
+            backend: "kafka",
+            message: other.to_string(),
+            retriable: other.is_retriable(),
+        },
+    }
+}
+
+impl KafkaConsumer {
+    /// Create a consumer (no broker contact yet). Fails with `Error::Config` naming the
+    /// key when weir or librdkafka rejects a property; values never appear in errors.
+    ///
+    /// ```
+    /// use weir_core::ConsumerConfig;
+    /// let bad = ConsumerConfig::new()
+    ///     .with_bootstrap_servers("127.0.0.1:9")
+    ///     .with("no.such.property", "1")?;
+    /// let err = weir_kafka::KafkaConsumer::new(bad).unwrap_err();
+    /// assert!(err.to_string().contains("no.such.property"));
+    /// # Ok::<(), weir_core::Error>(())
+    /// ```
+    pub fn new(config: ConsumerConfig) -> Result<Self> {
+        let redactor = Redactor::new(&config);
+        let mapped = to_client_config(&config)?;
+        let shared = Arc::new(Shared::default());
+        let context = WeirContext {
+            shared: shared.clone(),
+            redactor: redactor.clone(),
+        };
+        let rd = Rd::from_config_and_context(&mapped.client, context)
+            .map_err(|e| from_kafka("creating the consumer", &e, &redactor))?;
+        Ok(Self {
+            rd: Some(Arc::new(rd)),
+            shared,
+            redactor,
+            standalone: mapped.standalone,
+            config,
+            mode: Mode::Idle,
+            parts: BTreeMap::new(),
+            unresolved: BTreeMap::new(),
+            paused: BTreeSet::new(),
+            pending_seeks: BTreeMap::new(),
+            inflight: None,
+            pending_error: None,
+            async_commits: parking_lot::Mutex::new(VecDeque::new()),
+            last_auto_commit: Instant::now(),
+            auto_committed: BTreeMap::new(),
+            topics: Vec::new(),
+            rr: 0,
+            wakeup: WakeupHandle::new(),
+            close_timeout: CLOSE_TIMEOUT,
+        })
+    }
+
+    /// Bound `close()` to `timeout` (10 s by default): whatever is not done by then
+    /// (a final commit, leaving the group) is abandoned.
+    pub fn set_close_timeout(&mut self, timeout: Duration) {
+        self.close_timeout = timeout;
+    }
+
+    /// The underlying rdkafka consumer, for what weir does not cover (statistics,
+    /// group metadata). Assigning, seeking or committing through it bypasses weir's
+    /// bookkeeping. `None` after `close`.
+    pub fn rdkafka(&self) -> Option<&BaseConsumer<WeirContext>> {
+        self.rd.as_deref()
+    }
+
+    fn rd(&self) -> Result<Arc<Rd>> {
+        self.rd.clone().ok_or(Error::Closed)
+    }
+
+    fn group(&self) -> String {
+        self.config.group_id().unwrap_or_default().to_owned()
+    }
+
+    fn need_group(&self, what: &str) -> Result<()> {
+        if self.standalone {
+            Err(Error::IllegalState(format!(
+                "{what} needs a group.id in the configuration"
+            )))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Wait for a fetch still running (after a wakeup) and keep what it brought.
+    async fn settle(&mut self) -> Result<()> {
+        if let Some(h) = self.inflight.take() {
+            let fetched = h
+                .await
+                .map_err(|e| backend(format!("fetch task failed: {e}")))?;
+            self.merge(fetched);
+        }
+        Ok(())
+    }
+
+    fn merge(&mut self, fetched: Fetched) {
+        self.topics = fetched.topics;
+        let mut current: Option<(TopicPartition, bool)> = None;
+        for r in fetched.records {
+            let same = matches!(&current, Some((tp, _)) if tp.partition() == r.partition && tp.topic() == &*r.topic);
+            if !same {
+                let tp = r.topic_partition();
+                let known = self.parts.contains_key(&tp);
+                current = Some((tp, known));
+            }
+            let Some((tp, true)) = &current else {
+                // Not assigned (any more): fetched before a revoke.
+                continue;
+            };
+            let Some(st) = self.parts.get_mut(tp) else {
+                continue;
+            };
+            match st.floor {
+                Some(floor) if r.offset < floor => {
+                    tracing::debug!(target: "weir_kafka", partition = %tp, offset = r.offset, floor, "dropping a record fetched before a seek");
+                    continue;
+                }
+                None => {
+                    // Start not resolved (auto.offset.reset=none): nothing is delivered.
+                    continue;
+                }
+                _ => {}
+            }
+            st.floor = Some(r.offset + 1);
+            st.buf.push_back(r);
+        }
+        if let Some(e) = fetched.error {
+            self.note_fetch_error(e);
+        }
+    }
+
+    fn note_fetch_error(&mut self, e: KafkaError) {
+        let code = e.rdkafka_error_code();
+        match (&e, code) {
+            (_, Some(RDKafkaErrorCode::PollExceeded)) => {
+                self.pending_error = Some(Error::PollIntervalExceeded {
+                    group: self.group(),
+                    max_poll_interval_ms: self.config.max_poll_interval().as_millis() as u64,
+                });
+            }
+            (KafkaError::MessageConsumptionFatal(_), _) => {
+                self.pending_error = Some(from_kafka("consuming", &e, &self.redactor));
+            }
+            (_, Some(RDKafkaErrorCode::AutoOffsetReset)) => {
+                self.pending_error = Some(from_kafka(
+                    "consuming (a fetch position fell outside the log and auto.offset.reset=none)",
+                    &e,
+                    &self.redactor,
+                ));
+            }
+            (_, Some(RDKafkaErrorCode::UnknownTopicOrPartition))
+            | (_, Some(RDKafkaErrorCode::UnknownTopic)) => {
+                tracing::warn!(target: "weir_kafka", error = %from_kafka("consuming", &e, &self.redactor), "subscribed topic not found");
+            }
+            _ => {
+                // Transport failures and the like: librdkafka retries on its own.
+                tracing::debug!(target: "weir_kafka", error = %from_kafka("consuming", &e, &self.redactor), "transient consumer error");
+            }
+        }
+    }
+
+    /// Deliver the outcomes of asynchronous commits to their callbacks.
+    fn run_commit_callbacks(&mut self) {
+        for (map, outcome) in self.shared.take_commits() {
+            let entry = {
+                let mut pending = self.async_commits.lock();
+                pending
+                    .iter()
+                    .position(|(m, _)| *m == map)
+                    .and_then(|i| pending.remove(i))
+            };
+            let Some((map, cb)) = entry else {
+                continue;
+            };
+            let result = match outcome {
+                Ok(()) => Ok(map),
+                Err((code, text)) => Err(self.commit_error(code, &text)),
+            };
+            cb(result);
+        }
+    }
+
+    fn commit_error(&self, code: Option<RDKafkaErrorCode>, text: &str) -> Error {
+        match code {
+            Some(
+                RDKafkaErrorCode::RebalanceInProgress
+                | RDKafkaErrorCode::IllegalGeneration
+                | RDKafkaErrorCode::UnknownMemberId
+                | RDKafkaErrorCode::AssignmentLost
+                | RDKafkaErrorCode::StaleMemberEpoch
+                | RDKafkaErrorCode::FencedInstanceId,
+            ) => Error::CommitFailed {
+                group: self.group(),
+                reason: text.to_owned(),
+            },
+            Some(c) => from_code("committing offsets", c),
+            None => backend(format!("committing offsets: {text}")),
+        }
+    }
+
+    /// Positions of all assigned partitions (what has been delivered).
+    fn positions(&self) -> BTreeMap<TopicPartition, i64> {
+        self.parts
+            .iter()
+            .filter_map(|(tp, st)| st.position.map(|p| (tp.clone(), p)))
+            .collect()
+    }
+
+    fn start_async_commit(
+        &mut self,
+        map: BTreeMap<TopicPartition, i64>,
+        cb: Option<CommitCallback>,
+    ) {
+        let result = (|| {
+            let rd = self.rd()?;
+            self.need_group("commit_async")?;
+            if map.is_empty() {
+                return Ok(false);
+            }
+            let tpl = tpl_of(&map)?;
+            rd.commit(&tpl, CommitMode::Async)
+                .map_err(|e| from_kafka("committing offsets", &e, &self.redactor))?;
+            Ok(true)
+        })();
+        match (result, cb) {
+            (Ok(true), Some(cb)) => self.async_commits.lock().push_back((map, cb)),
+            (Ok(false), Some(cb)) => cb(Ok(map)),
+            (Err(e), Some(cb)) => cb(Err(e)),
+            (_, None) => {}
+        }
+    }
+
+    /// Kafka's auto-commit, done in `poll`: the positions of what earlier polls returned.
+    fn maybe_auto_commit(&mut self) {
+        if !self.config.enable_auto_commit()
+            || self.standalone
+            || self.last_auto_commit.elapsed() < self.config.auto_commit_interval()
+        {
+            return;
+        }
+        self.last_auto_commit = Instant::now();
+        let map: BTreeMap<TopicPartition, i64> = self
+            .positions()
+            .into_iter()
+            .filter(|(tp, p)| self.auto_committed.get(tp) != Some(p))
+            .collect();
+        if map.is_empty() {
+            return;
+        }
+        self.auto_committed.extend(map.clone());
+        self.start_async_commit(map, None);
+    }
+
+    /// Commit synchronously, retrying retriable failures until `deadline`.
+    async fn commit_map_sync(
+        &mut self,
+        map: BTreeMap<TopicPartition, i64>,
+        deadline: Instant,
+    ) -> Result<()> {
+        if map.is_empty() {
+            return Ok(());
+        }
+        let rd = self.rd()?;
+        let tpl = tpl_of(&map)?;
+        let outcome = detached("commit", move || loop {
+            match rd.commit(&tpl, CommitMode::Sync) {
+                Ok(()) => return Ok(()),
+                Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => return Ok(()),
+                Err(e) => {
+                    let retriable = e.rdkafka_error_code().is_some_and(code_is_retriable);
+                    if !retriable || Instant::now() >= deadline {
+                        return Err(e);
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        })
+        .await?;
+        self.run_commit_callbacks();
+        match outcome {
+            Ok(()) => {
+                self.auto_committed.extend(map);
+                Ok(())
+            }
+            Err(e) => Err(match e.rdkafka_error_code() {
+                Some(c) => self.commit_error(Some(c), &c.to_string()),
+                None => from_kafka("committing offsets", &e, &self.redactor),
+            }),
+        }
+    }
+
+    /// Apply an assignment: run the listener, resolve starts, assign with offsets.
+    async fn on_assign(&mut self, tps: Vec<TopicPartition>, cooperative_hint: bool) -> Result<()> {
+        let rd = self.rd()?;
+        let listener = match &self.mode {
+            Mode::Subscribed { listener, .. } => listener.clone(),
+            _ => Arc::new(NoopListener),
+        };
+        let mut ctx = RebalanceContext::new(BTreeMap::new());
+        let listener_result = listener.on_partitions_assigned(&tps, &mut ctx).await;
+        let (seeks, commits) = ctx.into_parts();
+        if !commits.is_empty() {
+            if let Err(e) = self
+                .commit_map_sync(commits, Instant::now() + COMMIT_TIMEOUT)
+                .await
+            {
+                tracing::warn!(target: "weir_kafka", error = %e, "commit requested in on_partitions_assigned failed");
+            }
+        }
+        let targets: BTreeMap<TopicPartition, Offset> = tps
+            .iter()
+            .map(|tp| (tp.clone(), seeks.get(tp).copied().unwrap_or(Offset::Stored)))
+            .collect();
+        let use_committed = !self.standalone;
+        let reset = self.config.auto_offset_reset();
+        let redactor = self.redactor.clone();
+        let rd2 = rd.clone();
+        let (starts, failed) = detached("resolve", move || {
+            resolve(&rd2, &targets, use_committed, reset, &redactor)
+        })
+        .await?;
+        let mut tpl = TopicPartitionList::with_capacity(tps.len());
+        for tp in &tps {
+            let off = match starts.get(tp) {
+                Some(s) => RdOffset::Offset(*s),
+                // Unresolved: assigned paused at the beginning; a seek restarts it.
+                None => RdOffset::Beginning,
+            };
+            tpl.add_partition_offset(tp.topic(), tp.partition(), off)
+                .map_err(|e| backend(format!("building the assignment for {tp}: {e}")))?;
+        }
+        let incremental = cooperative_hint;
+        let failed_list: Vec<TopicPartition> = failed.keys().cloned().collect();
+        let assign_result = detached("assign", move || {
+            let r = if incremental {
+                rd.incremental_assign(&tpl)
+            } else {
+                rd.assign(&tpl)
+            };
+            if r.is_ok() && !failed_list.is_empty() {
+                let _ = rd.pause(&tpl_plain(&failed_list));
+            }
+            r
+        })
+        .await?;
+        if !incremental {
+            self.parts.clear();
+            self.paused.clear();
+            self.unresolved.clear();
+        }
+        for tp in &tps {
+            let start = starts.get(tp).copied();
+            self.parts.insert(
+                tp.clone(),
+                PartState {
+                    buf: VecDeque::new(),
+                    position: start,
+                    floor: start,
+                },
+            );
+            self.pending_seeks.remove(tp);
+        }
+        for (tp, e) in failed {
+            self.unresolved.insert(tp, e);
+        }
+        assign_result.map_err(|e| from_kafka("assigning partitions", &e, &self.redactor))?;
+        listener_result.map_err(|e| Error::Listener(Box::new(e)))
+    }
+
+    /// Give partitions up: stop delivering them, run the listener, commit, unassign.
+    async fn on_revoke(
+        &mut self,
+        tps: Vec<TopicPartition>,
+        lost: bool,
+        unassign: bool,
+    ) -> Result<()> {
+        let rd = self.rd()?;
+        let listener = match &self.mode {
+            Mode::Subscribed { listener, .. } => listener.clone(),
+            _ => Arc::new(NoopListener),
+        };
+        // Only what weir still holds goes through the listener (unsubscribe/close
+        // revoke before librdkafka asks).
+        let mine: Vec<TopicPartition> = tps
+            .iter()
+            .filter(|tp| self.parts.contains_key(*tp))
+            .cloned()
+            .collect();
+        let mut positions = BTreeMap::new();
+        for tp in &mine {
+            if let Some(st) = self.parts.get_mut(tp) {
+                st.buf.clear();
+                if let Some(p) = st.position {
+                    positions.insert(tp.clone(), p);
+                }
+            }
+        }
+        let mut result = Ok(());
+        if !mine.is_empty() {
+            if lost {
+                result = listener
+                    .on_partitions_lost(&mine)
+                    .await
+                    .map_err(|e| Error::Listener(Box::new(e)));
+            } else {
+                let mut ctx = RebalanceContext::new(positions.clone());
+                let r = listener.on_partitions_revoked(&mine, &mut ctx).await;
+                let (_, commits) = ctx.into_parts();
+                let mut to_commit = BTreeMap::new();
+                if self.config.enable_auto_commit() && !self.standalone {
+                    to_commit.extend(
+                        positions
+                            .into_iter()
+                            .filter(|(tp, p)| self.auto_committed.get(tp) != Some(p)),
+                    );
+                }
+                to_commit.extend(commits);
+                if !to_commit.is_empty() && !self.standalone {
+                    if let Err(e) = self
+                        .commit_map_sync(to_commit, Instant::now() + COMMIT_TIMEOUT)
+                        .await
+                    {
+                        tracing::warn!(target: "weir_kafka", error = %e, "commit before giving partitions up failed");
+                    }
+                }
+                result = r.map_err(|e| Error::Listener(Box::new(e)));
+            }
+        }
+        for tp in &tps {
+            self.parts.remove(tp);
+            self.paused.remove(tp);
+            self.unresolved.remove(tp);
+            self.pending_seeks.remove(tp);
+            self.auto_committed.remove(tp);
+        }
+        if unassign {
+            let list = tps.clone();
+            let r = detached("unassign", move || {
+                if is_cooperative(&rd) {
+                    rd.incremental_unassign(&tpl_plain(&list))
+                } else {
+                    rd.unassign()
+                }
+            })
+            .await?;
+            r.map_err(|e| from_kafka("unassigning partitions", &e, &self.redactor))?;
+        }
+        result
+    }
+
+    async fn handle_rebalance(&mut self, ev: RebalanceEvent) -> Result<()> {
+        let rd = self.rd()?;
+        match ev {
+            RebalanceEvent::Assign(tps) => {
+                let cooperative = is_cooperative(&rd);
+                self.on_assign(tps, cooperative).await
+            }
+            RebalanceEvent::Revoke { partitions, lost } => {
+                self.on_revoke(partitions, lost, true).await
+            }
+        }
+    }
+
+    /// Apply seeks asked for since the last poll: resolve, seek librdkafka, drop buffers.
+    async fn apply_seeks(&mut self) -> Result<()> {
+        if self.pending_seeks.is_empty() {
+            return Ok(());
+        }
+        let rd = self.rd()?;
+        let targets = std::mem::take(&mut self.pending_seeks);
+        let use_committed = !self.standalone;
+        let reset = self.config.auto_offset_reset();
+        let redactor = self.redactor.clone();
+        let rd2 = rd.clone();
+        let t2 = targets.clone();
+        let (starts, failed) = detached("resolve", move || {
+            resolve(&rd2, &t2, use_committed, reset, &redactor)
+        })
+        .await?;
+        let mut first_error = None;
+        for (tp, e) in failed {
+            // Unresolvable seek: the partition stops until another seek.
+            if let Some(st) = self.parts.get_mut(&tp) {
+                st.buf.clear();
+                st.position = None;
+                st.floor = None;
+            }
+            if first_error.is_none() {
+                first_error = Some(clone_error(&e));
+            }
+            self.unresolved.insert(tp, e);
+        }
+        if !starts.is_empty() {
+            let tpl = tpl_of(&starts)?;
+            let resume: Vec<TopicPartition> = starts
+                .keys()
+                .filter(|tp| self.unresolved.contains_key(*tp) && !self.paused.contains(*tp))
+                .cloned()
+                .collect();
+            let r = detached("seek", move || {
+                let r = rd.seek_partitions(tpl, REQUEST_TIMEOUT);
+                if !resume.is_empty() {
+                    let _ = rd.resume(&tpl_plain(&resume));
+                }
+                r
+            })
+            .await?;
+            match r {
+                Ok(tpl) => {
+                    for e in tpl.elements() {
+                        if let Err(err) = e.error() {
+                            let tp = TopicPartition::new(e.topic(), e.partition());
+                            if first_error.is_none() {
+                                first_error = Some(from_kafka(
+                                    &format!("seeking {tp}"),
+                                    &err,
+                                    &self.redactor,
+                                ));
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    first_error.get_or_insert(from_kafka("seeking", &e, &self.redactor));
+                }
+            }
+            for (tp, s) in starts {
+                self.unresolved.remove(&tp);
+                if let Some(st) = self.parts.get_mut(&tp) {
+                    st.buf.clear();
+                    st.position = Some(s);
+                    st.floor = Some(s);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// For pattern subscriptions: subscribe to the topics that match now.
+    async fn refresh_pattern(&mut self) -> Result<()> {
+        let (re, due) = match &self.mode {
+            Mode::Subscribed {
+                subscription: Subscription::Pattern(re),
+                matched,
+                ..
+            } => (
+                re.clone(),
+                matched
+                    .as_ref()
+                    .is_none_or(|(_, at)| at.elapsed() >= PATTERN_REFRESH),
+            ),
+            _ => return Ok(()),
+        };
+        if !due {
+            return Ok(());
+        }
+        let rd = self.rd()?;
+        let rd2 = rd.clone();
+        let md = detached("metadata", move || {
+            rd2.fetch_metadata(None, REQUEST_TIMEOUT).map(|m| {
+                m.topics()
+                    .iter()
+                    .map(|t| t.name().to_owned())
+                    .collect::<Vec<_>>()
+            })
+        })
+        .await?;
+        let names = match md {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!(target: "weir_kafka", error = %from_kafka("listing topics", &e, &self.redactor), "pattern refresh failed");
+                return Ok(());
+            }
+        };
+        let now: BTreeSet<String> = names.into_iter().filter(|n| re.is_match(n)).collect();
+        let changed = match &self.mode {
+            Mode::Subscribed { matched, .. } => matched.as_ref().is_none_or(|(m, _)| *m != now),
+            _ => false,
+        };
+        if changed && !now.is_empty() {
+            let list: Vec<&str> = now.iter().map(String::as_str).collect();
+            rd.subscribe(&list)
+                .map_err(|e| from_kafka("subscribing", &e, &self.redactor))?;
+        }
+        if let Mode::Subscribed { matched, .. } = &mut self.mode {
+            *matched = Some((now, Instant::now()));
+        }
+        Ok(())
+    }
+
+    /// Take up to `max.poll.records` buffered records, partitions in turn, skipping
+    /// paused ones; advance positions.
+    fn take_batch(&mut self) -> Vec<Record> {
+        let max = self.config.max_poll_records();
+        let mut out = Vec::new();
+        let keys: Vec<TopicPartition> = self
+            .parts
+            .iter()
+            .filter(|(tp, st)| !st.buf.is_empty() && !self.paused.contains(*tp))
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        if keys.is_empty() {
+            return out;
+        }
+        let n = keys.len();
+        self.rr = self.rr.wrapping_add(1);
+        for i in 0..n {
+            if out.len() >= max {
+                break;
+            }
+            let tp = &keys[(self.rr + i) % n];
+            let Some(st) = self.parts.get_mut(tp) else {
+                continue;
+            };
+            let take = (max - out.len()).min(st.buf.len());
+            let before = out.len();
+            out.extend(st.buf.drain(..take));
+            if let Some(last) = out[before..].last() {
+                st.position = Some(last.offset + 1);
+            }
+        }
+        out
+    }
+
+    fn buffered(&self) -> usize {
+        self.parts
+            .iter()
+            .filter(|(tp, _)| !self.paused.contains(*tp))
+            .map(|(_, st)| st.buf.len())
+            .sum()
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.rd.is_none() {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn close_inner(&mut self, deadline: Instant) -> Result<()> {
+        self.settle().await?;
+        self.run_commit_callbacks();
+        let mut result = Ok(());
+        if matches!(self.mode, Mode::Subscribed { .. }) {
+            let all: Vec<TopicPartition> = self.parts.keys().cloned().collect();
+            // The listener runs now; librdkafka's own revoke during close only unassigns.
+            result = self.on_revoke(all, false, false).await;
+        } else if self.config.enable_auto_commit() && !self.standalone {
+            let map = self.positions();
+            let _ = self.commit_map_sync(map, deadline).await;
+        }
+        let rd = self.rd()?;
+        let shared = self.shared.clone();
+        let redactor = self.redactor.clone();
+        let closed = detached("close", move || {
+            if let Err(e) = rd.close_queue() {
+                return Err(from_kafka("closing", &e, &redactor));
+            }
+            while !rd.closed() {
+                if Instant::now() >= deadline {
+                    return Err(Error::Timeout(
+                        "closing the consumer (leaving the group)".into(),
+                    ));
+                }
+                let _ = rd.poll(Duration::from_millis(50));
+                while let Some(ev) = shared.take_rebalance() {
+                    let r = match ev {
+                        RebalanceEvent::Revoke { partitions, .. } => {
+                            if is_cooperative(&rd) {
+                                rd.incremental_unassign(&tpl_plain(&partitions))
+                            } else {
+                                rd.unassign()
+                            }
+                        }
+                        RebalanceEvent::Assign(_) => rd.unassign(),
+                    };
+                    if let Err(e) = r {
+                        tracing::debug!(target: "weir_kafka", error = %from_kafka("unassigning while closing", &e, &redactor), "close");
+                    }
+                }
+            }
+            Ok(())
+        });
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let closed = match tokio::time::timeout(remaining, closed).await {
+            Ok(r) => r.and_then(|r| r),
+            Err(_) => Err(Error::Timeout(
+                "closing the consumer (leaving the group)".into(),
+            )),
+        };
+        self.run_commit_callbacks();
+        if let Err(e) = closed {
+            tracing::warn!(target: "weir_kafka", error = %e, "close did not finish cleanly");
+        }
+        result
+    }
+}
+
+impl Drop for KafkaConsumer {
+    fn drop(&mut self) {
+        if let Some(rd) = self.rd.take() {
+            // librdkafka's destructor leaves the group and may wait for the broker: never
+            // on the caller's thread.
+            let _ = std::thread::Builder::new()
+                .name("weir-kafka-drop".into())
+                .spawn(move || drop(rd));
+        }
+    }
+}
+
+#[async_trait]
+impl Consumer for KafkaConsumer {
+    async fn subscribe(
+        &mut self,
+        subscription: Subscription,
+        listener: Arc<dyn RebalanceListener>,
+    ) -> Result<()> {
+        let rd = self.rd()?;
+        if matches!(self.mode, Mode::Assigned) {
+            return Err(Error::IllegalState(
+                "subscribe after assign: call assign(&[]) first".into(),
+            ));
+        }
+        self.need_group("subscribe")?;
+        match &subscription {
+            Subscription::Topics(topics) => {
+                if topics.is_empty() {
+                    return self.unsubscribe().await;
+                }
+                let list: Vec<&str> = topics.iter().map(String::as_str).collect();
+                rd.subscribe(&list)
+                    .map_err(|e| from_kafka("subscribing", &e, &self.redactor))?;
+            }
+            Subscription::Pattern(_) => {}
+        }
+        self.mode = Mode::Subscribed {
+            subscription,
+            listener,
+            matched: None,
+        };
+        self.refresh_pattern().await
+    }
+
+    async fn unsubscribe(&mut self) -> Result<()> {
+        let rd = self.rd()?;
+        self.settle().await?;
+        let mut result = Ok(());
+        if matches!(self.mode, Mode::Subscribed { .. }) {
+            let all: Vec<TopicPartition> = self.parts.keys().cloned().collect();
+            result = self.on_revoke(all, false, false).await;
+            rd.unsubscribe();
+        }
+        self.mode = Mode::Idle;
+        result
+    }
+
+    async fn assign(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        let rd = self.rd()?;
+        if matches!(self.mode, Mode::Subscribed { .. }) {
+            return Err(Error::IllegalState(
+                "assign while subscribed: unsubscribe first".into(),
+            ));
+        }
+        self.settle().await?;
+        let old: Vec<TopicPartition> = self.parts.keys().cloned().collect();
+        if !old.is_empty() {
+            self.on_revoke(old, false, false).await?;
+        }
+        if partitions.is_empty() {
+            let r = detached("unassign", move || rd.unassign()).await?;
+            r.map_err(|e| from_kafka("unassigning partitions", &e, &self.redactor))?;
+            self.mode = Mode::Idle;
+            return Ok(());
+        }
+        self.mode = Mode::Assigned;
+        self.on_assign(partitions.to_vec(), false).await
+    }
+
+    async fn partitions_for(&self, topic: &str) -> Result<Vec<TopicPartition>> {
+        let rd = self.rd()?;
+        let name = topic.to_owned();
+        let md = detached("metadata", move || {
+            rd.fetch_metadata(Some(&name), REQUEST_TIMEOUT).map(|m| {
+                m.topics().iter().find(|t| t.name() == name).map(|t| {
+                    (
+                        t.error(),
+                        t.partitions().iter().map(|p| p.id()).collect::<Vec<_>>(),
+                    )
+                })
+            })
+        })
+        .await?
+        .map_err(|e| {
+            from_kafka(
+                &format!("reading the metadata of `{topic}`"),
+                &e,
+                &self.redactor,
+            )
+        })?;
+        match md {
+            Some((None, ids)) if !ids.is_empty() => {
+                let mut v: Vec<TopicPartition> = ids
+                    .into_iter()
+                    .map(|p| TopicPartition::new(topic, p))
+                    .collect();
+                v.sort();
+                Ok(v)
+            }
+            Some((Some(err), _)) => {
+                let code = RDKafkaErrorCode::from(err);
+                match code {
+                    RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic => {
+                        Err(Error::UnknownTopic {
+                            topic: topic.to_owned(),
+                        })
+                    }
+                    other => Err(from_code(
+                        &format!("reading the metadata of `{topic}`"),
+                        other,
+                    )),
+                }
+            }
+            _ => Err(Error::UnknownTopic {
+                topic: topic.to_owned(),
+            }),
+        }
+    }
+
+    async fn poll(&mut self, timeout: Duration) -> Result<Batch> {
+        self.check_open()?;
+        if self.wakeup.take() {
+            return Err(Error::Wakeup);
+        }
+        let deadline = Instant::now() + timeout;
+        self.settle().await?;
+        self.run_commit_callbacks();
+        self.maybe_auto_commit();
+        let mut fetched_once = false;
+        loop {
+            while let Some(ev) = self.shared.take_rebalance() {
+                self.handle_rebalance(ev).await?;
+            }
+            if let Some(e) = self.pending_error.take() {
+                return Err(e);
+            }
+            self.refresh_pattern().await?;
+            self.apply_seeks().await?;
+            if let Some(e) = self.unresolved.values().next() {
+                return Err(clone_error(e));
+            }
+            let records = self.take_batch();
+            if !records.is_empty() {
+                return Ok(Batch::from(records));
+            }
+            if self.wakeup.take() {
+                return Err(Error::Wakeup);
+            }
+            let now = Instant::now();
+            if fetched_once && now >= deadline {
+                return Ok(Batch::new());
+            }
+            fetched_once = true;
+            let rd = self.rd()?;
+            let shared = self.shared.clone();
+            let slice = deadline.saturating_duration_since(now).min(FETCH_SLICE);
+            let want = self
+                .config
+                .max_poll_records()
+                .saturating_sub(self.buffered())
+                .max(1);
+            let topics = self.topics.clone();
+            let mut handle =
+                tokio::task::spawn_blocking(move || fetch(&rd, &shared, slice, want, topics));
+            let wakeup = self.wakeup.clone();
+            let outcome = tokio::select! {
+                r = &mut handle => Some(r),
+                _ = wakeup.notified() => None,
+            };
+            match outcome {
+                Some(r) => {
+                    let fetched = r.map_err(|e| backend(format!("fetch task failed: {e}")))?;
+                    self.merge(fetched);
+                }
+                None => {
+                    self.inflight = Some(handle);
+                    self.wakeup.take();
+                    return Err(Error::Wakeup);
+                }
+            }
+        }
+    }
+
+    async fn commit_sync(&mut self, offsets: CommitOffsets) -> Result<()> {
+        self.check_open()?;
+        self.need_group("commit_sync")?;
+        let map = match offsets {
+            CommitOffsets::Consumed => self.positions(),
+            CommitOffsets::Explicit(m) => m,
+        };
+        self.commit_map_sync(map, Instant::now() + COMMIT_TIMEOUT)
+            .await
+    }
+
+    fn commit_async(&mut self, offsets: CommitOffsets, callback: Option<CommitCallback>) {
+        let map = match offsets {
+            CommitOffsets::Consumed => self.positions(),
+            CommitOffsets::Explicit(m) => m,
+        };
+        self.run_commit_callbacks();
+        self.start_async_commit(map, callback);
+    }
+
+    async fn committed(
+        &mut self,
+        partitions: &[TopicPartition],
+    ) -> Result<BTreeMap<TopicPartition, Option<i64>>> {
+        let rd = self.rd()?;
+        self.need_group("committed")?;
+        let tpl = tpl_plain(partitions);
+        let r = detached("committed", move || {
+            rd.committed_offsets(tpl, REQUEST_TIMEOUT)
+        })
+        .await?;
+        let tpl = r.map_err(|e| from_kafka("reading committed offsets", &e, &self.redactor))?;
+        let mut out: BTreeMap<TopicPartition, Option<i64>> =
+            partitions.iter().map(|tp| (tp.clone(), None)).collect();
+        for e in tpl.elements() {
+            if let RdOffset::Offset(o) = e.offset() {
+                out.insert(TopicPartition::new(e.topic(), e.partition()), Some(o));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn position(&mut self, tp: &TopicPartition) -> Result<i64> {
+        self.check_open()?;
+        if !self.parts.contains_key(tp) {
+            return Err(Error::NotAssigned(tp.clone()));
+        }
+        self.settle().await?;
+        self.apply_seeks().await?;
+        if let Some(e) = self.unresolved.get(tp) {
+            return Err(clone_error(e));
+        }
+        self.parts
+            .get(tp)
+            .and_then(|st| st.position)
+            .ok_or_else(|| Error::NotAssigned(tp.clone()))
+    }
+
+    fn seek(&mut self, tp: &TopicPartition, offset: Offset) -> Result<()> {
+        self.check_open()?;
+        let Some(st) = self.parts.get_mut(tp) else {
+            return Err(Error::NotAssigned(tp.clone()));
+        };
+        st.buf.clear();
+        self.pending_seeks.insert(tp.clone(), offset);
+        Ok(())
+    }
+
+    fn pause(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        let rd = self.rd()?;
+        if let Some(tp) = partitions.iter().find(|tp| !self.parts.contains_key(*tp)) {
+            return Err(Error::NotAssigned(tp.clone()));
+        }
+        rd.pause(&tpl_plain(partitions))
+            .map_err(|e| from_kafka("pausing", &e, &self.redactor))?;
+        self.paused.extend(partitions.iter().cloned());
+        Ok(())
+    }
+
+    fn resume(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        let rd = self.rd()?;
+        if let Some(tp) = partitions.iter().find(|tp| !self.parts.contains_key(*tp)) {
+            return Err(Error::NotAssigned(tp.clone()));
+        }
+        let to_resume: Vec<TopicPartition> = partitions
+            .iter()
+            .filter(|tp| !self.unresolved.contains_key(*tp))
+            .cloned()
+            .collect();
+        rd.resume(&tpl_plain(&to_resume))
+            .map_err(|e| from_kafka("resuming", &e, &self.redactor))?;
+        for tp in partitions {
+            self.paused.remove(tp);
+        }
+        Ok(())
+    }
+
+    fn paused(&self) -> BTreeSet<TopicPartition> {
+        self.paused.clone()
+    }
+
+    fn assignment(&self) -> BTreeSet<TopicPartition> {
+        self.parts.keys().cloned().collect()
+    }
+
+    async fn watermarks(&self, tp: &TopicPartition) -> Result<(i64, i64)> {
+        let rd = self.rd()?;
+        let t = tp.clone();
+        let r = detached("watermarks", move || {
+            rd.fetch_watermarks(t.topic(), t.partition(), REQUEST_TIMEOUT)
+        })
+        .await?;
+        r.map_err(|e| watermark_error(tp, &e, &self.redactor))
+    }
+
+    fn wakeup_handle(&self) -> WakeupHandle {
+        self.wakeup.clone()
+    }
+
+    async fn close(&mut self) -> Result<()> {
+        self.check_open()?;
+        let deadline = Instant::now() + self.close_timeout;
+        let result = match tokio::time::timeout(self.close_timeout, self.close_inner(deadline))
+            .await
+        {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::warn!(target: "weir_kafka", "close timed out; abandoning the librdkafka handle");
+                Ok(())
+            }
+        };
+        let left: Vec<_> = self.async_commits.lock().drain(..).collect();
+        for (_, cb) in left {
+            cb(Err(Error::Timeout(
+                "the consumer closed before the commit's outcome was known".into(),
+            )));
+        }
+        if let Some(rd) = self.rd.take() {
+            let _ = std::thread::Builder::new()
+                .name("weir-kafka-drop".into())
+                .spawn(move || drop(rd));
+        }
+        self.parts.clear();
+        self.paused.clear();
+        self.mode = Mode::Idle;
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consumer_is_send() {
+        fn check<T: Send + 'static>() {}
+        check::<KafkaConsumer>();
+    }
+
+    #[tokio::test]
+    async fn standalone_consumer_refuses_group_operations() {
+        let config = ConsumerConfig::new().with_bootstrap_servers("127.0.0.1:9");
+        let mut c = KafkaConsumer::new(config).unwrap();
+        let e = c
+            .subscribe(Subscription::topics(["t"]), Arc::new(NoopListener))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::IllegalState(_)), "{e}");
+        let e = c.commit_sync(CommitOffsets::Consumed).await.unwrap_err();
+        assert!(matches!(e, Error::IllegalState(_)), "{e}");
+        let tp = TopicPartition::new("t", 0);
+        assert!(matches!(
+            c.seek(&tp, Offset::At(1)),
+            Err(Error::NotAssigned(_))
+        ));
+        assert!(matches!(c.pause(&[tp.clone()]), Err(Error::NotAssigned(_))));
+        c.close().await.unwrap();
+        assert!(matches!(c.poll(Duration::ZERO).await, Err(Error::Closed)));
+        assert!(matches!(c.close().await, Err(Error::Closed)));
+    }
+
+    #[tokio::test]
+    async fn wakeup_before_poll_returns_wakeup() {
+        let config = ConsumerConfig::new().with_bootstrap_servers("127.0.0.1:9");
+        let mut c = KafkaConsumer::new(config).unwrap();
+        c.wakeup_handle().wakeup();
+        assert!(matches!(
+            c.poll(Duration::from_secs(5)).await,
+            Err(Error::Wakeup)
+        ));
+        c.close().await.unwrap();
+    }
+}

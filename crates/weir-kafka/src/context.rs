@@ -1,0 +1,186 @@
+//! The librdkafka callbacks: rebalances are captured, not applied.
+//!
+//! librdkafka calls the rebalance callback inside `BaseConsumer::poll`, on the thread
+//! that polls. The default callback assigns at once, which starts fetching from the
+//! committed offset before weir's (async) [`RebalanceListener`](weir_core::RebalanceListener)
+//! had a say. [`WeirContext`] instead records the event and returns without assigning;
+//! librdkafka waits (its group state machine sits in "wait for assign call") until the
+//! consumer's task has run the listener and calls `assign` / `incremental_assign` with
+//! the chosen offsets in the partition list, so fetching starts exactly there.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::topic_partition_list::{Offset as RdOffset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use weir_core::TopicPartition;
+
+use crate::config::Redactor;
+
+/// A rebalance librdkafka asked the application to carry out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RebalanceEvent {
+    /// Partitions to add (cooperative) or the whole new assignment (eager).
+    Assign(Vec<TopicPartition>),
+    /// Partitions to give up. `lost`: the member was evicted; they already belong to
+    /// someone else.
+    Revoke {
+        partitions: Vec<TopicPartition>,
+        lost: bool,
+    },
+}
+
+/// The outcome of one offset commit, as librdkafka reported it: the offsets, and the
+/// error code and text of a failure.
+pub(crate) type CommitOutcome = (
+    BTreeMap<TopicPartition, i64>,
+    Result<(), (Option<RDKafkaErrorCode>, String)>,
+);
+
+/// State shared between the librdkafka callbacks (on the polling thread) and the
+/// consumer's task.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    rebalances: Mutex<VecDeque<RebalanceEvent>>,
+    has_rebalance: AtomicBool,
+    commits: Mutex<Vec<CommitOutcome>>,
+}
+
+impl Shared {
+    pub(crate) fn has_rebalance(&self) -> bool {
+        self.has_rebalance.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn take_rebalance(&self) -> Option<RebalanceEvent> {
+        let mut q = self.rebalances.lock();
+        let ev = q.pop_front();
+        self.has_rebalance.store(!q.is_empty(), Ordering::SeqCst);
+        ev
+    }
+
+    fn push_rebalance(&self, ev: RebalanceEvent) {
+        let mut q = self.rebalances.lock();
+        q.push_back(ev);
+        self.has_rebalance.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn take_commits(&self) -> Vec<CommitOutcome> {
+        std::mem::take(&mut *self.commits.lock())
+    }
+}
+
+/// weir-kafka's librdkafka context: captures rebalances and commit results, and sends
+/// librdkafka's log lines to `tracing` with secrets removed.
+pub struct WeirContext {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) redactor: Redactor,
+}
+
+impl std::fmt::Debug for WeirContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WeirContext").finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn partitions_of(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
+    tpl.elements()
+        .iter()
+        .map(|e| TopicPartition::new(e.topic(), e.partition()))
+        .collect()
+}
+
+impl ClientContext for WeirContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        let msg = self.redactor.clean(log_message);
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => tracing::error!(target: "librdkafka", fac, "{msg}"),
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", fac, "{msg}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", fac, "{msg}")
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", fac, "{msg}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let code = error
+            .rdkafka_error_code()
+            .map(|c| format!("{c:?}"))
+            .unwrap_or_default();
+        let reason = self.redactor.clean(reason);
+        tracing::warn!(target: "librdkafka", code, "{reason}");
+    }
+}
+
+impl ConsumerContext for WeirContext {
+    fn rebalance(
+        &self,
+        base_consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let partitions = partitions_of(tpl);
+        let ev = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                RebalanceEvent::Assign(partitions)
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => RebalanceEvent::Revoke {
+                partitions,
+                lost: base_consumer.assignment_lost(),
+            },
+            other => {
+                // librdkafka's own handler gives everything up on an error; weir does
+                // the same, treating the partitions as lost.
+                tracing::warn!(target: "weir_kafka", error = ?other, "rebalance error: giving up the assignment");
+                let all = base_consumer
+                    .assignment()
+                    .map(|a| partitions_of(&a))
+                    .unwrap_or(partitions);
+                RebalanceEvent::Revoke {
+                    partitions: all,
+                    lost: true,
+                }
+            }
+        };
+        self.shared.push_rebalance(ev);
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        let mut map = BTreeMap::new();
+        let mut failure: Option<(Option<RDKafkaErrorCode>, String)> =
+            result.err().map(|e| match e.rdkafka_error_code() {
+                Some(c) => (Some(c), c.to_string()),
+                None => (None, self.redactor.clean(&e.to_string())),
+            });
+        for e in offsets.elements() {
+            if let RdOffset::Offset(o) = e.offset() {
+                map.insert(TopicPartition::new(e.topic(), e.partition()), o);
+            }
+            if let Err(err) = e.error() {
+                if failure.is_none() {
+                    let code = err.rdkafka_error_code();
+                    let text = code
+                        .map(|c| c.to_string())
+                        .unwrap_or_else(|| self.redactor.clean(&err.to_string()));
+                    failure = Some((code, format!("{}-{}: {text}", e.topic(), e.partition())));
+                }
+            }
+        }
+        self.shared.commits.lock().push((
+            map,
+            match failure {
+                Some(f) => Err(f),
+                None => Ok(()),
+            },
+        ));
+    }
+}
