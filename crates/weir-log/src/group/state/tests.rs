@@ -1,0 +1,337 @@
+use super::*;
+use weir_core::{CooperativeSticky, Range, RoundRobin};
+
+fn topics(v: &[(&str, i32)]) -> BTreeMap<String, i32> {
+    v.iter().map(|(t, n)| (t.to_string(), *n)).collect()
+}
+
+fn spec(assignor: Arc<dyn Assignor>, sub: Subscription) -> MemberSpec {
+    MemberSpec {
+        client_id: "c".into(),
+        subscription: sub,
+        session_timeout: Duration::from_millis(600),
+        max_poll_interval: Duration::from_millis(2000),
+        assignor,
+    }
+}
+
+fn tps(d: &Directive) -> Vec<TopicPartition> {
+    match d {
+        Directive::Assign(v) | Directive::Revoke(v) => v.clone(),
+        other => panic!("expected assign/revoke, got {other:?}"),
+    }
+}
+
+fn all(n: i32) -> Vec<TopicPartition> {
+    (0..n).map(|p| TopicPartition::new("t", p)).collect()
+}
+
+#[test]
+fn eager_join_barrier_holds_assignment_until_revoked() {
+    let t = topics(&[("t", 4)]);
+    let now = Instant::now();
+    let mut g = GroupState::new("g");
+    let a = g
+        .join(spec(Arc::new(Range), Subscription::topics(["t"])), now, &t)
+        .unwrap();
+    assert_eq!(g.generation(), 1);
+    assert_eq!(tps(&g.heartbeat(&a, now, true, &t)), all(4));
+    assert_eq!(g.heartbeat(&a, now, true, &t), Directive::Stable);
+
+    let b = g
+        .join(spec(Arc::new(Range), Subscription::topics(["t"])), now, &t)
+        .unwrap();
+    assert_eq!(g.generation(), 2);
+    // B waits behind the barrier while A still owns everything.
+    assert_eq!(g.heartbeat(&b, now, true, &t), Directive::Wait);
+    assert_eq!(tps(&g.heartbeat(&a, now, true, &t)), all(4));
+    assert_eq!(g.heartbeat(&b, now, true, &t), Directive::Wait);
+    assert!(
+        g.check_commit(&a, &all(4)).is_ok(),
+        "A commits while revoking"
+    );
+    g.revoked(&a, &all(4));
+    assert!(
+        g.check_commit(&a, &all(1)).is_err(),
+        "revoked: commit refused"
+    );
+    let got_a = tps(&g.heartbeat(&a, now, true, &t));
+    let got_b = tps(&g.heartbeat(&b, now, true, &t));
+    assert_eq!(got_a.len(), 2);
+    assert_eq!(got_b.len(), 2);
+    assert_eq!(g.generation(), 2);
+    assert!(!g.describe().rebalancing);
+}
+
+#[test]
+fn cooperative_moves_only_after_revocation_in_a_follow_up_generation() {
+    let t = topics(&[("t", 4)]);
+    let now = Instant::now();
+    let mut g = GroupState::new("g");
+    let sticky = || spec(Arc::new(CooperativeSticky), Subscription::topics(["t"]));
+    let a = g.join(sticky(), now, &t).unwrap();
+    assert_eq!(tps(&g.heartbeat(&a, now, true, &t)), all(4));
+    let b = g.join(sticky(), now, &t).unwrap();
+    let gen_join = g.generation();
+    // B is not blocked (cooperative) but gets nothing yet.
+    assert_eq!(g.heartbeat(&b, now, true, &t), Directive::Stable);
+    let revoked = tps(&g.heartbeat(&a, now, true, &t));
+    assert_eq!(revoked.len(), 2, "only what moves is revoked");
+    let kept: Vec<_> = all(4)
+        .into_iter()
+        .filter(|tp| !revoked.contains(tp))
+        .collect();
+    // A can still commit what it keeps and what it is revoking.
+    g.check_commit(&a, &all(4)).unwrap();
+    assert_eq!(g.heartbeat(&b, now, true, &t), Directive::Stable);
+    g.revoked(&a, &revoked);
+    assert_eq!(g.generation(), gen_join + 1, "follow-up generation");
+    assert_eq!(tps(&g.heartbeat(&b, now, true, &t)), revoked);
+    assert_eq!(
+        tps(&g.heartbeat(&a, now, true, &t)),
+        Vec::<TopicPartition>::new()
+    );
+    let d = g.describe();
+    assert_eq!(d.members[0].owned, kept.into_iter().collect());
+    g.check_commit(&b, &revoked).unwrap();
+}
+
+#[test]
+fn cooperative_hands_out_free_partitions_at_once() {
+    let t = topics(&[("t", 4)]);
+    let now = Instant::now();
+    let mut g = GroupState::new("g");
+    let sticky = || spec(Arc::new(CooperativeSticky), Subscription::topics(["t"]));
+    let a = g.join(sticky(), now, &t).unwrap();
+    let b = g.join(sticky(), now, &t).unwrap();
+    let got_a = tps(&g.heartbeat(&a, now, true, &t));
+    let got_b = tps(&g.heartbeat(&b, now, true, &t));
+    assert_eq!(got_a.len() + got_b.len(), 4);
+    // A leaves: B keeps its two and gets A's two without revoking anything.
+    g.leave(&a, now, &t);
+    assert_eq!(tps(&g.heartbeat(&b, now, true, &t)), got_a);
+    assert_eq!(g.describe().members[0].owned.len(), 4);
+}
+
+#[test]
+fn member_that_stops_polling_is_evicted_and_told() {
+    let t = topics(&[("t", 2)]);
+    let t0 = Instant::now();
+    let mut g = GroupState::new("g");
+    let a = g
+        .join(
+            spec(Arc::new(RoundRobin), Subscription::topics(["t"])),
+            t0,
+            &t,
+        )
+        .unwrap();
+    assert_eq!(tps(&g.heartbeat(&a, t0, true, &t)), all(2));
+    let b = g
+        .join(
+            spec(Arc::new(RoundRobin), Subscription::topics(["t"])),
+            t0,
+            &t,
+        )
+        .unwrap();
+    assert_eq!(g.heartbeat(&b, t0, true, &t), Directive::Wait);
+    let r = tps(&g.heartbeat(&a, t0, true, &t));
+    g.revoked(&a, &r);
+    assert_eq!(tps(&g.heartbeat(&a, t0, true, &t)).len(), 1);
+    assert_eq!(tps(&g.heartbeat(&b, t0, true, &t)).len(), 1);
+    // B keeps polling, A does not.
+    let later = t0 + Duration::from_millis(1999);
+    assert_eq!(g.heartbeat(&b, later, true, &t), Directive::Stable);
+    assert_eq!(g.next_expiry(), Some(t0 + Duration::from_millis(2000)));
+    let after = t0 + Duration::from_millis(2000);
+    // Eager: B revokes its one, then gets both.
+    let r = tps(&g.heartbeat(&b, after, true, &t));
+    assert_eq!(r.len(), 1);
+    g.revoked(&b, &r);
+    assert_eq!(tps(&g.heartbeat(&b, after, true, &t)), all(2));
+    assert_eq!(
+        g.heartbeat(&a, after, true, &t),
+        Directive::Evicted(EvictReason::PollInterval)
+    );
+    assert!(matches!(
+        g.check_commit(&a, &all(1)),
+        Err(Error::CommitFailed { .. })
+    ));
+}
+
+#[test]
+fn vanished_member_is_evicted_after_session_timeout() {
+    let t = topics(&[("t", 2)]);
+    let t0 = Instant::now();
+    let mut g = GroupState::new("g");
+    let sticky = || spec(Arc::new(CooperativeSticky), Subscription::topics(["t"]));
+    let a = g.join(sticky(), t0, &t).unwrap();
+    let b = g.join(sticky(), t0, &t).unwrap();
+    g.heartbeat(&a, t0, true, &t);
+    g.heartbeat(&b, t0, true, &t);
+    g.vanish(&a, t0);
+    assert_eq!(g.next_expiry(), Some(t0 + Duration::from_millis(600)));
+    let before = t0 + Duration::from_millis(599);
+    assert_eq!(g.heartbeat(&b, before, true, &t), Directive::Stable);
+    assert_eq!(g.describe().members.len(), 2);
+    let at = t0 + Duration::from_millis(600);
+    assert_eq!(tps(&g.heartbeat(&b, at, true, &t)).len(), 1);
+    assert_eq!(g.describe().members.len(), 1);
+    assert_eq!(g.describe().members[0].owned.len(), 2);
+}
+
+#[test]
+fn eager_barrier_is_bounded_by_max_poll_interval() {
+    let t = topics(&[("t", 2)]);
+    let t0 = Instant::now();
+    let mut g = GroupState::new("g");
+    let a = g
+        .join(spec(Arc::new(Range), Subscription::topics(["t"])), t0, &t)
+        .unwrap();
+    assert_eq!(tps(&g.heartbeat(&a, t0, true, &t)), all(2));
+    let t1 = t0 + Duration::from_millis(500);
+    let b = g
+        .join(spec(Arc::new(Range), Subscription::topics(["t"])), t1, &t)
+        .unwrap();
+    // A never acknowledges; B waits until A's poll interval runs out.
+    let mut now = t1;
+    while now < t0 + Duration::from_millis(2000) {
+        assert_eq!(g.heartbeat(&b, now, true, &t), Directive::Wait);
+        now += Duration::from_millis(100);
+    }
+    assert_eq!(tps(&g.heartbeat(&b, now, true, &t)), all(2));
+}
+
+#[test]
+fn topic_changes_start_a_rebalance() {
+    let now = Instant::now();
+    let mut g = GroupState::new("g");
+    let t = topics(&[("orders-a", 1), ("other", 3)]);
+    let a = g
+        .join(
+            spec(
+                Arc::new(CooperativeSticky),
+                Subscription::pattern("orders-.*").unwrap(),
+            ),
+            now,
+            &t,
+        )
+        .unwrap();
+    assert_eq!(
+        tps(&g.heartbeat(&a, now, true, &t)),
+        vec![TopicPartition::new("orders-a", 0)]
+    );
+    let gen = g.generation();
+    let t2 = topics(&[("orders-a", 2), ("orders-b", 1), ("other", 3)]);
+    assert_eq!(
+        tps(&g.heartbeat(&a, now, true, &t2)),
+        vec![
+            TopicPartition::new("orders-a", 1),
+            TopicPartition::new("orders-b", 0)
+        ]
+    );
+    assert!(g.generation() > gen);
+    assert_eq!(g.heartbeat(&a, now, true, &t2), Directive::Stable);
+}
+
+#[test]
+fn resubscribe_revokes_what_is_no_longer_subscribed() {
+    let now = Instant::now();
+    let mut g = GroupState::new("g");
+    let t = topics(&[("x", 1), ("y", 1)]);
+    let a = g
+        .join(
+            spec(
+                Arc::new(CooperativeSticky),
+                Subscription::topics(["x", "y"]),
+            ),
+            now,
+            &t,
+        )
+        .unwrap();
+    assert_eq!(tps(&g.heartbeat(&a, now, true, &t)).len(), 2);
+    g.resubscribe(&a, Subscription::topics(["y"]), now, &t);
+    assert_eq!(
+        tps(&g.heartbeat(&a, now, true, &t)),
+        vec![TopicPartition::new("x", 0)]
+    );
+    g.revoked(&a, &[TopicPartition::new("x", 0)]);
+    assert_eq!(
+        tps(&g.heartbeat(&a, now, true, &t)),
+        Vec::<TopicPartition>::new()
+    );
+    assert_eq!(g.heartbeat(&a, now, true, &t), Directive::Stable);
+}
+
+#[test]
+fn mixed_strategies_are_refused_by_name() {
+    let now = Instant::now();
+    let t = topics(&[("t", 1)]);
+    let mut g = GroupState::new("g");
+    g.join(spec(Arc::new(Range), Subscription::topics(["t"])), now, &t)
+        .unwrap();
+    let e = g
+        .join(
+            spec(Arc::new(CooperativeSticky), Subscription::topics(["t"])),
+            now,
+            &t,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::Config { key, .. } if key == "partition.assignment.strategy"),
+        "{e}"
+    );
+}
+
+/// An assignor that gives every partition to everyone and invents one.
+#[derive(Debug)]
+struct Sloppy;
+impl Assignor for Sloppy {
+    fn name(&self) -> &str {
+        "sloppy"
+    }
+    fn assign(
+        &self,
+        members: &[GroupMember],
+        _partitions: &BTreeMap<String, i32>,
+    ) -> BTreeMap<String, Vec<TopicPartition>> {
+        members
+            .iter()
+            .map(|m| {
+                let mut v = all(2);
+                v.push(TopicPartition::new("nope", 0));
+                v.push(TopicPartition::new("t", 99));
+                (m.member_id.clone(), v)
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn a_sloppy_user_assignor_cannot_assign_twice_or_invent_partitions() {
+    let now = Instant::now();
+    let t = topics(&[("t", 2)]);
+    let mut g = GroupState::new("g");
+    let a = g
+        .join(spec(Arc::new(Sloppy), Subscription::topics(["t"])), now, &t)
+        .unwrap();
+    let b = g
+        .join(spec(Arc::new(Sloppy), Subscription::topics(["t"])), now, &t)
+        .unwrap();
+    let ga = tps(&g.heartbeat(&a, now, true, &t));
+    let gb = tps(&g.heartbeat(&b, now, true, &t));
+    assert_eq!(ga, all(2));
+    assert!(gb.is_empty());
+}
+
+#[test]
+fn leave_of_unknown_member_is_harmless() {
+    let now = Instant::now();
+    let t = topics(&[("t", 1)]);
+    let mut g = GroupState::new("g");
+    g.leave("ghost", now, &t);
+    assert_eq!(g.generation(), 0);
+    assert_eq!(
+        g.heartbeat("ghost", now, true, &t),
+        Directive::Evicted(EvictReason::SessionTimeout)
+    );
+}
