@@ -11,6 +11,7 @@
 //! |---|---|---|
 //! | (always) | [`core`] (`weir-core`) | records, config, `Consumer`, `RebalanceListener` |
 //! | `log` (default) | [`log`] (`weir-log`) | the embedded, persistent, partitioned log |
+//! | `formats` | `formats` (`weir-formats`) | JSON, Avro, Protobuf deserializers, schema registry |
 //!
 //! ```
 //! use weir::core::{ConsumerConfig, TopicPartition};
@@ -29,3 +30,8 @@ pub use weir_core::{
 /// The embedded log (feature `log`, on by default).
 #[cfg(feature = "log")]
 pub use weir_log as log;
+
+/// Typed deserializers and serializers: JSON, Avro, Protobuf, schema registry
+/// (feature `formats`).
+#[cfg(feature = "formats")]
+pub use weir_formats as formats;

@@ -1,0 +1,549 @@
+//! Apache Avro through `apache-avro`: typed values via serde ([`Avro`]) or the generic
+//! [`Value`] ([`AvroGeneric`]), with a fixed writer schema or, for registry-framed data,
+//! the writer schema from the registry ([`RegistryAvro`], [`RegistryAvroGeneric`]) and
+//! Avro schema resolution against a reader schema.
+//!
+//! ## Allocation limit (CVE-2022-36124)
+//! A length or block count in Avro data is a varint that may claim 2^62 bytes or items.
+//! apache-avro refuses any allocation above a process-wide limit, set once. weir sets it
+//! to [`DEFAULT_MAX_ALLOCATION_BYTES`] (16 MiB) the first time an Avro (de)serializer is
+//! built, unless [`set_max_allocation_bytes`] was called before. Exceeding it is a
+//! permanent [`ErrorKind::TooLarge`] error.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::{Arc, OnceLock};
+
+use apache_avro::reader::datum::GenericDatumReader;
+pub use apache_avro::types::Value;
+use apache_avro::writer::datum::GenericDatumWriter;
+pub use apache_avro::Schema;
+use parking_lot::{Mutex, RwLock};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::framing::{self, SchemaRef};
+use crate::registry::{self, SchemaRegistry, SchemaType};
+use crate::traits::{async_ser_via_sync, async_via_sync};
+use crate::{
+    Context, DeserializeError, Deserializer, Error, ErrorKind, Result, Serializer,
+    SyncDeserializer, SyncSerializer,
+};
+
+/// weir's default for apache-avro's process-wide allocation limit: 16 MiB.
+pub const DEFAULT_MAX_ALLOCATION_BYTES: usize = 16 * 1024 * 1024;
+
+/// Set apache-avro's process-wide allocation limit. Only the first call (by anyone,
+/// including weir's own default when the first Avro deserializer is built) takes
+/// effect; returns the limit in force.
+///
+/// ```
+/// let in_force = weir_formats::avro::set_max_allocation_bytes(4 * 1024 * 1024);
+/// assert_eq!(in_force, weir_formats::avro::max_allocation_bytes());
+/// ```
+pub fn set_max_allocation_bytes(bytes: usize) -> usize {
+    apache_avro::util::max_allocation_bytes(bytes)
+}
+
+/// The allocation limit in force (setting weir's default if none was set yet).
+pub fn max_allocation_bytes() -> usize {
+    apache_avro::util::max_allocation_bytes(DEFAULT_MAX_ALLOCATION_BYTES)
+}
+
+/// Parse an Avro schema from its JSON text.
+///
+/// ```
+/// let s = weir_formats::avro::parse_schema(r#"{"type":"array","items":"long"}"#).unwrap();
+/// assert!(matches!(s, weir_formats::avro::Schema::Array(_)));
+/// assert!(weir_formats::avro::parse_schema("{").is_err());
+/// ```
+pub fn parse_schema(json: &str) -> Result<Schema> {
+    Schema::parse_str(json).map_err(Error::schema)
+}
+
+/// Schemas live as long as the process so that their compiled readers can be kept;
+/// each distinct schema is stored once, however many deserializers use it.
+fn intern(schema: &Schema) -> Result<&'static Schema> {
+    static TABLE: OnceLock<Mutex<HashMap<String, &'static Schema>>> = OnceLock::new();
+    let key = serde_json::to_string(schema).map_err(Error::schema)?;
+    let mut table = TABLE.get_or_init(|| Mutex::new(HashMap::new())).lock();
+    if let Some(s) = table.get(&key) {
+        return Ok(s);
+    }
+    let leaked: &'static Schema = Box::leak(Box::new(schema.clone()));
+    table.insert(key, leaked);
+    Ok(leaked)
+}
+
+/// A writer schema (and optional reader schema), resolved once.
+struct Codec {
+    writer: &'static Schema,
+    reader: GenericDatumReader<'static>,
+    resolving: bool,
+}
+
+impl Codec {
+    fn new(writer: &Schema, reader_schema: Option<&Schema>) -> Result<Self> {
+        max_allocation_bytes();
+        let writer = intern(writer)?;
+        let reader_schema = reader_schema.map(intern).transpose()?;
+        let reader = GenericDatumReader::builder(writer)
+            .maybe_reader_schema(reader_schema)
+            .build()
+            .map_err(Error::schema)?;
+        Ok(Self {
+            writer,
+            reader,
+            resolving: reader_schema.is_some(),
+        })
+    }
+
+    fn value(&self, data: &[u8], ctx: &Context<'_>) -> Result<Value, DeserializeError> {
+        let mut cursor = data;
+        let v = self
+            .reader
+            .read_value(&mut cursor)
+            .map_err(|e| avro_error(e, ctx))?;
+        trailing(cursor, ctx)?;
+        Ok(v)
+    }
+
+    fn typed<T: DeserializeOwned>(
+        &self,
+        data: &[u8],
+        ctx: &Context<'_>,
+    ) -> Result<T, DeserializeError> {
+        if self.resolving {
+            let v = self.value(data, ctx)?;
+            return apache_avro::from_value::<T>(&v).map_err(|e| {
+                ctx.error(
+                    ErrorKind::WrongType,
+                    format!("Avro value into the target type: {e}"),
+                )
+                .with_source(e)
+            });
+        }
+        let mut cursor = data;
+        let v = self
+            .reader
+            .read_deser::<T>(&mut cursor)
+            .map_err(|e| avro_error(e, ctx))?;
+        trailing(cursor, ctx)?;
+        Ok(v)
+    }
+}
+
+fn trailing(rest: &[u8], ctx: &Context<'_>) -> Result<(), DeserializeError> {
+    if rest.is_empty() {
+        Ok(())
+    } else {
+        Err(ctx.error(
+            ErrorKind::Malformed,
+            format!(
+                "Avro datum followed by {} unread bytes (wrong schema?)",
+                rest.len()
+            ),
+        ))
+    }
+}
+
+fn avro_error(e: apache_avro::Error, ctx: &Context<'_>) -> DeserializeError {
+    use apache_avro::error::Details;
+    let kind = match e.details() {
+        Details::MemoryAllocation { .. } => ErrorKind::TooLarge,
+        Details::ConvertToUtf8(..) | Details::ConvertToUtf8Error(..) => ErrorKind::InvalidUtf8,
+        _ => ErrorKind::Malformed,
+    };
+    ctx.error(kind, format!("Avro: {e}")).with_source(e)
+}
+
+/// Avro with a fixed writer schema, decoded with serde into a `T`.
+///
+/// With a [reader schema](Self::with_reader_schema) the datum is first resolved (Avro
+/// schema resolution: defaults for added fields, removed fields skipped, int→long
+/// promotion, aliases), then converted to `T`.
+///
+/// ```
+/// use weir_formats::avro::{parse_schema, Avro};
+/// use weir_formats::{Context, Part, SyncDeserializer, SyncSerializer};
+/// #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+/// struct Reading { sensor: String, value: f64 }
+/// let schema = parse_schema(r#"{"type":"record","name":"Reading","fields":[
+///     {"name":"sensor","type":"string"},{"name":"value","type":"double"}]}"#).unwrap();
+/// let avro = Avro::new(&schema).unwrap();
+/// let r = Reading { sensor: "s1".into(), value: 2.5 };
+/// let bytes = avro.encode(&r).unwrap();
+/// let topic = "readings".into();
+/// let back: Reading = avro.decode(Some(&bytes), &Context::new(&topic, 0, 0, Part::Value)).unwrap();
+/// assert_eq!(back, r);
+/// ```
+pub struct Avro {
+    codec: Arc<Codec>,
+    writer: GenericDatumWriter<'static>,
+    max_bytes: usize,
+}
+
+impl std::fmt::Debug for Avro {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Avro")
+            .field("writer_schema", &self.codec.writer.canonical_form())
+            .field("resolving", &self.codec.resolving)
+            .field("max_bytes", &self.max_bytes)
+            .finish()
+    }
+}
+
+impl Avro {
+    /// Decode data written with `writer_schema`.
+    pub fn new(writer_schema: &Schema) -> Result<Self> {
+        let codec = Codec::new(writer_schema, None)?;
+        let writer = GenericDatumWriter::builder(codec.writer)
+            .build()
+            .map_err(Error::schema)?;
+        Ok(Self {
+            codec: Arc::new(codec),
+            writer,
+            max_bytes: crate::DEFAULT_MAX_BYTES,
+        })
+    }
+
+    /// Resolve each datum against `reader_schema` (Avro schema resolution).
+    pub fn with_reader_schema(mut self, reader_schema: &Schema) -> Result<Self> {
+        self.codec = Arc::new(Codec::new(self.codec.writer, Some(reader_schema))?);
+        Ok(self)
+    }
+
+    /// Refuse inputs longer than `max_bytes`.
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+}
+
+impl<T: DeserializeOwned> SyncDeserializer<T> for Avro {
+    fn decode(&self, data: Option<&[u8]>, ctx: &Context<'_>) -> Result<T, DeserializeError> {
+        let data = ctx.require(data)?;
+        ctx.check_size(data, self.max_bytes)?;
+        self.codec.typed(data, ctx)
+    }
+}
+
+/// Serializes with the writer schema.
+impl<T: Serialize> SyncSerializer<T> for Avro {
+    fn encode(&self, value: &T) -> Result<Vec<u8>> {
+        self.writer
+            .write_ser_to_vec(value)
+            .map_err(Error::serialize)
+    }
+}
+
+/// Avro with a fixed writer schema, decoded into the generic [`Value`].
+///
+/// ```
+/// use weir_formats::avro::{parse_schema, AvroGeneric, Value};
+/// use weir_formats::{Context, Part, SyncDeserializer, SyncSerializer};
+/// let schema = parse_schema(r#""long""#).unwrap();
+/// let avro = AvroGeneric::new(&schema).unwrap();
+/// let bytes = avro.encode(&Value::Long(-3)).unwrap();
+/// assert_eq!(bytes, [5]);
+/// let topic = "t".into();
+/// let v = avro.decode(Some(&bytes), &Context::new(&topic, 0, 0, Part::Value)).unwrap();
+/// assert_eq!(v, Value::Long(-3));
+/// ```
+pub struct AvroGeneric {
+    inner: Avro,
+}
+
+impl std::fmt::Debug for AvroGeneric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("AvroGeneric").field(&self.inner).finish()
+    }
+}
+
+impl AvroGeneric {
+    /// Decode data written with `writer_schema`.
+    pub fn new(writer_schema: &Schema) -> Result<Self> {
+        Ok(Self {
+            inner: Avro::new(writer_schema)?,
+        })
+    }
+
+    /// Resolve each datum against `reader_schema`.
+    pub fn with_reader_schema(self, reader_schema: &Schema) -> Result<Self> {
+        Ok(Self {
+            inner: self.inner.with_reader_schema(reader_schema)?,
+        })
+    }
+
+    /// Refuse inputs longer than `max_bytes`.
+    pub fn with_max_bytes(self, max_bytes: usize) -> Self {
+        Self {
+            inner: self.inner.with_max_bytes(max_bytes),
+        }
+    }
+}
+
+impl SyncDeserializer<Value> for AvroGeneric {
+    fn decode(&self, data: Option<&[u8]>, ctx: &Context<'_>) -> Result<Value, DeserializeError> {
+        let data = ctx.require(data)?;
+        ctx.check_size(data, self.inner.max_bytes)?;
+        self.inner.codec.value(data, ctx)
+    }
+}
+
+impl SyncSerializer<Value> for AvroGeneric {
+    fn encode(&self, value: &Value) -> Result<Vec<u8>> {
+        self.inner
+            .writer
+            .write_value_to_vec(value.clone())
+            .map_err(Error::serialize)
+    }
+}
+
+async_via_sync!(impl[T: DeserializeOwned + Send] Avro => T);
+async_ser_via_sync!(impl[T: Serialize + Sync] Avro => T);
+async_via_sync!(impl[] AvroGeneric => Value);
+async_ser_via_sync!(impl[] AvroGeneric => Value);
+
+/// Shared state of the registry-aware Avro deserializers: one compiled codec per writer
+/// schema id, built on first sight.
+struct RegistryCore {
+    registry: Arc<SchemaRegistry>,
+    reader_schema: Option<&'static Schema>,
+    codecs: RwLock<HashMap<SchemaRef, Arc<Codec>>>,
+    max_bytes: usize,
+}
+
+impl RegistryCore {
+    fn new(registry: Arc<SchemaRegistry>) -> Self {
+        max_allocation_bytes();
+        Self {
+            registry,
+            reader_schema: None,
+            codecs: RwLock::new(HashMap::new()),
+            max_bytes: crate::DEFAULT_MAX_BYTES,
+        }
+    }
+
+    async fn codec<'a>(
+        &self,
+        data: Option<&'a [u8]>,
+        ctx: &Context<'a>,
+    ) -> Result<(Arc<Codec>, &'a [u8]), DeserializeError> {
+        let data = ctx.require(data)?;
+        ctx.check_size(data, self.max_bytes)?;
+        let located = framing::locate(data, ctx)?;
+        let payload = located.payload(data);
+        if let Some(c) = self.codecs.read().get(&located.schema) {
+            return Ok((c.clone(), payload));
+        }
+        let fetched = self
+            .registry
+            .schema(located.schema)
+            .await
+            .map_err(|e| registry::to_deserialize_error(e, located.schema, ctx))?;
+        let mismatch = |reason: String| {
+            ctx.error(
+                ErrorKind::SchemaMismatch,
+                format!("writer schema {}: {reason}", located.schema),
+            )
+        };
+        if fetched.schema_type != SchemaType::Avro {
+            return Err(mismatch(format!("is {:?}, not Avro", fetched.schema_type)));
+        }
+        let writer = self
+            .parse_with_references(&fetched, ctx)
+            .await
+            .map_err(|e| mismatch(e.to_string()))?;
+        let codec = Codec::new(&writer, self.reader_schema)
+            .map_err(|e| mismatch(format!("cannot be read with the reader schema: {e}")))?;
+        let codec = Arc::new(codec);
+        self.codecs.write().insert(located.schema, codec.clone());
+        Ok((codec, payload))
+    }
+
+    async fn parse_with_references(
+        &self,
+        schema: &registry::Schema,
+        ctx: &Context<'_>,
+    ) -> Result<Schema> {
+        if schema.references.is_empty() {
+            return parse_schema(&schema.schema);
+        }
+        let mut texts = Vec::new();
+        for r in &schema.references {
+            let referenced = self
+                .registry
+                .referenced(&r.subject, r.version)
+                .await
+                .map_err(|e| {
+                    Error::schema(format!(
+                        "reference `{}` at {}: {e}",
+                        r.name,
+                        ctx.coordinates()
+                    ))
+                })?;
+            texts.push(referenced.schema.clone());
+        }
+        Schema::parse_str_with_list(&schema.schema, texts.iter().map(String::as_str))
+            .map(|(s, _)| s)
+            .map_err(Error::schema)
+    }
+}
+
+/// Avro framed for a schema registry (`0x00` + id, `0x01` + GUID, or the id in a
+/// header), decoded with serde into `T`. The writer schema is fetched once per id; with
+/// a [reader schema](Self::with_reader_schema) each writer schema is resolved against
+/// it. A registry that cannot be reached gives a *transient* error; an unknown id a
+/// permanent one.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use weir_formats::avro::RegistryAvro;
+/// use weir_formats::registry::{RegistryConfig, SchemaRegistry};
+/// use weir_formats::Deserializer;
+/// # async fn f(record: weir_core::Record) -> anyhow::Result<()> {
+/// let registry = Arc::new(SchemaRegistry::new(RegistryConfig::new("http://127.0.0.1:8081")?)?);
+/// let avro = RegistryAvro::new(registry);
+/// let value: serde_json::Value = avro.value(&record).await?;
+/// # Ok(()) }
+/// ```
+pub struct RegistryAvro {
+    core: RegistryCore,
+}
+
+impl std::fmt::Debug for RegistryAvro {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAvro")
+            .field("registry", &self.core.registry)
+            .field("resolving", &self.core.reader_schema.is_some())
+            .finish()
+    }
+}
+
+impl RegistryAvro {
+    /// Fetch writer schemas from `registry`.
+    pub fn new(registry: Arc<SchemaRegistry>) -> Self {
+        Self {
+            core: RegistryCore::new(registry),
+        }
+    }
+
+    /// Resolve every writer schema against `reader_schema`.
+    pub fn with_reader_schema(mut self, reader_schema: &Schema) -> Result<Self> {
+        self.core.reader_schema = Some(intern(reader_schema)?);
+        self.core.codecs.write().clear();
+        Ok(self)
+    }
+
+    /// Refuse inputs longer than `max_bytes`.
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.core.max_bytes = max_bytes;
+        self
+    }
+}
+
+impl<T: DeserializeOwned + Send> Deserializer<T> for RegistryAvro {
+    async fn deserialize(
+        &self,
+        data: Option<&[u8]>,
+        ctx: &Context<'_>,
+    ) -> Result<T, DeserializeError> {
+        let (codec, payload) = self.core.codec(data, ctx).await?;
+        codec.typed(payload, ctx)
+    }
+}
+
+/// Like [`RegistryAvro`], decoding into the generic [`Value`].
+pub struct RegistryAvroGeneric {
+    core: RegistryCore,
+}
+
+impl std::fmt::Debug for RegistryAvroGeneric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAvroGeneric")
+            .field("registry", &self.core.registry)
+            .field("resolving", &self.core.reader_schema.is_some())
+            .finish()
+    }
+}
+
+impl RegistryAvroGeneric {
+    /// Fetch writer schemas from `registry`.
+    pub fn new(registry: Arc<SchemaRegistry>) -> Self {
+        Self {
+            core: RegistryCore::new(registry),
+        }
+    }
+
+    /// Resolve every writer schema against `reader_schema`.
+    pub fn with_reader_schema(mut self, reader_schema: &Schema) -> Result<Self> {
+        self.core.reader_schema = Some(intern(reader_schema)?);
+        self.core.codecs.write().clear();
+        Ok(self)
+    }
+
+    /// Refuse inputs longer than `max_bytes`.
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.core.max_bytes = max_bytes;
+        self
+    }
+}
+
+impl Deserializer<Value> for RegistryAvroGeneric {
+    async fn deserialize(
+        &self,
+        data: Option<&[u8]>,
+        ctx: &Context<'_>,
+    ) -> Result<Value, DeserializeError> {
+        let (codec, payload) = self.core.codec(data, ctx).await?;
+        codec.value(payload, ctx)
+    }
+}
+
+/// Serializes `T` with a fixed schema, registers that schema under the record's
+/// TopicNameStrategy subject (`<topic>-value` / `<topic>-key`) once, and frames the
+/// datum with `0x00` + the id.
+pub struct RegistryAvroSerializer<T> {
+    registry: Arc<SchemaRegistry>,
+    schema: registry::Schema,
+    avro: Avro,
+    _t: PhantomData<fn(&T)>,
+}
+
+impl<T> std::fmt::Debug for RegistryAvroSerializer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAvroSerializer")
+            .field("registry", &self.registry)
+            .finish()
+    }
+}
+
+impl<T> RegistryAvroSerializer<T> {
+    /// Serialize with `schema`, registered in `registry`.
+    pub fn new(registry: Arc<SchemaRegistry>, schema: &Schema) -> Result<Self> {
+        let text = serde_json::to_string(schema).map_err(Error::schema)?;
+        Ok(Self {
+            registry,
+            schema: registry::Schema::avro(text),
+            avro: Avro::new(schema)?,
+            _t: PhantomData,
+        })
+    }
+}
+
+impl<T: Serialize + Sync> Serializer<T> for RegistryAvroSerializer<T> {
+    async fn serialize(&self, value: &T, ctx: &Context<'_>) -> Result<Vec<u8>> {
+        let subject = registry::topic_subject(ctx.topic(), ctx.part());
+        let id = self.registry.register(&subject, &self.schema).await?;
+        let mut out = Vec::new();
+        framing::write_prefix(&SchemaRef::Id(id), &mut out);
+        let body = self
+            .avro
+            .writer
+            .write_ser_to_vec(value)
+            .map_err(Error::serialize)?;
+        out.extend_from_slice(&body);
+        Ok(out)
+    }
+}
