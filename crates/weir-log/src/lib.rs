@@ -1,2 +1,64 @@
-//! placeholder
+//! # weir-log
+//!
+//! weir's embedded log: a persistent, partitioned, Kafka-shaped log in a local
+//! directory, with no server. Topics have partitions; each partition is an ordered
+//! sequence of records numbered by offset; consumers read from any offset, and
+//! consumer groups store their committed offsets beside the data.
+//!
+//! - [`Log`]: open a directory (one process at a time, shared within the process),
+//!   create topics, [`Log::append`] and [`Log::read`] records, retention, group offsets.
+//! - [`Producer`]: append by key with Kafka's murmur2 partitioner, round-robin without
+//!   a key.
+//! - [`LogOptions`] and [`Durability`]: what an acknowledged append survives.
+//!
+//! ## Durability
+//! Every batch carries a CRC32C; recovery on open truncates a torn tail (an append
+//! cut short by a crash) and reports damage followed by valid data as
+//! [`weir_core::Error::Corrupt`] naming the file and byte position, never silently
+//! dropping acknowledged records. Segment files are fsynced before the log rolls to a
+//! new one, and directories are fsynced after files are created, renamed or deleted.
+//! A failed write or fsync poisons the log: every later write returns
+//! [`weir_core::Error::Poisoned`]. See [`Durability`] for each mode's exact guarantee.
+//!
+//! ## Example
+//! ```
+//! use weir_core::TopicPartition;
+//! use weir_log::{Durability, Log, LogOptions, NewRecord, Producer};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let log = Log::open(dir.path(), LogOptions::default().with_durability(Durability::Always))?;
+//! log.create_topic("orders", 3)?;
+//!
+//! let producer = Producer::new(log.clone());
+//! let (partition, offset) = producer.send("orders", Some("customer-42".into()), Some("{\"total\":9.5}".into()))?;
+//!
+//! let tp = TopicPartition::new("orders", partition);
+//! let records = log.read(&tp, offset, 100, 1 << 20)?;
+//! assert_eq!(records[0].key.as_deref(), Some(&b"customer-42"[..]));
+//! assert_eq!(records[0].offset, offset);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![warn(missing_docs)]
+
+mod codec;
+mod fsutil;
+mod groups;
+mod lock;
+mod log;
+mod options;
+mod partition;
+mod producer;
+mod record;
+mod segment;
+mod shared;
+
+pub use crate::log::{validate_topic_name, Log, MAX_PARTITIONS, MAX_TOPIC_NAME_LEN};
+pub use options::{Durability, LogOptions, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
+pub use producer::{murmur2, partition_for_key, Producer};
+pub use record::NewRecord;
+
+/// The result type of this crate: errors are [`weir_core::Error`].
+pub type Result<T> = weir_core::Result<T>;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,64 @@
+//! Unit tests that need crate internals (fault injection).
+
+use weir_core::{Error, TopicPartition};
+
+use crate::{Durability, Log, LogOptions, NewRecord};
+
+#[test]
+fn failed_fsync_poisons_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(
+        dir.path(),
+        LogOptions::default().with_durability(Durability::Always),
+    )
+    .unwrap();
+    log.create_topic("t", 1).unwrap();
+    let tp = TopicPartition::new("t", 0);
+    log.append(&tp, &[NewRecord::value("ok")]).unwrap();
+
+    log.shared().inject_sync_failure();
+    let err = log.append(&tp, &[NewRecord::value("fails")]).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+    assert!(log.is_poisoned());
+
+    // Every later write refuses, naming the file whose flush failed.
+    let active = log.partition(&tp).unwrap().active_path();
+    for _ in 0..3 {
+        match log.append(&tp, &[NewRecord::value("later")]) {
+            Err(Error::Poisoned { path }) => assert_eq!(path, active),
+            other => panic!("expected Poisoned, got {other:?}"),
+        }
+    }
+    assert!(matches!(log.flush(), Err(Error::Poisoned { .. })));
+    assert!(matches!(
+        log.create_topic("u", 1),
+        Err(Error::Poisoned { .. })
+    ));
+    assert!(matches!(
+        log.commit_group_offsets("g", &[(tp.clone(), 1)].into_iter().collect()),
+        Err(Error::Poisoned { .. })
+    ));
+    // Reads still work; the record whose fsync failed was never acknowledged nor shown.
+    let records = log.read(&tp, 0, 10, 1 << 20).unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(log.offsets(&tp).unwrap(), (0, 1));
+}
+
+#[test]
+fn failed_background_flush_poisons_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(
+        dir.path(),
+        LogOptions::default().with_durability(Durability::Os),
+    )
+    .unwrap();
+    log.create_topic("t", 1).unwrap();
+    let tp = TopicPartition::new("t", 0);
+    log.append(&tp, &[NewRecord::value("a")]).unwrap();
+    log.shared().inject_sync_failure();
+    assert!(matches!(log.flush(), Err(Error::Io { .. })));
+    assert!(matches!(
+        log.append(&tp, &[NewRecord::value("b")]),
+        Err(Error::Poisoned { .. })
+    ));
+}
