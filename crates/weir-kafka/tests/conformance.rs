@@ -1,0 +1,6 @@
+//! weir-testkit's conformance suite against weir-kafka on a tansu broker: the same
+//! scenario bodies the embedded log passes.
+
+mod common;
+
+weir_testkit::conformance_suite!(common::KafkaBackend::new());
