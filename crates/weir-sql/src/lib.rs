@@ -1,0 +1,76 @@
+//! # weir-sql
+//!
+//! Exactly-once SQL sinks: every batch's results, its dead letters and the partitions'
+//! next offsets are written in **one database transaction**, fenced by a claim epoch,
+//! so that neither a crash nor a zombie consumer can duplicate or lose a record.
+//!
+//! - [`OffsetStore`]: the offsets table `(job, topic, partition) → next_offset, epoch,
+//!   owner, updated_at`; [`claim`](OffsetStore::claim) on assignment (epoch + 1, read
+//!   the offset), [`advance`](OffsetStore::advance) in each batch (compare-and-set on
+//!   epoch and expected offset).
+//! - [`ExactlyOnceListener`]: the [`RebalanceListener`](weir_core::RebalanceListener)
+//!   that claims assigned partitions and seeks them to their stored offsets.
+//! - [`TransactionalSink`]: write anything on the batch's transaction; [`TableSink`]
+//!   inserts or upserts [`Row`]s (PostgreSQL `COPY`/`UNNEST`, multi-row `VALUES`).
+//! - [`DeadLetters`]: poison records, written in the same transaction.
+//! - [`ExactlyOnceRunner`]: the poll → decode → sink → commit loop over any
+//!   [`Consumer`](weir_core::Consumer), isolating rows the database refuses.
+//!
+//! Bring your own sqlx pool; weir never logs connection strings.
+//!
+//! ```no_run
+//! # async fn example(mut consumer: Box<dyn weir_core::Consumer>) -> Result<(), Box<dyn std::error::Error>> {
+//! use weir_core::{Record, Subscription};
+//! use weir_sql::{impl_row, ExactlyOnceRunner, Reject, TableName, TableSink};
+//!
+//! struct Event { topic: String, part: i32, off: i64, body: Vec<u8> }
+//! impl_row!(Event { topic, part, off, body });
+//!
+//! let pool = sqlx::SqlitePool::connect("sqlite://events.db?mode=rwc").await?;
+//! let sink = TableSink::<sqlx::Sqlite, Event>::new(TableName::new("events")?)?;
+//! sink.create_table(&pool).await?;
+//! let mut runner = ExactlyOnceRunner::new(pool, "events-job", sink, |r: &Record| {
+//!     let body = r.value.clone().ok_or_else(|| Reject::permanent("null value"))?;
+//!     Ok(vec![Event { topic: r.topic.to_string(), part: r.partition, off: r.offset, body: body.to_vec() }])
+//! })?;
+//! runner.migrate().await?;
+//! runner.run(consumer.as_mut(), Subscription::topics(["events"])).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Features: `postgres`, `sqlite`, `mysql` (all on by default) choose the dialects;
+//! `failpoints` compiles the named crash points used by the kill -9 tests.
+#![warn(missing_docs)]
+
+mod classify;
+mod dead_letters;
+mod dialect;
+mod error;
+pub mod failpoint;
+mod ident;
+mod listener;
+#[cfg(feature = "mysql")]
+mod mysql;
+mod offsets;
+#[cfg(feature = "postgres")]
+mod pg;
+mod runner;
+mod sink;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+mod value;
+
+pub use dead_letters::{DeadLetter, DeadLetters, Stage, MAX_ERROR_CHARS};
+pub use dialect::Dialect;
+pub use error::{Error, Result};
+pub use ident::{DialectKind, Ident, TableName, MAX_IDENT_BYTES};
+pub use listener::ExactlyOnceListener;
+pub use offsets::{Claim, OffsetStore, StoredOffset, MAX_JOB_BYTES};
+pub use runner::{ExactlyOnceRunner, Reject, RunStats};
+pub use sink::{Item, TableSink, TransactionalSink, WriteMode};
+pub use value::{Column, ColumnType, Row, ToValue, Value};
+
+/// Re-exported so that sink implementations use the same macro version as weir.
+pub use async_trait::async_trait;
+/// Re-exported: pools, transactions and drivers come from this sqlx.
+pub use sqlx;

@@ -1,0 +1,155 @@
+//! The rebalance listener that claims partitions and seeks to their stored offsets.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use sqlx::Pool;
+use weir_core::{Offset, RebalanceContext, RebalanceListener, TopicPartition};
+
+use crate::dialect::Dialect;
+use crate::{OffsetStore, Result};
+
+/// What this member knows about a partition it owns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PartState {
+    /// The epoch of our claim.
+    pub epoch: i64,
+    /// The stored next offset at the claim, then after each of our commits.
+    pub expected: Option<i64>,
+    /// Changes with every claim: buffered work of an older generation is dropped.
+    pub generation: u64,
+    /// A commit found another owner: stop processing until claimed again.
+    pub fenced: bool,
+}
+
+/// Partition ownership shared by the listener (which runs inside `poll`) and the
+/// runner (which commits between polls).
+#[derive(Debug, Default)]
+pub(crate) struct Ownership {
+    pub parts: HashMap<TopicPartition, PartState>,
+    next_generation: u64,
+    pub claims: u64,
+}
+
+impl Ownership {
+    pub fn insert_claim(&mut self, tp: TopicPartition, epoch: i64, expected: Option<i64>) {
+        self.next_generation += 1;
+        self.claims += 1;
+        self.parts.insert(
+            tp,
+            PartState {
+                epoch,
+                expected,
+                generation: self.next_generation,
+                fenced: false,
+            },
+        );
+    }
+}
+
+/// A [`RebalanceListener`] for exactly-once sinks.
+///
+/// - assigned: claims the partitions in the offsets table (epoch + 1) and seeks each
+///   to its stored `next_offset`; a partition never committed is left to the
+///   consumer's `auto.offset.reset`.
+/// - revoked / lost: forgets the partitions, so that nothing buffered for them is
+///   written afterwards; a late commit of theirs is also refused by the epoch fence.
+///
+/// [`ExactlyOnceRunner`](crate::ExactlyOnceRunner) creates and subscribes it; build one
+/// yourself only when driving the consumer by hand.
+pub struct ExactlyOnceListener<DB: Dialect> {
+    pool: Pool<DB>,
+    store: OffsetStore<DB>,
+    owner: Arc<str>,
+    pub(crate) state: Arc<Mutex<Ownership>>,
+}
+
+impl<DB: Dialect> std::fmt::Debug for ExactlyOnceListener<DB> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExactlyOnceListener")
+            .field("job", &self.store.job())
+            .field("owner", &self.owner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<DB: Dialect> ExactlyOnceListener<DB> {
+    /// A listener claiming partitions of `store`'s job for `owner`.
+    pub fn new(pool: Pool<DB>, store: OffsetStore<DB>, owner: &str) -> Self {
+        Self {
+            pool,
+            store,
+            owner: Arc::from(owner),
+            state: Arc::default(),
+        }
+    }
+
+    pub(crate) fn with_state(mut self, state: Arc<Mutex<Ownership>>) -> Self {
+        self.state = state;
+        self
+    }
+
+    /// The epoch and stored offset this member holds for `tp`, if it owns it.
+    pub fn claimed(&self, tp: &TopicPartition) -> Option<(i64, Option<i64>)> {
+        self.state
+            .lock()
+            .parts
+            .get(tp)
+            .map(|s| (s.epoch, s.expected))
+    }
+
+    async fn claim_into(&self, tps: &[TopicPartition], ctx: &mut RebalanceContext) -> Result<()> {
+        let claims = self.store.claim(&self.pool, tps, &self.owner).await?;
+        crate::failpoint::hit("between_claim_and_assign");
+        let mut st = self.state.lock();
+        for (tp, c) in claims {
+            if let Some(next) = c.next_offset {
+                ctx.seek(tp.clone(), Offset::At(next));
+            }
+            tracing::debug!(partition = %tp, epoch = c.epoch, next_offset = ?c.next_offset, "claimed");
+            st.insert_claim(tp, c.epoch, c.next_offset);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl<DB: Dialect> RebalanceListener for ExactlyOnceListener<DB> {
+    async fn on_partitions_revoked(
+        &self,
+        revoked: &[TopicPartition],
+        _ctx: &mut RebalanceContext,
+    ) -> weir_core::Result<()> {
+        let mut st = self.state.lock();
+        for tp in revoked {
+            st.parts.remove(tp);
+        }
+        Ok(())
+    }
+
+    async fn on_partitions_assigned(
+        &self,
+        assigned: &[TopicPartition],
+        ctx: &mut RebalanceContext,
+    ) -> weir_core::Result<()> {
+        {
+            // Forget older claims first: if the claim fails, these partitions are
+            // unowned until the runner claims them.
+            let mut st = self.state.lock();
+            for tp in assigned {
+                st.parts.remove(tp);
+            }
+        }
+        self.claim_into(assigned, ctx).await.map_err(Into::into)
+    }
+
+    async fn on_partitions_lost(&self, lost: &[TopicPartition]) -> weir_core::Result<()> {
+        let mut st = self.state.lock();
+        for tp in lost {
+            st.parts.remove(tp);
+        }
+        Ok(())
+    }
+}

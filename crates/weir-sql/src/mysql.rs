@@ -1,0 +1,93 @@
+//! MySQL and MariaDB: multi-row `VALUES` statements, `ON DUPLICATE KEY UPDATE`.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use sqlx::mysql::{MySql, MySqlArguments, MySqlConnection, MySqlRow};
+use sqlx::query::Query;
+use sqlx::{AssertSqlSafe, Row as _};
+
+use crate::dialect::{multi_row_bulk_write, BulkPlan, Dialect};
+use crate::{ColumnType, DialectKind, Value};
+
+fn bind<'q>(
+    q: Query<'q, MySql, MySqlArguments>,
+    v: &Value<'_>,
+) -> Query<'q, MySql, MySqlArguments> {
+    match *v {
+        Value::Null(ty) => match ty {
+            ColumnType::Bool => q.bind(None::<bool>),
+            ColumnType::SmallInt | ColumnType::Int | ColumnType::BigInt => q.bind(None::<i64>),
+            ColumnType::Double => q.bind(None::<f64>),
+            ColumnType::Text => q.bind(None::<String>),
+            ColumnType::Bytes => q.bind(None::<Vec<u8>>),
+        },
+        Value::Bool(b) => q.bind(b),
+        Value::SmallInt(i) => q.bind(i64::from(i)),
+        Value::Int(i) => q.bind(i64::from(i)),
+        Value::BigInt(i) => q.bind(i),
+        Value::Double(f) => q.bind(f),
+        Value::Text(s) => q.bind(s),
+        Value::Bytes(b) => q.bind(b),
+    }
+}
+
+fn query<'q>(sql: &Arc<str>, args: &[Value<'_>]) -> Query<'q, MySql, MySqlArguments> {
+    let mut q = sqlx::query(AssertSqlSafe(sql.clone()));
+    for a in args {
+        q = bind(q, a);
+    }
+    q
+}
+
+#[async_trait]
+impl Dialect for MySql {
+    const KIND: DialectKind = DialectKind::MySql;
+    const BEGIN: &'static str = "BEGIN";
+    const NOW: &'static str = "CURRENT_TIMESTAMP(6)";
+    const MAX_PARAMS: usize = 65_535;
+
+    async fn execute(
+        conn: &mut MySqlConnection,
+        sql: &Arc<str>,
+        args: &[Value<'_>],
+    ) -> Result<u64, sqlx::Error> {
+        Ok(query(sql, args).execute(conn).await?.rows_affected())
+    }
+
+    async fn fetch_claim(
+        conn: &mut MySqlConnection,
+        sql: &Arc<str>,
+        args: &[Value<'_>],
+    ) -> Result<Option<(i64, Option<i64>)>, sqlx::Error> {
+        let row: Option<MySqlRow> = query(sql, args).fetch_optional(conn).await?;
+        row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
+    }
+
+    async fn fetch_offsets(
+        conn: &mut MySqlConnection,
+        sql: &Arc<str>,
+        args: &[Value<'_>],
+    ) -> Result<Vec<(String, i32, Option<i64>, i64, Option<String>)>, sqlx::Error> {
+        let rows: Vec<MySqlRow> = query(sql, args).fetch_all(conn).await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get(0)?,
+                    r.try_get(1)?,
+                    r.try_get(2)?,
+                    r.try_get(3)?,
+                    r.try_get(4)?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn bulk_write(
+        conn: &mut MySqlConnection,
+        plan: &BulkPlan,
+        values: &[Value<'_>],
+    ) -> Result<u64, sqlx::Error> {
+        multi_row_bulk_write!(MySql, conn, plan, values)
+    }
+}

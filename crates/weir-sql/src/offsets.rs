@@ -1,0 +1,430 @@
+//! The offsets table: who owns a partition (epoch) and where its processing stands.
+
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use sqlx::{AssertSqlSafe, Pool};
+use weir_core::TopicPartition;
+
+use crate::dialect::Dialect;
+use crate::{DialectKind, Error, Result, TableName, Value};
+
+/// The longest job name stored (MySQL keys are `VARCHAR(255)`).
+pub const MAX_JOB_BYTES: usize = 255;
+
+/// What a claim returned for one partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Claim {
+    /// The epoch this owner now holds; every commit must present it.
+    pub epoch: i64,
+    /// Where processing resumes; `None` when nothing was ever committed (the consumer's
+    /// `auto.offset.reset` decides).
+    pub next_offset: Option<i64>,
+}
+
+/// One row of the offsets table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredOffset {
+    /// The next offset to process; `None` before the first commit.
+    pub next_offset: Option<i64>,
+    /// The current owner's epoch.
+    pub epoch: i64,
+    /// The current owner's name.
+    pub owner: Option<String>,
+}
+
+/// The offsets table of one job: `(job, topic, partition) → next_offset, epoch, owner,
+/// updated_at`, in the database the results go to.
+///
+/// - [`claim`](Self::claim) on assignment: bumps the epoch and reads `next_offset` in
+///   one statement (MySQL: an upsert and a `SELECT … FOR UPDATE` in one transaction).
+/// - [`advance`](Self::advance) in every batch transaction: the compare-and-set
+///   `UPDATE … SET next_offset = $next WHERE … AND epoch = $mine AND next_offset =
+///   $expected`; anything but one row affected means the partition was fenced.
+///
+/// ```no_run
+/// # async fn example(pool: sqlx::SqlitePool) -> weir_sql::Result<()> {
+/// use weir_core::TopicPartition;
+/// use weir_sql::{OffsetStore, TableName};
+///
+/// let store = OffsetStore::<sqlx::Sqlite>::new("orders-to-db")?
+///     .with_table(TableName::new("weir_offsets")?);
+/// store.migrate(&pool).await?;
+/// let tp = TopicPartition::new("orders", 0);
+/// let claims = store.claim(&pool, &[tp.clone()], "worker-1").await?;
+/// assert_eq!(claims[&tp].next_offset, None); // never committed
+///
+/// let mut tx = pool.begin().await?;
+/// assert!(store.advance(&mut tx, &tp, claims[&tp].epoch, None, 100).await?);
+/// tx.commit().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct OffsetStore<DB: Dialect> {
+    job: Arc<str>,
+    table: TableName,
+    sql: Arc<OffsetSql>,
+    _db: PhantomData<fn() -> DB>,
+}
+
+#[derive(Debug)]
+struct OffsetSql {
+    quoted: String,
+    create: Vec<Arc<str>>,
+    check: Arc<str>,
+    migrate: Vec<Arc<str>>,
+    claim: Arc<str>,
+    claim_select: Arc<str>,
+    advance: Arc<str>,
+    read: Arc<str>,
+    read_all: Arc<str>,
+}
+
+fn build_sql(kind: DialectKind, table: &TableName, now: &str) -> Result<OffsetSql> {
+    let t = table.quoted(kind);
+    let c = |name: &str| -> Result<String> { Ok(crate::Ident::new(name)?.quoted(kind)) };
+    let (job, topic, part, next, epoch, owner, at) = (
+        c("job")?,
+        c("topic")?,
+        c("partition")?,
+        c("next_offset")?,
+        c("epoch")?,
+        c("owner")?,
+        c("updated_at")?,
+    );
+    let (text_key, text, big, int, ts) = match kind {
+        DialectKind::Postgres => ("TEXT", "TEXT", "BIGINT", "INTEGER", "TIMESTAMPTZ"),
+        DialectKind::Sqlite => ("TEXT", "TEXT", "INTEGER", "INTEGER", "TEXT"),
+        DialectKind::MySql => (
+            "VARCHAR(255)",
+            "VARCHAR(255)",
+            "BIGINT",
+            "INT",
+            "TIMESTAMP(6)",
+        ),
+    };
+    let p = |n: usize| match kind {
+        DialectKind::Postgres => format!("${n}"),
+        DialectKind::Sqlite => format!("?{n}"),
+        DialectKind::MySql => "?".to_owned(),
+    };
+    let mut create = Vec::new();
+    if let (Some(schema), DialectKind::Postgres | DialectKind::MySql) = (table.schema(), kind) {
+        let kw = if kind == DialectKind::Postgres {
+            "SCHEMA"
+        } else {
+            "DATABASE"
+        };
+        create.push(Arc::from(format!(
+            "CREATE {kw} IF NOT EXISTS {}",
+            schema.quoted(kind)
+        )));
+    }
+    let engine = if kind == DialectKind::MySql {
+        " ENGINE=InnoDB"
+    } else {
+        ""
+    };
+    create.push(Arc::from(format!(
+        "CREATE TABLE IF NOT EXISTS {t} ({job} {text_key} NOT NULL, {topic} {text_key} NOT NULL, \
+         {part} {int} NOT NULL, {next} {big} NULL, {epoch} {big} NOT NULL DEFAULT 0, \
+         {owner} {text} NULL, {at} {ts} NOT NULL DEFAULT {default_now}, \
+         PRIMARY KEY ({job}, {topic}, {part})){engine}",
+        default_now = match kind {
+            DialectKind::Sqlite => format!("({now})"),
+            _ => now.to_owned(),
+        }
+    )));
+    let check = format!(
+        "SELECT {job}, {topic}, {part}, {next}, {epoch}, {owner}, {at} FROM {t} WHERE 1 = 0"
+    );
+    let migrate = vec![
+        Arc::from(format!("ALTER TABLE {t} ADD COLUMN {owner} {text} NULL")),
+        Arc::from(format!(
+            "ALTER TABLE {t} ADD COLUMN {at} {ts} NULL{}",
+            if kind == DialectKind::Sqlite {
+                ""
+            } else {
+                " DEFAULT NULL"
+            }
+        )),
+    ];
+    let key_where = format!(
+        "{job} = {} AND {topic} = {} AND {part} = {}",
+        p(1),
+        p(2),
+        p(3)
+    );
+    let (claim, claim_select) = match kind {
+        DialectKind::Postgres => (
+            format!(
+                "INSERT INTO {t} AS w ({job}, {topic}, {part}, {next}, {epoch}, {owner}, {at}) \
+                 VALUES ($1, $2, $3, NULL, 1, $4, {now}) \
+                 ON CONFLICT ({job}, {topic}, {part}) DO UPDATE SET {epoch} = w.{epoch} + 1, \
+                 {owner} = excluded.{owner}, {at} = {now} RETURNING {epoch}, {next}"
+            ),
+            String::new(),
+        ),
+        DialectKind::Sqlite => (
+            format!(
+                "INSERT INTO {t} ({job}, {topic}, {part}, {next}, {epoch}, {owner}, {at}) \
+                 VALUES (?1, ?2, ?3, NULL, 1, ?4, {now}) \
+                 ON CONFLICT ({job}, {topic}, {part}) DO UPDATE SET {epoch} = {epoch} + 1, \
+                 {owner} = excluded.{owner}, {at} = {now} RETURNING {epoch}, {next}"
+            ),
+            String::new(),
+        ),
+        DialectKind::MySql => (
+            format!(
+                "INSERT INTO {t} ({job}, {topic}, {part}, {next}, {epoch}, {owner}, {at}) \
+                 VALUES (?, ?, ?, NULL, 1, ?, {now}) \
+                 ON DUPLICATE KEY UPDATE {epoch} = {epoch} + 1, {owner} = VALUES({owner}), {at} = {now}"
+            ),
+            format!("SELECT {epoch}, {next} FROM {t} WHERE {key_where} FOR UPDATE"),
+        ),
+    };
+    let same_next = match kind {
+        DialectKind::Postgres => format!("{next} IS NOT DISTINCT FROM {}", p(6)),
+        DialectKind::Sqlite => format!("{next} IS {}", p(6)),
+        DialectKind::MySql => format!("{next} <=> ?"),
+    };
+    // Parameters: job, topic, partition, epoch, next, expected (MySQL binds in text
+    // order: next, job, topic, partition, epoch, expected).
+    let advance = match kind {
+        DialectKind::MySql => format!(
+            "UPDATE {t} SET {next} = ?, {at} = {now} WHERE {job} = ? AND {topic} = ? AND {part} = ? \
+             AND {epoch} = ? AND {same_next}"
+        ),
+        _ => format!(
+            "UPDATE {t} SET {next} = {}, {at} = {now} WHERE {key_where} AND {epoch} = {} AND {same_next}",
+            p(5),
+            p(4)
+        ),
+    };
+    Ok(OffsetSql {
+        quoted: t.clone(),
+        create,
+        check: Arc::from(check),
+        migrate,
+        claim: Arc::from(claim),
+        claim_select: Arc::from(claim_select),
+        advance: Arc::from(advance),
+        read: Arc::from(format!(
+            "SELECT {topic}, {part}, {next}, {epoch}, {owner} FROM {t} WHERE {key_where}"
+        )),
+        read_all: Arc::from(format!(
+            "SELECT {topic}, {part}, {next}, {epoch}, {owner} FROM {t} WHERE {job} = {} ORDER BY {topic}, {part}",
+            p(1)
+        )),
+    })
+}
+
+impl<DB: Dialect> OffsetStore<DB> {
+    /// The offsets of job `job` in the table `weir_offsets`.
+    pub fn new(job: &str) -> Result<Self> {
+        Self::with_table_name(job, TableName::new("weir_offsets")?)
+    }
+
+    fn with_table_name(job: &str, table: TableName) -> Result<Self> {
+        if job.is_empty() || job.len() > MAX_JOB_BYTES || job.contains('\0') {
+            return Err(Error::identifier(
+                job,
+                format!("a job name must be 1 to {MAX_JOB_BYTES} bytes without NUL"),
+            ));
+        }
+        let sql = build_sql(DB::KIND, &table, DB::NOW)?;
+        Ok(Self {
+            job: Arc::from(job),
+            table,
+            sql: Arc::new(sql),
+            _db: PhantomData,
+        })
+    }
+
+    /// The same job's offsets in another table (name and schema are validated and
+    /// always quoted).
+    pub fn with_table(self, table: TableName) -> Self {
+        match build_sql(DB::KIND, &table, DB::NOW) {
+            Ok(sql) => Self {
+                table,
+                sql: Arc::new(sql),
+                ..self
+            },
+            // build_sql only fails on the fixed column names, which are valid.
+            Err(_) => self,
+        }
+    }
+
+    /// The job name (the first key column).
+    pub fn job(&self) -> &str {
+        &self.job
+    }
+
+    /// The table.
+    pub fn table(&self) -> &TableName {
+        &self.table
+    }
+
+    /// Create the table (and schema) if missing, add columns older versions lacked,
+    /// and check its shape.
+    pub async fn migrate(&self, pool: &Pool<DB>) -> Result<()> {
+        let mut conn = pool
+            .acquire()
+            .await
+            .map_err(|e| Error::db("offsets migrate", e))?;
+        for stmt in &self.sql.create {
+            DB::execute(&mut conn, stmt, &[])
+                .await
+                .map_err(|e| Error::db("offsets migrate", e))?;
+        }
+        if DB::execute(&mut conn, &self.sql.check, &[]).await.is_ok() {
+            return Ok(());
+        }
+        for stmt in &self.sql.migrate {
+            // A column that already exists makes its ALTER fail: fine.
+            let _ = DB::execute(&mut conn, stmt, &[]).await;
+        }
+        DB::execute(&mut conn, &self.sql.check, &[])
+            .await
+            .map_err(|e| Error::Schema {
+                table: self.sql.quoted.clone(),
+                reason: format!("expected columns job, topic, partition, next_offset, epoch, owner, updated_at: {e}"),
+            })?;
+        Ok(())
+    }
+
+    fn key<'a>(&'a self, tp: &'a TopicPartition) -> [Value<'a>; 3] {
+        [
+            Value::Text(&self.job),
+            Value::Text(tp.topic()),
+            Value::Int(tp.partition()),
+        ]
+    }
+
+    /// Claim these partitions for `owner` in one transaction: bump each epoch (creating
+    /// missing rows with epoch 1 and no offset) and read where processing resumes.
+    pub async fn claim(
+        &self,
+        pool: &Pool<DB>,
+        partitions: &[TopicPartition],
+        owner: &str,
+    ) -> Result<BTreeMap<TopicPartition, Claim>> {
+        let mut out = BTreeMap::new();
+        if partitions.is_empty() {
+            return Ok(out);
+        }
+        let owner: String = owner.chars().filter(|c| *c != '\0').take(200).collect();
+        let during = "offsets claim";
+        let mut tx = pool
+            .begin_with(AssertSqlSafe(DB::BEGIN))
+            .await
+            .map_err(|e| Error::db(during, e))?;
+        for tp in partitions {
+            let [j, t, p] = self.key(tp);
+            let args = [j, t, p, Value::Text(&owner)];
+            let row = if DB::KIND == DialectKind::MySql {
+                DB::execute(&mut tx, &self.sql.claim, &args)
+                    .await
+                    .map_err(|e| Error::db(during, e))?;
+                DB::fetch_claim(&mut tx, &self.sql.claim_select, &args[..3]).await
+            } else {
+                DB::fetch_claim(&mut tx, &self.sql.claim, &args).await
+            }
+            .map_err(|e| Error::db(during, e))?;
+            let Some((epoch, next_offset)) = row else {
+                return Err(Error::Schema {
+                    table: self.sql.quoted.clone(),
+                    reason: format!("claiming {tp} returned no row"),
+                });
+            };
+            out.insert(tp.clone(), Claim { epoch, next_offset });
+        }
+        tx.commit().await.map_err(|e| Error::db(during, e))?;
+        Ok(out)
+    }
+
+    /// The compare-and-set of every batch, on the batch's open transaction: set
+    /// `tp`'s next offset to `next` if this owner still holds `epoch` and the stored
+    /// offset is still `expected`. `Ok(false)`: fenced, roll the transaction back.
+    pub async fn advance(
+        &self,
+        conn: &mut DB::Connection,
+        tp: &TopicPartition,
+        epoch: i64,
+        expected: Option<i64>,
+        next: i64,
+    ) -> Result<bool> {
+        let [j, t, p] = self.key(tp);
+        let expected = match expected {
+            Some(e) => Value::BigInt(e),
+            None => Value::Null(crate::ColumnType::BigInt),
+        };
+        let args = match DB::KIND {
+            DialectKind::MySql => [Value::BigInt(next), j, t, p, Value::BigInt(epoch), expected],
+            _ => [j, t, p, Value::BigInt(epoch), Value::BigInt(next), expected],
+        };
+        let n = DB::execute(conn, &self.sql.advance, &args)
+            .await
+            .map_err(|e| Error::db("offsets advance", e))?;
+        Ok(n == 1)
+    }
+
+    /// The stored row of one partition.
+    pub async fn read(
+        &self,
+        conn: &mut DB::Connection,
+        tp: &TopicPartition,
+    ) -> Result<Option<StoredOffset>> {
+        let args = self.key(tp);
+        let rows = DB::fetch_offsets(conn, &self.sql.read, &args)
+            .await
+            .map_err(|e| Error::db("offsets read", e))?;
+        Ok(rows
+            .into_iter()
+            .next()
+            .map(|(_, _, next_offset, epoch, owner)| StoredOffset {
+                next_offset,
+                epoch,
+                owner,
+            }))
+    }
+
+    /// Every stored row of this job.
+    pub async fn read_all(
+        &self,
+        pool: &Pool<DB>,
+    ) -> Result<BTreeMap<TopicPartition, StoredOffset>> {
+        let mut conn = pool
+            .acquire()
+            .await
+            .map_err(|e| Error::db("offsets read", e))?;
+        let rows = DB::fetch_offsets(&mut conn, &self.sql.read_all, &[Value::Text(&self.job)])
+            .await
+            .map_err(|e| Error::db("offsets read", e))?;
+        Ok(rows
+            .into_iter()
+            .map(|(topic, partition, next_offset, epoch, owner)| {
+                (
+                    TopicPartition::new(topic, partition),
+                    StoredOffset {
+                        next_offset,
+                        epoch,
+                        owner,
+                    },
+                )
+            })
+            .collect())
+    }
+}
+
+impl<DB: Dialect> Clone for OffsetStore<DB> {
+    fn clone(&self) -> Self {
+        Self {
+            job: self.job.clone(),
+            table: self.table.clone(),
+            sql: self.sql.clone(),
+            _db: PhantomData,
+        }
+    }
+}

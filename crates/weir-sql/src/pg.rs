@@ -1,0 +1,231 @@
+//! PostgreSQL: `COPY ... FROM STDIN` for inserts, `UNNEST` arrays for upserts.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgArguments, PgConnection, PgRow};
+use sqlx::query::Query;
+use sqlx::{AssertSqlSafe, Postgres, Row as _};
+
+use crate::dialect::{BulkPlan, Dialect};
+use crate::{ColumnType, DialectKind, Value};
+
+fn bind<'q>(
+    q: Query<'q, Postgres, PgArguments>,
+    v: &Value<'_>,
+) -> Query<'q, Postgres, PgArguments> {
+    match *v {
+        Value::Null(ty) => match ty {
+            ColumnType::Bool => q.bind(None::<bool>),
+            ColumnType::SmallInt => q.bind(None::<i16>),
+            ColumnType::Int => q.bind(None::<i32>),
+            ColumnType::BigInt => q.bind(None::<i64>),
+            ColumnType::Double => q.bind(None::<f64>),
+            ColumnType::Text => q.bind(None::<String>),
+            ColumnType::Bytes => q.bind(None::<Vec<u8>>),
+        },
+        Value::Bool(b) => q.bind(b),
+        Value::SmallInt(i) => q.bind(i),
+        Value::Int(i) => q.bind(i),
+        Value::BigInt(i) => q.bind(i),
+        Value::Double(f) => q.bind(f),
+        Value::Text(s) => q.bind(s),
+        Value::Bytes(b) => q.bind(b),
+    }
+}
+
+fn query<'q>(sql: &Arc<str>, args: &[Value<'_>]) -> Query<'q, Postgres, PgArguments> {
+    let mut q = sqlx::query(AssertSqlSafe(sql.clone()));
+    for a in args {
+        q = bind(q, a);
+    }
+    q
+}
+
+/// Append `v` in COPY text format.
+fn copy_text(out: &mut Vec<u8>, v: &Value<'_>) {
+    match *v {
+        Value::Null(_) => out.extend_from_slice(b"\\N"),
+        Value::Bool(b) => out.push(if b { b't' } else { b'f' }),
+        Value::SmallInt(i) => {
+            let _ = write!(ByteWriter(out), "{i}");
+        }
+        Value::Int(i) => {
+            let _ = write!(ByteWriter(out), "{i}");
+        }
+        Value::BigInt(i) => {
+            let _ = write!(ByteWriter(out), "{i}");
+        }
+        Value::Double(f) => {
+            if f.is_nan() {
+                out.extend_from_slice(b"NaN");
+            } else if f.is_infinite() {
+                out.extend_from_slice(if f > 0.0 { b"Infinity" } else { b"-Infinity" });
+            } else {
+                let _ = write!(ByteWriter(out), "{f:?}");
+            }
+        }
+        Value::Text(s) => {
+            for &b in s.as_bytes() {
+                match b {
+                    b'\\' => out.extend_from_slice(b"\\\\"),
+                    b'\n' => out.extend_from_slice(b"\\n"),
+                    b'\r' => out.extend_from_slice(b"\\r"),
+                    b'\t' => out.extend_from_slice(b"\\t"),
+                    _ => out.push(b),
+                }
+            }
+        }
+        Value::Bytes(b) => {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(b"\\\\x");
+            for &x in b {
+                out.push(HEX[usize::from(x >> 4)]);
+                out.push(HEX[usize::from(x & 15)]);
+            }
+        }
+    }
+}
+
+struct ByteWriter<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for ByteWriter<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+fn column_array<'q>(
+    q: Query<'q, Postgres, PgArguments>,
+    ty: ColumnType,
+    col: usize,
+    ncols: usize,
+    values: &[Value<'_>],
+) -> Query<'q, Postgres, PgArguments> {
+    let cells = values.iter().skip(col).step_by(ncols);
+    macro_rules! arr {
+        ($t:ty, $pat:pat => $e:expr) => {{
+            let v: Vec<Option<$t>> = cells
+                .map(|c| match *c {
+                    $pat => Some($e),
+                    _ => None,
+                })
+                .collect();
+            q.bind(v)
+        }};
+    }
+    match ty {
+        ColumnType::Bool => arr!(bool, Value::Bool(b) => b),
+        ColumnType::SmallInt => arr!(i16, Value::SmallInt(i) => i),
+        ColumnType::Int => arr!(i32, Value::Int(i) => i),
+        ColumnType::BigInt => arr!(i64, Value::BigInt(i) => i),
+        ColumnType::Double => arr!(f64, Value::Double(f) => f),
+        ColumnType::Text => arr!(&str, Value::Text(s) => s),
+        ColumnType::Bytes => arr!(&[u8], Value::Bytes(b) => b),
+    }
+}
+
+#[async_trait]
+impl Dialect for Postgres {
+    const KIND: DialectKind = DialectKind::Postgres;
+    const BEGIN: &'static str = "BEGIN";
+    const NOW: &'static str = "now()";
+    const MAX_PARAMS: usize = 32_767;
+
+    async fn execute(
+        conn: &mut PgConnection,
+        sql: &Arc<str>,
+        args: &[Value<'_>],
+    ) -> Result<u64, sqlx::Error> {
+        Ok(query(sql, args).execute(conn).await?.rows_affected())
+    }
+
+    async fn fetch_claim(
+        conn: &mut PgConnection,
+        sql: &Arc<str>,
+        args: &[Value<'_>],
+    ) -> Result<Option<(i64, Option<i64>)>, sqlx::Error> {
+        let row: Option<PgRow> = query(sql, args).fetch_optional(conn).await?;
+        row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
+    }
+
+    async fn fetch_offsets(
+        conn: &mut PgConnection,
+        sql: &Arc<str>,
+        args: &[Value<'_>],
+    ) -> Result<Vec<(String, i32, Option<i64>, i64, Option<String>)>, sqlx::Error> {
+        let rows: Vec<PgRow> = query(sql, args).fetch_all(conn).await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get(0)?,
+                    r.try_get(1)?,
+                    r.try_get(2)?,
+                    r.try_get(3)?,
+                    r.try_get(4)?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn bulk_write(
+        conn: &mut PgConnection,
+        plan: &BulkPlan,
+        values: &[Value<'_>],
+    ) -> Result<u64, sqlx::Error> {
+        let ncols = plan.columns.len();
+        if ncols == 0 || values.is_empty() {
+            return Ok(0);
+        }
+        if plan.upsert_keys.is_some() {
+            let mut q = sqlx::query(AssertSqlSafe(plan.full.clone()));
+            for (i, c) in plan.columns.iter().enumerate() {
+                q = column_array(q, c.ty, i, ncols, values);
+            }
+            return Ok(q.execute(conn).await?.rows_affected());
+        }
+        let mut buf = Vec::with_capacity(values.len() * 12);
+        for row in values.chunks(ncols) {
+            for (i, v) in row.iter().enumerate() {
+                if i > 0 {
+                    buf.push(b'\t');
+                }
+                copy_text(&mut buf, v);
+            }
+            buf.push(b'\n');
+        }
+        let mut copy = conn.copy_in_raw(&plan.full).await?;
+        if let Err(e) = copy.send(buf).await {
+            let _ = copy.abort("weir: sending rows failed").await;
+            return Err(e);
+        }
+        copy.finish().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_text_escapes() {
+        let mut out = Vec::new();
+        for v in [
+            Value::Text("a\tb\nc\\d\re"),
+            Value::Null(ColumnType::Text),
+            Value::Bytes(&[0, 255]),
+            Value::Double(f64::INFINITY),
+            Value::Double(0.5),
+            Value::Bool(true),
+        ] {
+            copy_text(&mut out, &v);
+            out.push(b'|');
+        }
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "a\\tb\\nc\\\\d\\re|\\N|\\\\x00ff|Infinity|0.5|t|"
+        );
+    }
+}

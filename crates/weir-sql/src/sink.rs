@@ -1,0 +1,329 @@
+//! The sink trait and the built-in table sink.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use sqlx::{Pool, Transaction};
+use weir_core::Coordinates;
+
+use crate::dialect::{BulkPlan, Dialect};
+use crate::{DialectKind, Error, Result, Row, TableName, Value};
+
+/// One output value of a batch, with the record it came from.
+#[derive(Clone, Debug)]
+pub struct Item<T> {
+    /// The source record's coordinates.
+    pub at: Coordinates,
+    /// Its position among the outputs of that record (0 for one-to-one transforms).
+    pub ordinal: u32,
+    /// The value to write.
+    pub value: T,
+}
+
+/// Writes a batch of values on an open transaction; weir commits it together with the
+/// offsets. Implement it to write anything; use [`TableSink`] for plain inserts and
+/// upserts.
+///
+/// `write` must only use `tx` (never another connection, never commit): the batch's
+/// rows, its dead letters and its offset advance become visible together or not at all.
+/// It may be called again with the same items after a rollback (transient failure,
+/// isolation of a bad row), and with a subset of them.
+///
+/// ```
+/// use weir_sql::{async_trait, Item, Result, TransactionalSink};
+///
+/// /// Counts records per key in a `counts(k TEXT PRIMARY KEY, n BIGINT)` table.
+/// struct Counts;
+///
+/// #[async_trait]
+/// impl TransactionalSink<sqlx::Postgres, String> for Counts {
+///     async fn write(&self, tx: &mut sqlx::Transaction<'static, sqlx::Postgres>, items: &[Item<String>]) -> Result<()> {
+///         for item in items {
+///             sqlx::query("INSERT INTO counts (k, n) VALUES ($1, 1) ON CONFLICT (k) DO UPDATE SET n = counts.n + 1")
+///                 .bind(&item.value)
+///                 .execute(&mut **tx)
+///                 .await
+///                 .map_err(|e| weir_sql::Error::db("counts", e))?;
+///         }
+///         Ok(())
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait TransactionalSink<DB: Dialect, T: Send + Sync>: Send + Sync {
+    /// A name for errors and logs.
+    fn name(&self) -> &str {
+        "sink"
+    }
+
+    /// Write `items` on `tx`. Database errors returned as [`Error::Database`] are
+    /// classified: a refused value (NUL byte, too long, out of range, constraint)
+    /// isolates the offending record into the dead letters; a lost connection or
+    /// lock conflict retries the batch; anything else stops the job.
+    async fn write(&self, tx: &mut Transaction<'static, DB>, items: &[Item<T>]) -> Result<()>;
+}
+
+/// What the [`TableSink`] does with a row whose key already exists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WriteMode {
+    /// Plain `INSERT` (PostgreSQL: `COPY … FROM STDIN`); an existing key is an error.
+    Insert,
+    /// Insert or replace the non-key columns (`ON CONFLICT … DO UPDATE` / `ON DUPLICATE
+    /// KEY UPDATE`; PostgreSQL through `UNNEST` arrays). Within one batch the last
+    /// value of a key wins.
+    Upsert {
+        /// The key columns (a primary key or unique index must cover them).
+        key: Vec<String>,
+    },
+}
+
+/// The built-in sink: writes each value (a [`Row`]) as one row of a table, the
+/// fastest way the dialect allows (PostgreSQL `COPY` or `UNNEST`, multi-row `VALUES`
+/// elsewhere; statements prepared once and reused).
+///
+/// ```
+/// use weir_sql::{impl_row, TableName, TableSink, WriteMode};
+/// struct Order { id: i64, customer: String }
+/// impl_row!(Order { id, customer });
+///
+/// let insert = TableSink::<sqlx::Sqlite, Order>::new(TableName::new("orders")?)?;
+/// let upsert = TableSink::<sqlx::Sqlite, Order>::new(TableName::new("orders")?)?
+///     .with_mode(WriteMode::Upsert { key: vec!["id".into()] })?;
+/// # let _ = (insert, upsert);
+/// # Ok::<(), weir_sql::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct TableSink<DB: Dialect, R: Row> {
+    table: TableName,
+    mode: WriteMode,
+    plan: Arc<BulkPlan>,
+    _p: PhantomData<fn() -> (DB, R)>,
+}
+
+impl<DB: Dialect, R: Row> TableSink<DB, R> {
+    /// Insert rows into `table`.
+    pub fn new(table: TableName) -> Result<Self> {
+        let plan = BulkPlan::new(
+            DB::KIND,
+            DB::MAX_PARAMS,
+            table.quoted(DB::KIND),
+            R::columns()?,
+            None,
+        );
+        Ok(Self {
+            table,
+            mode: WriteMode::Insert,
+            plan: Arc::new(plan),
+            _p: PhantomData,
+        })
+    }
+
+    /// Insert or upsert.
+    pub fn with_mode(self, mode: WriteMode) -> Result<Self> {
+        let columns = R::columns()?;
+        let keys = match &mode {
+            WriteMode::Insert => None,
+            WriteMode::Upsert { key } => {
+                if key.is_empty() {
+                    return Err(Error::identifier(
+                        "",
+                        "an upsert needs at least one key column",
+                    ));
+                }
+                let mut idx = Vec::new();
+                for k in key {
+                    let i = columns
+                        .iter()
+                        .position(|c| c.name.as_str() == k)
+                        .ok_or_else(|| {
+                            Error::identifier(k.clone(), "is not a column of the row type")
+                        })?;
+                    idx.push(i);
+                }
+                Some(idx)
+            }
+        };
+        let plan = BulkPlan::new(
+            DB::KIND,
+            DB::MAX_PARAMS,
+            self.table.quoted(DB::KIND),
+            columns,
+            keys,
+        );
+        Ok(Self {
+            mode,
+            plan: Arc::new(plan),
+            ..self
+        })
+    }
+
+    /// The table.
+    pub fn table(&self) -> &TableName {
+        &self.table
+    }
+
+    /// Create the table if missing, from the row type's columns (the upsert key
+    /// becomes the primary key). For tests and quick starts; production schemas are
+    /// usually managed elsewhere.
+    pub async fn create_table(&self, pool: &Pool<DB>) -> Result<()> {
+        let k = DB::KIND;
+        let keys = self.plan.upsert_keys.clone().unwrap_or_default();
+        let mut stmts = Vec::new();
+        if let (Some(schema), DialectKind::Postgres | DialectKind::MySql) = (self.table.schema(), k)
+        {
+            let kw = if k == DialectKind::Postgres {
+                "SCHEMA"
+            } else {
+                "DATABASE"
+            };
+            stmts.push(format!("CREATE {kw} IF NOT EXISTS {}", schema.quoted(k)));
+        }
+        let mut cols: Vec<String> = self
+            .plan
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                format!(
+                    "{} {} {}",
+                    c.name.quoted(k),
+                    c.ty.sql_name(k, keys.contains(&i)),
+                    if c.nullable { "NULL" } else { "NOT NULL" }
+                )
+            })
+            .collect();
+        if !keys.is_empty() {
+            let list = keys
+                .iter()
+                .map(|i| self.plan.columns[*i].name.quoted(k))
+                .collect::<Vec<_>>()
+                .join(", ");
+            cols.push(format!("PRIMARY KEY ({list})"));
+        }
+        stmts.push(format!(
+            "CREATE TABLE IF NOT EXISTS {} ({})",
+            self.plan.table,
+            cols.join(", ")
+        ));
+        let mut conn = pool
+            .acquire()
+            .await
+            .map_err(|e| Error::db("create table", e))?;
+        for s in stmts {
+            DB::execute(&mut conn, &Arc::from(s), &[])
+                .await
+                .map_err(|e| Error::db("create table", e))?;
+        }
+        Ok(())
+    }
+
+    /// Write rows on an open connection or transaction (what [`TransactionalSink::write`]
+    /// does, usable on its own).
+    pub async fn write_rows<'a, I>(&self, conn: &mut DB::Connection, rows: I) -> Result<u64>
+    where
+        I: IntoIterator<Item = &'a R>,
+        R: 'a,
+    {
+        let ncols = self.plan.columns.len();
+        let mut values: Vec<Value<'_>> = Vec::new();
+        for r in rows {
+            let before = values.len();
+            r.values(&mut values);
+            if values.len() - before != ncols {
+                return Err(Error::Schema {
+                    table: self.plan.table.clone(),
+                    reason: format!(
+                        "the row type produced {} values for {ncols} columns",
+                        values.len() - before
+                    ),
+                });
+            }
+        }
+        if let (Some(keys), DialectKind::Postgres) = (&self.plan.upsert_keys, DB::KIND) {
+            values = dedup_last(values, ncols, keys);
+        }
+        DB::bulk_write(conn, &self.plan, &values)
+            .await
+            .map_err(|e| Error::db("sink write", e))
+    }
+}
+
+/// Keep only the last row of each key (PostgreSQL refuses to update a row twice in
+/// one `INSERT … ON CONFLICT`).
+fn dedup_last<'a>(values: Vec<Value<'a>>, ncols: usize, keys: &[usize]) -> Vec<Value<'a>> {
+    let nrows = values.len() / ncols;
+    let mut last: HashMap<Vec<u8>, usize> = HashMap::with_capacity(nrows);
+    let mut key = Vec::new();
+    let mut key_vals = Vec::with_capacity(keys.len());
+    for (i, row) in values.chunks(ncols).enumerate() {
+        key.clear();
+        key_vals.clear();
+        key_vals.extend(keys.iter().map(|k| row[*k]));
+        crate::value::key_bytes(&key_vals, &mut key);
+        last.insert(key.clone(), i);
+    }
+    if last.len() == nrows {
+        return values;
+    }
+    let mut keep: Vec<usize> = last.into_values().collect();
+    keep.sort_unstable();
+    let mut out = Vec::with_capacity(keep.len() * ncols);
+    for i in keep {
+        out.extend_from_slice(&values[i * ncols..(i + 1) * ncols]);
+    }
+    out
+}
+
+#[async_trait]
+impl<DB: Dialect, R: Row> TransactionalSink<DB, R> for TableSink<DB, R> {
+    fn name(&self) -> &str {
+        self.table.name().as_str()
+    }
+
+    async fn write(&self, tx: &mut Transaction<'static, DB>, items: &[Item<R>]) -> Result<()> {
+        self.write_rows(&mut **tx, items.iter().map(|i| &i.value))
+            .await?;
+        Ok(())
+    }
+}
+
+impl<DB: Dialect, R: Row> Clone for TableSink<DB, R> {
+    fn clone(&self) -> Self {
+        Self {
+            table: self.table.clone(),
+            mode: self.mode.clone(),
+            plan: self.plan.clone(),
+            _p: PhantomData,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dedup_keeps_last_of_each_key() {
+        let v = vec![
+            Value::BigInt(1),
+            Value::Text("a"),
+            Value::BigInt(2),
+            Value::Text("b"),
+            Value::BigInt(1),
+            Value::Text("c"),
+        ];
+        let out = dedup_last(v, 2, &[0]);
+        assert_eq!(
+            out,
+            vec![
+                Value::BigInt(2),
+                Value::Text("b"),
+                Value::BigInt(1),
+                Value::Text("c")
+            ]
+        );
+    }
+}

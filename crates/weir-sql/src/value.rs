@@ -1,0 +1,258 @@
+//! Mapping Rust values and structs to SQL columns without per-type SQL.
+
+use crate::{DialectKind, Ident, Result};
+
+/// The SQL type of a column, as weir maps it to each dialect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ColumnType {
+    /// `BOOLEAN`.
+    Bool,
+    /// 16-bit integer (`SMALLINT`).
+    SmallInt,
+    /// 32-bit integer (`INTEGER`).
+    Int,
+    /// 64-bit integer (`BIGINT`).
+    BigInt,
+    /// 64-bit float (`DOUBLE PRECISION`).
+    Double,
+    /// UTF-8 text.
+    Text,
+    /// Bytes (`BYTEA`, `BLOB`).
+    Bytes,
+}
+
+impl ColumnType {
+    /// The type's name in `dialect`'s DDL. `key` asks for a type usable in a MySQL
+    /// primary key (`VARCHAR(255)` / `VARBINARY(255)` instead of `TEXT` / `BLOB`).
+    pub fn sql_name(self, dialect: DialectKind, key: bool) -> &'static str {
+        use ColumnType::*;
+        use DialectKind::*;
+        match (dialect, self) {
+            (Postgres, Bool) => "BOOLEAN",
+            (Postgres, SmallInt) => "SMALLINT",
+            (Postgres, Int) => "INTEGER",
+            (Postgres, BigInt) => "BIGINT",
+            (Postgres, Double) => "DOUBLE PRECISION",
+            (Postgres, Text) => "TEXT",
+            (Postgres, Bytes) => "BYTEA",
+            (Sqlite, Bool | SmallInt | Int | BigInt) => "INTEGER",
+            (Sqlite, Double) => "REAL",
+            (Sqlite, Text) => "TEXT",
+            (Sqlite, Bytes) => "BLOB",
+            (MySql, Bool) => "BOOLEAN",
+            (MySql, SmallInt) => "SMALLINT",
+            (MySql, Int) => "INT",
+            (MySql, BigInt) => "BIGINT",
+            (MySql, Double) => "DOUBLE",
+            (MySql, Text) if key => "VARCHAR(255)",
+            (MySql, Text) => "LONGTEXT",
+            (MySql, Bytes) if key => "VARBINARY(255)",
+            (MySql, Bytes) => "LONGBLOB",
+        }
+    }
+
+    /// The PostgreSQL array type used by the `UNNEST` fast path.
+    pub(crate) fn pg_array(self) -> &'static str {
+        match self {
+            ColumnType::Bool => "BOOLEAN[]",
+            ColumnType::SmallInt => "SMALLINT[]",
+            ColumnType::Int => "INTEGER[]",
+            ColumnType::BigInt => "BIGINT[]",
+            ColumnType::Double => "DOUBLE PRECISION[]",
+            ColumnType::Text => "TEXT[]",
+            ColumnType::Bytes => "BYTEA[]",
+        }
+    }
+}
+
+/// One SQL value, borrowed from the row it comes from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Value<'a> {
+    /// SQL `NULL` of a column of this type.
+    Null(ColumnType),
+    /// A boolean.
+    Bool(bool),
+    /// A 16-bit integer.
+    SmallInt(i16),
+    /// A 32-bit integer.
+    Int(i32),
+    /// A 64-bit integer.
+    BigInt(i64),
+    /// A float.
+    Double(f64),
+    /// Text.
+    Text(&'a str),
+    /// Bytes.
+    Bytes(&'a [u8]),
+}
+
+/// A Rust value that maps to one SQL column.
+///
+/// ```
+/// use weir_sql::{ColumnType, ToValue, Value};
+/// assert_eq!(<i64 as ToValue>::TYPE, ColumnType::BigInt);
+/// assert_eq!(Some(3_i32).to_value(), Value::Int(3));
+/// assert_eq!(None::<String>.to_value(), Value::Null(ColumnType::Text));
+/// ```
+pub trait ToValue {
+    /// The column type.
+    const TYPE: ColumnType;
+    /// Whether the value can be `NULL`.
+    const NULLABLE: bool = false;
+    /// The value.
+    fn to_value(&self) -> Value<'_>;
+}
+
+macro_rules! to_value {
+    ($($t:ty => $ty:ident, $v:ident, |$x:ident| $e:expr;)*) => {$(
+        impl ToValue for $t {
+            const TYPE: ColumnType = ColumnType::$ty;
+            fn to_value(&self) -> Value<'_> {
+                let $x = self;
+                Value::$v($e)
+            }
+        }
+    )*};
+}
+
+to_value! {
+    bool => Bool, Bool, |x| *x;
+    i16 => SmallInt, SmallInt, |x| *x;
+    i32 => Int, Int, |x| *x;
+    i64 => BigInt, BigInt, |x| *x;
+    f64 => Double, Double, |x| *x;
+    String => Text, Text, |x| x.as_str();
+    str => Text, Text, |x| x;
+    Vec<u8> => Bytes, Bytes, |x| x.as_slice();
+    [u8] => Bytes, Bytes, |x| x;
+    weir_core::Bytes => Bytes, Bytes, |x| x.as_ref();
+}
+
+impl<T: ToValue> ToValue for Option<T> {
+    const TYPE: ColumnType = T::TYPE;
+    const NULLABLE: bool = true;
+    fn to_value(&self) -> Value<'_> {
+        match self {
+            Some(v) => v.to_value(),
+            None => Value::Null(T::TYPE),
+        }
+    }
+}
+
+impl<T: ToValue + ?Sized> ToValue for &T {
+    const TYPE: ColumnType = T::TYPE;
+    const NULLABLE: bool = T::NULLABLE;
+    fn to_value(&self) -> Value<'_> {
+        (**self).to_value()
+    }
+}
+
+/// A column of a table a [`Row`] is written to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Column {
+    /// The column's name (validated, always quoted).
+    pub name: Ident,
+    /// Its type.
+    pub ty: ColumnType,
+    /// Whether it accepts `NULL`.
+    pub nullable: bool,
+}
+
+impl Column {
+    /// A column named `name` of type `ty`.
+    pub fn new(name: &str, ty: ColumnType, nullable: bool) -> Result<Self> {
+        Ok(Self {
+            name: Ident::new(name)?,
+            ty,
+            nullable,
+        })
+    }
+
+    /// The column for a field, its type taken from the field accessor (used by
+    /// [`impl_row!`](crate::impl_row)).
+    pub fn of<R, T: ToValue + ?Sized>(name: &str, _field: fn(&R) -> &T) -> Result<Self> {
+        Self::new(name, T::TYPE, T::NULLABLE)
+    }
+}
+
+/// A Rust struct written as one table row by the built-in sinks.
+///
+/// Implement it by hand, or with [`impl_row!`](crate::impl_row) (columns named after
+/// the fields):
+///
+/// ```
+/// use weir_sql::{impl_row, Row, Value};
+/// struct Order { id: i64, customer: String, note: Option<String> }
+/// impl_row!(Order { id, customer, note });
+///
+/// let cols = Order::columns()?;
+/// assert_eq!(cols.len(), 3);
+/// assert!(cols[2].nullable);
+/// let o = Order { id: 7, customer: "ada".into(), note: None };
+/// let mut v = Vec::new();
+/// o.values(&mut v);
+/// assert_eq!(v[0], Value::BigInt(7));
+/// # Ok::<(), weir_sql::Error>(())
+/// ```
+pub trait Row: Send + Sync {
+    /// The columns, in the order [`values`](Self::values) pushes them.
+    fn columns() -> Result<Vec<Column>>;
+    /// Push this row's values, one per column.
+    fn values<'a>(&'a self, out: &mut Vec<Value<'a>>);
+}
+
+/// Implement [`Row`] for a struct: `impl_row!(Type { field, field, ... })`. Each field
+/// becomes a column of the same name; its type must implement [`ToValue`].
+#[macro_export]
+macro_rules! impl_row {
+    ($ty:ty { $($field:ident),+ $(,)? }) => {
+        impl $crate::Row for $ty {
+            fn columns() -> $crate::Result<::std::vec::Vec<$crate::Column>> {
+                ::std::result::Result::Ok(::std::vec![
+                    $($crate::Column::of(::std::stringify!($field), |r: &$ty| &r.$field)?),+
+                ])
+            }
+            fn values<'a>(&'a self, out: &mut ::std::vec::Vec<$crate::Value<'a>>) {
+                $(out.push($crate::ToValue::to_value(&self.$field));)+
+            }
+        }
+    };
+}
+
+/// A key that identifies equal values (for de-duplicating upsert batches).
+pub(crate) fn key_bytes(values: &[Value<'_>], out: &mut Vec<u8>) {
+    for v in values {
+        match v {
+            Value::Null(_) => out.push(0),
+            Value::Bool(b) => out.extend_from_slice(&[1, u8::from(*b)]),
+            Value::SmallInt(i) => {
+                out.push(2);
+                out.extend_from_slice(&i64::from(*i).to_le_bytes());
+            }
+            Value::Int(i) => {
+                out.push(2);
+                out.extend_from_slice(&i64::from(*i).to_le_bytes());
+            }
+            Value::BigInt(i) => {
+                out.push(2);
+                out.extend_from_slice(&i.to_le_bytes());
+            }
+            Value::Double(f) => {
+                out.push(3);
+                out.extend_from_slice(&f.to_bits().to_le_bytes());
+            }
+            Value::Text(s) => {
+                out.push(4);
+                out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+                out.extend_from_slice(s.as_bytes());
+            }
+            Value::Bytes(b) => {
+                out.push(5);
+                out.extend_from_slice(&(b.len() as u64).to_le_bytes());
+                out.extend_from_slice(b);
+            }
+        }
+    }
+}
