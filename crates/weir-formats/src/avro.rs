@@ -99,12 +99,12 @@ impl Codec {
     }
 
     fn value(&self, data: &[u8], ctx: &Context<'_>) -> Result<Value, DeserializeError> {
-        let mut cursor = data;
+        let mut cursor = EofWatch::new(data);
         let v = self
             .reader
             .read_value(&mut cursor)
             .map_err(|e| avro_error(e, ctx))?;
-        trailing(cursor, ctx)?;
+        cursor.finish(ctx)?;
         Ok(v)
     }
 
@@ -123,27 +123,72 @@ impl Codec {
                 .with_source(e)
             });
         }
-        let mut cursor = data;
+        let mut cursor = EofWatch::new(data);
         let v = self
             .reader
             .read_deser::<T>(&mut cursor)
             .map_err(|e| avro_error(e, ctx))?;
-        trailing(cursor, ctx)?;
+        cursor.finish(ctx)?;
         Ok(v)
     }
 }
 
-fn trailing(rest: &[u8], ctx: &Context<'_>) -> Result<(), DeserializeError> {
-    if rest.is_empty() {
+/// A reader over the datum that remembers running past its end. apache-avro turns an
+/// end of input inside a string or boolean into `Value::Null` (its file reader uses
+/// that to detect the end of a block), which would make a truncated datum decode
+/// "successfully"; weir makes it an error.
+struct EofWatch<'a> {
+    rest: &'a [u8],
+    hit_end: bool,
+}
+
+impl<'a> EofWatch<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        Self {
+            rest: data,
+            hit_end: false,
+        }
+    }
+
+    fn finish(self, ctx: &Context<'_>) -> Result<(), DeserializeError> {
+        if self.hit_end {
+            return Err(ctx.error(ErrorKind::Malformed, "Avro datum truncated"));
+        }
+        if !self.rest.is_empty() {
+            return Err(ctx.error(
+                ErrorKind::Malformed,
+                format!(
+                    "Avro datum followed by {} unread bytes (wrong schema?)",
+                    self.rest.len()
+                ),
+            ));
+        }
         Ok(())
-    } else {
-        Err(ctx.error(
-            ErrorKind::Malformed,
-            format!(
-                "Avro datum followed by {} unread bytes (wrong schema?)",
-                rest.len()
-            ),
-        ))
+    }
+}
+
+impl std::io::Read for EofWatch<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if buf.len() > self.rest.len() {
+            self.hit_end = true;
+        }
+        let n = buf.len().min(self.rest.len());
+        let (head, tail) = self.rest.split_at(n);
+        buf[..n].copy_from_slice(head);
+        self.rest = tail;
+        Ok(n)
+    }
+
+    fn read_exact(&mut self, buf: &mut [u8]) -> std::io::Result<()> {
+        if buf.len() > self.rest.len() {
+            self.hit_end = true;
+            self.rest = &[];
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let (head, tail) = self.rest.split_at(buf.len());
+        buf.copy_from_slice(head);
+        self.rest = tail;
+        Ok(())
     }
 }
 

@@ -14,8 +14,9 @@ pub const SERDE_JSON_DEPTH_LIMIT: usize = 128;
 /// JSON text, decoded with serde_json into any `T: DeserializeOwned` (including
 /// `serde_json::Value`).
 ///
-/// Nesting is limited (serde_json refuses more than 128 levels; a lower
-/// [`with_max_depth`](Self::with_max_depth) is checked by a scan before parsing), so a
+/// Nesting is limited to 128 levels (serde_json's own limit) or a lower
+/// [`with_max_depth`](Self::with_max_depth), checked by a scan before parsing of any
+/// input longer than the limit (including values a typed `T` would ignore), so a
 /// 100 000-deep array is an [`ErrorKind::TooDeep`] error, never a stack overflow.
 ///
 /// ```
@@ -71,7 +72,9 @@ impl Json {
         data: &[u8],
         ctx: &Context<'_>,
     ) -> Result<T, DeserializeError> {
-        if self.max_depth < SERDE_JSON_DEPTH_LIMIT {
+        // Depth can only exceed the limit in inputs longer than it; serde_json skips
+        // ignored values without counting depth, so the scan runs for every such input.
+        if data.len() > self.max_depth {
             check_depth(data, self.max_depth, ctx)?;
         }
         serde_json::from_slice(data).map_err(|e| json_error(e, ctx))

@@ -341,6 +341,24 @@ impl SchemaRegistry {
         self.requests.load(Ordering::Relaxed)
     }
 
+    /// Put a schema in the cache as if it had been fetched: for tests, fuzzing and
+    /// offline use (a schema shipped with the job). An id already cached is kept.
+    ///
+    /// ```
+    /// use weir_formats::framing::SchemaRef;
+    /// use weir_formats::registry::{RegistryConfig, Schema, SchemaRegistry};
+    /// let registry = SchemaRegistry::new(RegistryConfig::new("http://127.0.0.1:1").unwrap()).unwrap();
+    /// registry.preload(SchemaRef::Id(1), Schema::avro(r#""long""#));
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// assert_eq!(registry.schema(SchemaRef::Id(1)).await.unwrap().schema, r#""long""#);
+    /// assert_eq!(registry.http_requests(), 0);
+    /// # });
+    /// ```
+    pub fn preload(&self, schema: SchemaRef, value: Schema) {
+        let slot = self.by_ref.lock().entry(schema).or_default().clone();
+        let _already = slot.set(Arc::new(value));
+    }
+
     /// The schema with this id or GUID (`GET /schemas/ids/{id}`,
     /// `GET /schemas/guids/{guid}`), cached.
     pub async fn schema(&self, schema: SchemaRef) -> Result<Arc<Schema>> {
