@@ -10,6 +10,11 @@
 //! - [`Producer`]: append by key with Kafka's murmur2 partitioner, round-robin without
 //!   a key.
 //! - [`LogOptions`] and [`Durability`]: what an acknowledged append survives.
+//! - [`LogConsumer`]: a [`weir_core::Consumer`] over the log with Kafka's group
+//!   semantics (generations, eager and cooperative rebalances, session and
+//!   `max.poll.interval.ms` eviction) run by an in-process coordinator shared by every
+//!   consumer of the directory; [`connect`] opens one from `bootstrap.servers =
+//!   log:///path/to/dir`; [`describe_group`] shows a group's members and generation.
 //!
 //! ## Durability
 //! Every batch carries a CRC32C; recovery on open truncates a torn tail (an append
@@ -41,7 +46,11 @@
 #![warn(missing_docs)]
 
 mod codec;
+mod connect;
+mod consumer;
+mod fetch;
 mod fsutil;
+mod group;
 mod groups;
 mod lock;
 mod log;
@@ -53,6 +62,9 @@ mod segment;
 mod shared;
 
 pub use crate::log::{validate_topic_name, Log, MAX_PARTITIONS, MAX_TOPIC_NAME_LEN};
+pub use connect::{connect, log_dir_from_url, SCHEME};
+pub use consumer::LogConsumer;
+pub use group::{describe_group, GroupDescription, MemberDescription};
 pub use options::{Durability, LogOptions, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
 pub use producer::{murmur2, partition_for_key, Producer};
 pub use record::NewRecord;
