@@ -97,6 +97,8 @@
 #![warn(missing_docs)]
 
 mod backend;
+pub mod checker;
+pub mod crash;
 pub mod conformance;
 mod harness;
 
