@@ -85,8 +85,15 @@ struct Codec {
 impl Codec {
     fn new(writer: &Schema, reader_schema: Option<&Schema>) -> Result<Self> {
         max_allocation_bytes();
-        let writer = intern(writer)?;
+        let writer = match reader_schema {
+            Some(reader) => intern(&aliases::apply(writer, reader)?)?,
+            None => intern(writer)?,
+        };
         let reader_schema = reader_schema.map(intern).transpose()?;
+        if let Some(reader) = reader_schema {
+            apache_avro::schema_compatibility::SchemaCompatibility::can_read(writer, reader)
+                .map_err(|e| Error::schema(format!("the reader schema cannot read the writer schema: {e}")))?;
+        }
         let reader = GenericDatumReader::builder(writer)
             .maybe_reader_schema(reader_schema)
             .build()
@@ -590,5 +597,204 @@ impl<T: Serialize + Sync> Serializer<T> for RegistryAvroSerializer<T> {
             .map_err(Error::serialize)?;
         out.extend_from_slice(&body);
         Ok(out)
+    }
+}
+
+/// Aliases for schema resolution. apache-avro's resolution and compatibility check
+/// match records and fields by name only; as Java's `Schema.applyAliases` does, weir
+/// renames, in the writer schema, records and fields to the reader's names when the
+/// reader lists the writer's name among its `aliases`. Renaming does not change how a
+/// datum is read. Names are matched by their last component.
+mod aliases {
+    use std::collections::HashMap;
+
+    use serde_json::Value as Json;
+
+    use super::Schema;
+    use crate::{Error, Result};
+
+    const MAX_DEPTH: usize = 64;
+
+    struct Target {
+        full_name: String,
+        fields: Vec<(String, Vec<String>)>,
+    }
+
+    fn simple(name: &str) -> &str {
+        name.rsplit('.').next().unwrap_or(name)
+    }
+
+    fn full(name: &str, namespace: Option<&str>) -> String {
+        match namespace {
+            Some(ns) if !name.contains('.') && !ns.is_empty() => format!("{ns}.{name}"),
+            _ => name.to_string(),
+        }
+    }
+
+    fn strings(v: Option<&Json>) -> Vec<String> {
+        v.and_then(Json::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(|s| simple(s).to_string()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn is_record(o: &serde_json::Map<String, Json>) -> bool {
+        matches!(o.get("type").and_then(Json::as_str), Some("record" | "error"))
+    }
+
+    /// Nested schemas of `o` (field types, items, values, an inline "type").
+    fn children_mut(o: &mut serde_json::Map<String, Json>) -> Vec<&mut Json> {
+        let mut out = Vec::new();
+        let record = is_record(o);
+        for (k, v) in o.iter_mut() {
+            match k.as_str() {
+                "fields" if record => {
+                    for f in v.as_array_mut().into_iter().flatten() {
+                        if let Some(t) = f.get_mut("type") {
+                            out.push(t);
+                        }
+                    }
+                }
+                "items" | "values" => out.push(v),
+                "type" if v.is_object() || v.is_array() => out.push(v),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    fn collect(v: &Json, ns: Option<&str>, out: &mut HashMap<String, Target>, depth: usize) {
+        if depth > MAX_DEPTH {
+            return;
+        }
+        match v {
+            Json::Array(items) => items.iter().for_each(|i| collect(i, ns, out, depth + 1)),
+            Json::Object(o) => {
+                let own_ns = o.get("namespace").and_then(Json::as_str).or(ns);
+                if is_record(o) {
+                    let fields: Vec<(String, Vec<String>)> = o
+                        .get("fields")
+                        .and_then(Json::as_array)
+                        .map(|fs| {
+                            fs.iter()
+                                .filter_map(|f| {
+                                    let name = f.get("name")?.as_str()?.to_string();
+                                    Some((name, strings(f.get("aliases"))))
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    if let Some(name) = o.get("name").and_then(Json::as_str) {
+                        let full_name = full(name, own_ns);
+                        for key in std::iter::once(simple(name).to_string()).chain(strings(o.get("aliases"))) {
+                            out.entry(key).or_insert_with(|| Target {
+                                full_name: full_name.clone(),
+                                fields: fields.clone(),
+                            });
+                        }
+                    }
+                }
+                let mut o = o.clone();
+                for child in children_mut(&mut o) {
+                    collect(child, own_ns, out, depth + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn rewrite(
+        v: &mut Json,
+        ns: Option<&str>,
+        reader: &HashMap<String, Target>,
+        renamed: &mut HashMap<String, String>,
+        depth: usize,
+    ) {
+        if depth > MAX_DEPTH {
+            return;
+        }
+        match v {
+            Json::Array(items) => items
+                .iter_mut()
+                .for_each(|i| rewrite(i, ns, reader, renamed, depth + 1)),
+            Json::Object(o) => {
+                let own_ns = o.get("namespace").and_then(Json::as_str).or(ns).map(str::to_string);
+                if is_record(o) {
+                    let name = o.get("name").and_then(Json::as_str).map(str::to_string);
+                    if let Some(target) = name.as_deref().and_then(|n| reader.get(simple(n))) {
+                        let name = name.as_deref().unwrap_or_default();
+                        if simple(&target.full_name) != simple(name) {
+                            renamed.insert(full(name, own_ns.as_deref()), target.full_name.clone());
+                            renamed.insert(simple(name).to_string(), target.full_name.clone());
+                            o.insert("name".into(), Json::String(target.full_name.clone()));
+                        }
+                        for f in o.get_mut("fields").and_then(Json::as_array_mut).into_iter().flatten() {
+                            let Some(fname) = f.get("name").and_then(Json::as_str).map(str::to_string) else {
+                                continue;
+                            };
+                            if target.fields.iter().any(|(n, _)| *n == fname) {
+                                continue;
+                            }
+                            if let Some((new, _)) = target.fields.iter().find(|(_, a)| a.contains(&fname)) {
+                                f["name"] = Json::String(new.clone());
+                            }
+                        }
+                    }
+                }
+                for child in children_mut(o) {
+                    rewrite(child, own_ns.as_deref(), reader, renamed, depth + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Replace references (type names in type positions) to renamed records.
+    fn rename_refs(v: &mut Json, renamed: &HashMap<String, String>, depth: usize) {
+        if depth > MAX_DEPTH {
+            return;
+        }
+        match v {
+            Json::String(s) => {
+                if let Some(new) = renamed.get(s.as_str()) {
+                    *s = new.clone();
+                }
+            }
+            Json::Array(items) => items.iter_mut().for_each(|i| rename_refs(i, renamed, depth + 1)),
+            Json::Object(o) => {
+                for child in children_mut(o) {
+                    rename_refs(child, renamed, depth + 1);
+                }
+                for f in o.get_mut("fields").and_then(Json::as_array_mut).into_iter().flatten() {
+                    if let Some(t @ Json::String(_)) = f.get_mut("type") {
+                        rename_refs(t, renamed, depth + 1);
+                    }
+                }
+                for key in ["items", "values"] {
+                    if let Some(t @ Json::String(_)) = o.get_mut(key) {
+                        rename_refs(t, renamed, depth + 1);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The writer schema with records and fields renamed to the reader's names via the
+    /// reader's aliases.
+    pub(super) fn apply(writer: &Schema, reader: &Schema) -> Result<Schema> {
+        let reader_json = serde_json::to_value(reader).map_err(Error::schema)?;
+        let mut targets = HashMap::new();
+        collect(&reader_json, None, &mut targets, 0);
+        let mut writer_json = serde_json::to_value(writer).map_err(Error::schema)?;
+        let mut renamed = HashMap::new();
+        rewrite(&mut writer_json, None, &targets, &mut renamed, 0);
+        if !renamed.is_empty() {
+            rename_refs(&mut writer_json, &renamed, 0);
+        }
+        Schema::parse(&writer_json).map_err(Error::schema)
     }
 }
