@@ -35,3 +35,8 @@ pub use weir_log as log;
 /// (feature `formats`).
 #[cfg(feature = "formats")]
 pub use weir_formats as formats;
+
+/// The Kafka backend over librdkafka (feature `kafka`, off by default: it builds
+/// librdkafka from source).
+#[cfg(feature = "kafka")]
+pub use weir_kafka as kafka;
