@@ -83,3 +83,5 @@ impl Backend for LogBackend {
 }
 
 weir_testkit::conformance_suite!(LogBackend::new()?);
+
+weir_testkit::suite_self_test!(LogBackend::new()?);

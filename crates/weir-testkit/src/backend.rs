@@ -83,6 +83,12 @@ pub trait Backend: Send + Sync + 'static {
     /// `group` is given) and timeouts short enough for tests. Scenarios start from it
     /// and set only what they test (`auto.offset.reset`, `enable.auto.commit`,
     /// `max.poll.records`, ...); they read the timeouts they measure from it.
+    ///
+    /// Scenarios override `max.poll.interval.ms` only where they test it (set equal to
+    /// `session.timeout.ms`) or must rule it out (ten times `session.timeout.ms`).
+    /// Topics created and partitions added during a scenario must be noticed within
+    /// [`patience`](Self::patience): a Kafka backend sets a short metadata refresh
+    /// interval (librdkafka's `topic.metadata.refresh.interval.ms`) here.
     fn config(&self, group: Option<&str>) -> ConsumerConfig;
 
     /// Build a consumer from `config` (the configuration is the caller's, possibly
@@ -94,13 +100,15 @@ pub trait Backend: Send + Sync + 'static {
     /// polling at once, and it does **not** leave its group; the group notices only
     /// through `session.timeout.ms`.
     ///
-    /// The default leaks the consumer (`std::mem::forget`), which is right for a
-    /// backend whose heartbeats are driven by `poll` and that leaves the group only in
-    /// `close` or `Drop` (the embedded log). A backend whose client heartbeats from a
-    /// background thread (librdkafka) must override this to cut that thread off, e.g.
-    /// by severing its connections or by running the consumer in a process it kills.
+    /// The default drops the consumer, which is right for a backend whose `Drop` is a
+    /// crash (the embedded log: dropping a `LogConsumer` without `close()` does not tell
+    /// the group). A backend whose `Drop` leaves the group, or whose client heartbeats
+    /// from a background thread while the consumer value lives (librdkafka), must
+    /// override this to cut the client off, e.g. by severing its connections through a
+    /// proxy or by running the consumer in a process it kills. Leaking the consumer
+    /// (`std::mem::forget`) is not a crash for such clients: they keep heartbeating.
     async fn abandon(&self, consumer: Box<dyn Consumer>) {
-        std::mem::forget(consumer);
+        drop(consumer);
     }
 
     /// Whether a configuration key that neither weir nor this backend knows is rejected

@@ -237,12 +237,26 @@ impl Member {
         subscription: Subscription,
         recorder: Arc<Recorder>,
     ) -> anyhow::Result<Self> {
+        let listener: Arc<dyn RebalanceListener> = recorder.clone();
+        Self::subscribe_with_listener(backend, name, config, subscription, recorder, listener).await
+    }
+
+    /// Like [`subscribe_with`](Self::subscribe_with) with a listener of the caller's
+    /// that forwards to `recorder` (so that the member's events are still recorded).
+    pub async fn subscribe_with_listener(
+        backend: &dyn Backend,
+        name: &str,
+        config: ConsumerConfig,
+        subscription: Subscription,
+        recorder: Arc<Recorder>,
+        listener: Arc<dyn RebalanceListener>,
+    ) -> anyhow::Result<Self> {
         let mut consumer = backend
             .consumer(config)
             .await
             .with_context(|| format!("{}: building consumer {name}", backend.name()))?;
         consumer
-            .subscribe(subscription, recorder.clone())
+            .subscribe(subscription, listener)
             .await
             .with_context(|| format!("{}: subscribing consumer {name}", backend.name()))?;
         Ok(Self {

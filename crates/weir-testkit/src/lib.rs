@@ -87,6 +87,14 @@
 //! A scenario can also be called directly, e.g. from a test with its own setup:
 //! `weir_testkit::conformance::pause_and_resume(&backend).await`.
 //!
+//! ## Does the suite catch bugs?
+//!
+//! [`suite_self_test!`] (same factory expression) runs the scenarios against
+//! deliberately broken consumers ([`faults::Fault`]: listener seeks ignored, revoke
+//! commits dropped, revoked records redelivered, `max.poll.records` ignored, batches
+//! reordered, pause ignored, close without leaving, silent async commits, wakeup
+//! ignored) and fails if a scenario passes against one of them.
+//!
 //! ## Building blocks
 //!
 //! [`Member`] wraps a consumer with a [`Recorder`] (a [`weir_core::RebalanceListener`]
@@ -98,9 +106,11 @@
 
 mod backend;
 pub mod checker;
-pub mod crash;
 pub mod conformance;
+pub mod crash;
+pub mod faults;
 mod harness;
+pub mod tansu;
 
 use std::future::Future;
 use std::time::Duration;
@@ -229,6 +239,7 @@ macro_rules! __with_scenarios {
             auto_commit_reprocesses_at_most_an_interval_after_a_crash,
             revoked_runs_before_assigned_and_its_commit_is_where_the_next_owner_starts,
             seek_in_assigned_decides_the_first_record,
+            stored_offsets_sought_on_assignment_give_exactly_once_through_rebalances,
             seek_moves_the_position_and_the_next_record,
             seek_to_beginning_and_end,
             committed_and_watermarks,
