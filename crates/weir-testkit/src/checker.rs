@@ -56,7 +56,13 @@ pub struct InputRecord {
 
 impl InputRecord {
     /// A record.
-    pub fn new(topic: &str, partition: i32, offset: i64, key: Option<Vec<u8>>, value: Option<Vec<u8>>) -> Self {
+    pub fn new(
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        key: Option<Vec<u8>>,
+        value: Option<Vec<u8>>,
+    ) -> Self {
         Self {
             topic: topic.to_owned(),
             partition,
@@ -240,7 +246,12 @@ pub fn check(inputs: &Inputs<'_>, reference: impl Fn(&InputRecord) -> Expected) 
     let stored: HashMap<(String, i32), i64> = inputs
         .offsets
         .iter()
-        .map(|o| ((o.topic.clone(), o.partition), o.next_offset.unwrap_or(i64::MIN)))
+        .map(|o| {
+            (
+                (o.topic.clone(), o.partition),
+                o.next_offset.unwrap_or(i64::MIN),
+            )
+        })
         .collect();
     let mut log_end: HashMap<(String, i32), i64> = HashMap::new();
     let mut in_log: HashMap<Key, &InputRecord> = HashMap::new();
@@ -259,7 +270,9 @@ pub fn check(inputs: &Inputs<'_>, reference: impl Fn(&InputRecord) -> Expected) 
     }
     let mut dead: HashMap<Key, u64> = HashMap::new();
     for d in inputs.dlq {
-        *dead.entry((d.topic.clone(), d.partition, d.offset)).or_default() += 1;
+        *dead
+            .entry((d.topic.clone(), d.partition, d.offset))
+            .or_default() += 1;
     }
     let consumed = |k: &Key| stored.get(&(k.0.clone(), k.1)).is_some_and(|n| k.2 < *n);
 
@@ -288,28 +301,49 @@ pub fn check(inputs: &Inputs<'_>, reference: impl Fn(&InputRecord) -> Expected) 
                         Some(v) => {
                             if v.len() > 1 {
                                 rep.counters.duplicates += v.len() as u64 - 1;
-                                rep.note("duplicates", format!("{at} ordinal {ordinal}: {} rows", v.len()));
+                                rep.note(
+                                    "duplicates",
+                                    format!("{at} ordinal {ordinal}: {} rows", v.len()),
+                                );
                             }
                             if v.iter().any(|s| &s.payload != payload) {
                                 rep.counters.corrupt += 1;
-                                rep.note("corrupt", format!("{at} ordinal {ordinal}: want {payload:?}, got {:?}", v[0].payload));
+                                rep.note(
+                                    "corrupt",
+                                    format!(
+                                        "{at} ordinal {ordinal}: want {payload:?}, got {:?}",
+                                        v[0].payload
+                                    ),
+                                );
                             }
                         }
                     }
                 }
                 if let Some(m) = got_rows {
-                    let extra: usize = m.range(want.len() as i64..).map(|(_, v)| v.len()).sum::<usize>()
+                    let extra: usize = m
+                        .range(want.len() as i64..)
+                        .map(|(_, v)| v.len())
+                        .sum::<usize>()
                         + m.range(..0).map(|(_, v)| v.len()).sum::<usize>();
                     if extra > 0 {
                         rep.counters.corrupt += extra as u64;
-                        rep.note("corrupt", format!("{at}: {extra} rows with unexpected ordinals"));
+                        rep.note(
+                            "corrupt",
+                            format!("{at}: {extra} rows with unexpected ordinals"),
+                        );
                     }
                 }
             }
             Expected::Dead => {
                 if let Some(m) = got_rows {
                     rep.counters.misrouted += 1;
-                    rep.note("misrouted", format!("{at}: bad record has {} rows in the sink", m.values().map(Vec::len).sum::<usize>()));
+                    rep.note(
+                        "misrouted",
+                        format!(
+                            "{at}: bad record has {} rows in the sink",
+                            m.values().map(Vec::len).sum::<usize>()
+                        ),
+                    );
                 }
                 match got_dead {
                     0 => {
@@ -330,20 +364,41 @@ pub fn check(inputs: &Inputs<'_>, reference: impl Fn(&InputRecord) -> Expected) 
         if !in_log.contains_key(k) || !consumed(k) {
             let n: usize = m.values().map(Vec::len).sum();
             rep.counters.phantoms += n as u64;
-            rep.note("phantoms", format!("{}/{}@{}: {n} rows beyond the stored offset or not in the log", k.0, k.1, k.2));
+            rep.note(
+                "phantoms",
+                format!(
+                    "{}/{}@{}: {n} rows beyond the stored offset or not in the log",
+                    k.0, k.1, k.2
+                ),
+            );
         }
     }
     for (k, n) in &dead {
         if !in_log.contains_key(k) || !consumed(k) {
             rep.counters.phantoms += n;
-            rep.note("phantoms", format!("{}/{}@{}: dead letter beyond the stored offset or not in the log", k.0, k.1, k.2));
+            rep.note(
+                "phantoms",
+                format!(
+                    "{}/{}@{}: dead letter beyond the stored offset or not in the log",
+                    k.0, k.1, k.2
+                ),
+            );
         }
     }
     for o in inputs.offsets {
-        let end = log_end.get(&(o.topic.clone(), o.partition)).copied().unwrap_or(0);
+        let end = log_end
+            .get(&(o.topic.clone(), o.partition))
+            .copied()
+            .unwrap_or(0);
         if o.next_offset.is_some_and(|n| n > end) {
             rep.counters.offset_beyond_log += 1;
-            rep.note("offset_beyond_log", format!("{}/{}: next_offset {:?}, log end {end}", o.topic, o.partition, o.next_offset));
+            rep.note(
+                "offset_beyond_log",
+                format!(
+                    "{}/{}: next_offset {:?}, log end {end}",
+                    o.topic, o.partition, o.next_offset
+                ),
+            );
         }
     }
     if let Some(commits) = inputs.commits {
@@ -351,7 +406,10 @@ pub fn check(inputs: &Inputs<'_>, reference: impl Fn(&InputRecord) -> Expected) 
         for c in commits {
             rep.counters.commits += 1;
             let key = (c.topic.clone(), c.partition);
-            let at = format!("{}/{} {:?}..{} epoch {}", c.topic, c.partition, c.from, c.to, c.epoch);
+            let at = format!(
+                "{}/{} {:?}..{} epoch {}",
+                c.topic, c.partition, c.from, c.to, c.epoch
+            );
             if let Some((prev_to, prev_epoch)) = last.get(&key).copied() {
                 match c.from {
                     Some(f) if f < prev_to => {
@@ -364,7 +422,10 @@ pub fn check(inputs: &Inputs<'_>, reference: impl Fn(&InputRecord) -> Expected) 
                     }
                     None => {
                         rep.counters.chain_overlaps += 1;
-                        rep.note("chain_overlaps", format!("{at}: restarted from nothing after ..{prev_to}"));
+                        rep.note(
+                            "chain_overlaps",
+                            format!("{at}: restarted from nothing after ..{prev_to}"),
+                        );
                     }
                     Some(_) => {}
                 }
@@ -481,10 +542,24 @@ macro_rules! read_all {
         let spec: &TableSpec = $q;
         let ci = |e: &str| format!($cast_int, e);
         let ct = |e: &str| format!($cast_text, e);
-        let qi = |s: &str| format!("{0}{1}{0}", $quote, s.replace($quote, &format!("{0}{0}", $quote)));
+        let qi = |s: &str| {
+            format!(
+                "{0}{1}{0}",
+                $quote,
+                s.replace($quote, &format!("{0}{0}", $quote))
+            )
+        };
         let lit = |s: &str| format!("'{}'", s.replace('\'', "''").replace('\\', "\\\\"));
-        let topic = spec.sink_topic.as_deref().map(|c| ct(c)).unwrap_or_else(|| lit(&spec.topic));
-        let ordinal = spec.sink_ordinal.as_deref().map(|c| ci(c)).unwrap_or_else(|| "0".to_owned());
+        let topic = spec
+            .sink_topic
+            .as_deref()
+            .map(|c| ct(c))
+            .unwrap_or_else(|| lit(&spec.topic));
+        let ordinal = spec
+            .sink_ordinal
+            .as_deref()
+            .map(|c| ci(c))
+            .unwrap_or_else(|| "0".to_owned());
         let q = format!(
             "SELECT {topic}, {}, {}, {ordinal}, {} FROM {}",
             ci(&spec.sink_partition),
@@ -492,7 +567,9 @@ macro_rules! read_all {
             ct(&spec.sink_payload),
             spec.sink_table
         );
-        let sink: Vec<(String, i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(q)).fetch_all(pool).await?;
+        let sink: Vec<(String, i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(q))
+            .fetch_all(pool)
+            .await?;
         let q = format!(
             "SELECT {}, {}, {} FROM {} WHERE {} = {}",
             ct(&qi("topic")),
@@ -502,7 +579,9 @@ macro_rules! read_all {
             qi("job"),
             lit(&spec.job)
         );
-        let dlq: Vec<(String, i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(q)).fetch_all(pool).await?;
+        let dlq: Vec<(String, i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(q))
+            .fetch_all(pool)
+            .await?;
         let q = format!(
             "SELECT {}, {}, {}, {} FROM {} WHERE {} = {}",
             ct(&qi("topic")),
@@ -513,19 +592,36 @@ macro_rules! read_all {
             qi("job"),
             lit(&spec.job)
         );
-        let offsets: Vec<(String, i64, Option<i64>, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(q)).fetch_all(pool).await?;
+        let offsets: Vec<(String, i64, Option<i64>, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(q))
+            .fetch_all(pool)
+            .await?;
         Tables {
             sink: sink
                 .into_iter()
-                .map(|(topic, p, offset, ordinal, payload)| SinkRow { topic, partition: p as i32, offset, ordinal, payload })
+                .map(|(topic, p, offset, ordinal, payload)| SinkRow {
+                    topic,
+                    partition: p as i32,
+                    offset,
+                    ordinal,
+                    payload,
+                })
                 .collect(),
             dlq: dlq
                 .into_iter()
-                .map(|(topic, p, offset)| DlqRow { topic, partition: p as i32, offset })
+                .map(|(topic, p, offset)| DlqRow {
+                    topic,
+                    partition: p as i32,
+                    offset,
+                })
                 .collect(),
             offsets: offsets
                 .into_iter()
-                .map(|(topic, p, next_offset, epoch)| OffsetRow { topic, partition: p as i32, next_offset, epoch })
+                .map(|(topic, p, next_offset, epoch)| OffsetRow {
+                    topic,
+                    partition: p as i32,
+                    next_offset,
+                    epoch,
+                })
                 .collect(),
         }
     }};
@@ -538,7 +634,14 @@ impl Db {
         Ok(match scheme {
             "postgres" | "postgresql" => Db::Postgres(sqlx::PgPool::connect(url).await?),
             "mysql" | "mariadb" => Db::MySql(sqlx::MySqlPool::connect(url).await?),
-            "sqlite" => Db::Sqlite(sqlx::SqlitePool::connect(url).await?),
+            "sqlite" => {
+                let opts: sqlx::sqlite::SqliteConnectOptions = url.parse()?;
+                let opts = opts
+                    .create_if_missing(true)
+                    .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                    .busy_timeout(Duration::from_secs(10));
+                Db::Sqlite(sqlx::SqlitePool::connect_with(opts).await?)
+            }
             other => anyhow::bail!("unsupported database scheme `{other}`"),
         })
     }
@@ -551,5 +654,33 @@ impl Db {
             Db::MySql(p) => read_all!(p, spec, "CAST({} AS SIGNED)", "CAST({} AS CHAR)", "`"),
             Db::Sqlite(p) => read_all!(p, spec, "CAST({} AS INTEGER)", "CAST({} AS TEXT)", "\""),
         })
+    }
+
+    /// The stored next offsets of `job` in `offsets_table` (as written, quote it there
+    /// if needed), by (topic, partition).
+    pub async fn next_offsets(
+        &self,
+        job: &str,
+        offsets_table: &str,
+    ) -> anyhow::Result<BTreeMap<(String, i32), Option<i64>>> {
+        let lit = format!("'{}'", job.replace('\'', "''"));
+        let rows: Vec<(String, i64, Option<i64>)> = match self {
+            Db::Postgres(p) => {
+                let q = format!("SELECT CAST(\"topic\" AS TEXT), CAST(\"partition\" AS BIGINT), CAST(\"next_offset\" AS BIGINT) FROM {offsets_table} WHERE \"job\" = {lit}");
+                sqlx::query_as(sqlx::AssertSqlSafe(q)).fetch_all(p).await?
+            }
+            Db::MySql(p) => {
+                let q = format!("SELECT CAST(`topic` AS CHAR), CAST(`partition` AS SIGNED), CAST(`next_offset` AS SIGNED) FROM {offsets_table} WHERE `job` = {lit}");
+                sqlx::query_as(sqlx::AssertSqlSafe(q)).fetch_all(p).await?
+            }
+            Db::Sqlite(p) => {
+                let q = format!("SELECT CAST(\"topic\" AS TEXT), CAST(\"partition\" AS INTEGER), CAST(\"next_offset\" AS INTEGER) FROM {offsets_table} WHERE \"job\" = {lit}");
+                sqlx::query_as(sqlx::AssertSqlSafe(q)).fetch_all(p).await?
+            }
+        };
+        Ok(rows
+            .into_iter()
+            .map(|(t, p, n)| ((t, p as i32), n))
+            .collect())
     }
 }

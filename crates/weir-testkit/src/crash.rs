@@ -1,1 +1,308 @@
-//! placeholder
+//! The kill -9 crash loop: a job process (`weir-crash-job`) is killed again and again
+//! — by its own failpoints (`WEIR_FAILPOINT`) and by `SIGKILL` from here at random
+//! moments — and restarted at once; input keeps arriving between runs. At the end the
+//! independent [`checker`](crate::checker) compares the input log with the database.
+//!
+//! The input is deterministic: record `i` goes to partition `i % partitions` with key
+//! `k{i}` and a value from [`value_for`]; [`reference`] says what each must become
+//! (written here again, independently of the job's own decoding).
+//!
+//! The soak command (≥ 200 kills, SQLite):
+//! `WEIR_CRASH_KILLS=200 cargo test -p weir-testkit --release --test crash_loop -- --nocapture sqlite`
+
+use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use weir_core::{ConsumerConfig, TopicPartition};
+
+use crate::checker::{check, read_input, Db, Expected, InputRecord, Inputs, Report, TableSpec};
+
+/// The topic the crash job reads.
+pub const TOPIC: &str = "in";
+
+/// The value of input record `i`: `"<n>:p<i>"` (n output rows; n = 2 for every tenth
+/// record), `POISON` for some (dead letter at decode), and a payload over 40
+/// characters for some (refused by the database, dead letter at the sink).
+pub fn value_for(i: u64) -> String {
+    if i % 53 == 7 {
+        "POISON".to_owned()
+    } else if i % 61 == 3 {
+        format!("1:{}", "y".repeat(45))
+    } else if i % 10 == 0 {
+        format!("2:p{i}")
+    } else {
+        format!("1:p{i}")
+    }
+}
+
+/// What the crash job must make of a record (the checker's reference).
+pub fn reference(r: &InputRecord) -> Expected {
+    let v = String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned();
+    let Some((n, payload)) = v.split_once(':') else {
+        return Expected::Dead;
+    };
+    let Ok(n) = n.parse::<usize>() else {
+        return Expected::Dead;
+    };
+    if payload.chars().count() > 40 {
+        return Expected::Dead;
+    }
+    Expected::Rows(vec![payload.to_owned(); n.max(1)])
+}
+
+/// One crash-loop run.
+#[derive(Clone, Debug)]
+pub struct CrashConfig {
+    /// The `weir-crash-job` binary.
+    pub job_bin: PathBuf,
+    /// The embedded log directory.
+    pub log_dir: PathBuf,
+    /// The database URL (`sqlite://…`, `postgres://…`, `mysql://…`).
+    pub db_url: String,
+    /// PostgreSQL schema for the job's tables (None: the connection's default).
+    pub schema: Option<String>,
+    /// The job name.
+    pub job: String,
+    /// Kills to inflict.
+    pub kills: usize,
+    /// Partitions of the input topic.
+    pub partitions: i32,
+    /// Records appended each time the job has caught up.
+    pub chunk: u64,
+    /// `WEIR_FAILPOINT` for the job.
+    pub failpoints: String,
+    /// Longest wait before a random kill.
+    pub max_kill_delay: Duration,
+    /// The job's batch size.
+    pub batch: usize,
+    /// Where the job's stderr goes.
+    pub stderr: PathBuf,
+}
+
+/// What a crash loop did and found.
+#[derive(Clone, Debug)]
+pub struct CrashOutcome {
+    /// Kills in total.
+    pub kills: usize,
+    /// Of which the job's own failpoints.
+    pub failpoint_kills: usize,
+    /// Of which `SIGKILL` from the harness.
+    pub random_kills: usize,
+    /// Input records.
+    pub records: u64,
+    /// The checker's report.
+    pub report: Report,
+}
+
+impl CrashOutcome {
+    /// `N kills, M records: D dup / L lost` plus the other anomalies.
+    pub fn summary(&self) -> String {
+        let c = &self.report.counters;
+        format!(
+            "{} kills ({} failpoint, {} random), {} records: {} dup / {} lost (dlq rows {}, sink rows {}, other anomalies {})",
+            self.kills,
+            self.failpoint_kills,
+            self.random_kills,
+            self.records,
+            c.duplicates,
+            c.lost,
+            c.dlq_rows,
+            c.sink_rows,
+            self.report.anomalies() - c.duplicates - c.lost
+        )
+    }
+}
+
+fn append(dir: &Path, partitions: i32, from: u64, to: u64) -> Result<()> {
+    let log = weir_log::Log::open(dir, weir_log::LogOptions::default())?;
+    if log.partition_count(TOPIC).is_err() {
+        log.create_topic(TOPIC, partitions)?;
+    }
+    for p in 0..partitions {
+        let recs: Vec<weir_log::NewRecord> = (from..to)
+            .filter(|i| i % partitions as u64 == p as u64)
+            .map(|i| weir_log::NewRecord::new(format!("k{i}"), value_for(i)))
+            .collect();
+        if !recs.is_empty() {
+            log.append(&TopicPartition::new(TOPIC, p), &recs)?;
+        }
+    }
+    Ok(())
+}
+
+fn quoted(db_url: &str, schema: &Option<String>, table: &str) -> String {
+    let q = if db_url.starts_with("mysql") {
+        '`'
+    } else {
+        '"'
+    };
+    let id = |s: &str| format!("{q}{}{q}", s.replace(q, &format!("{q}{q}")));
+    match schema {
+        Some(s) => format!("{}.{}", id(s), id(table)),
+        None => id(table),
+    }
+}
+
+/// Expected next offset per partition after `records` records.
+fn ends(partitions: i32, records: u64) -> BTreeMap<(String, i32), Option<i64>> {
+    (0..partitions)
+        .map(|p| {
+            let n = (0..records)
+                .filter(|i| i % partitions as u64 == p as u64)
+                .count() as i64;
+            ((TOPIC.to_owned(), p), Some(n))
+        })
+        .collect()
+}
+
+async fn caught_up(db: &Db, cfg: &CrashConfig, records: u64) -> Result<bool> {
+    let table = quoted(&cfg.db_url, &cfg.schema, "weir_offsets");
+    match db.next_offsets(&cfg.job, &table).await {
+        Ok(got) => Ok(got == ends(cfg.partitions, records)),
+        Err(_) => Ok(false), // the table does not exist yet
+    }
+}
+
+fn spawn(cfg: &CrashConfig, failpoints: bool) -> Result<tokio::process::Child> {
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&cfg.stderr)
+        .with_context(|| format!("opening {}", cfg.stderr.display()))?;
+    let mut cmd = tokio::process::Command::new(&cfg.job_bin);
+    cmd.arg("--log")
+        .arg(&cfg.log_dir)
+        .arg("--db")
+        .arg(&cfg.db_url)
+        .arg("--job")
+        .arg(&cfg.job)
+        .arg("--batch")
+        .arg(cfg.batch.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .kill_on_drop(true);
+    if let Some(s) = &cfg.schema {
+        cmd.arg("--schema").arg(s);
+    }
+    if failpoints {
+        cmd.env("WEIR_FAILPOINT", &cfg.failpoints);
+    } else {
+        cmd.env_remove("WEIR_FAILPOINT");
+    }
+    cmd.spawn()
+        .with_context(|| format!("starting {}", cfg.job_bin.display()))
+}
+
+fn stderr_tail(cfg: &CrashConfig) -> String {
+    let s = std::fs::read_to_string(&cfg.stderr).unwrap_or_default();
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// Run the crash loop and check the result.
+pub async fn run(cfg: &CrashConfig) -> Result<CrashOutcome> {
+    let db = Db::connect(&cfg.db_url).await.with_context(|| {
+        "cannot reach the database (PostgreSQL 127.0.0.1:5432, MariaDB 127.0.0.1:3306); run scripts/provision"
+    })?;
+    let mut records = cfg.chunk;
+    append(&cfg.log_dir, cfg.partitions, 0, records)?;
+    let (mut failpoint_kills, mut random_kills) = (0, 0);
+    let started = Instant::now();
+    while failpoint_kills + random_kills < cfg.kills {
+        if started.elapsed() > Duration::from_secs(600) {
+            bail!(
+                "crash loop ran over 10 minutes after {} kills",
+                failpoint_kills + random_kills
+            );
+        }
+        let mut child = spawn(cfg, true)?;
+        let max = cfg.max_kill_delay.as_millis().max(31) as u64;
+        let delay = Duration::from_millis(rand::random_range(30..max));
+        let status = match tokio::time::timeout(delay, child.wait()).await {
+            Ok(status) => {
+                let status = status?;
+                if status.signal() == Some(nix::libc::SIGKILL) {
+                    failpoint_kills += 1;
+                } else {
+                    bail!("the job exited by itself ({status}):\n{}", stderr_tail(cfg));
+                }
+                status
+            }
+            Err(_) => {
+                child.start_kill()?;
+                random_kills += 1;
+                child.wait().await?
+            }
+        };
+        let _ = status;
+        if caught_up(&db, cfg, records).await? {
+            append(&cfg.log_dir, cfg.partitions, records, records + cfg.chunk)?;
+            records += cfg.chunk;
+        }
+    }
+    // a last run without failpoints until everything is processed
+    let mut child = spawn(cfg, false)?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if caught_up(&db, cfg, records).await? {
+            break;
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("the final job run exited ({status}):\n{}", stderr_tail(cfg));
+        }
+        if Instant::now() > deadline {
+            let _ = child.start_kill();
+            bail!(
+                "the final run did not catch up within 120 s:\n{}",
+                stderr_tail(cfg)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.start_kill()?;
+    child.wait().await?;
+
+    let log = weir_log::Log::open(&cfg.log_dir, weir_log::LogOptions::default())?;
+    let mut consumer = weir_log::LogConsumer::new(&log, ConsumerConfig::new())?;
+    let tps: Vec<TopicPartition> = (0..cfg.partitions)
+        .map(|p| TopicPartition::new(TOPIC, p))
+        .collect();
+    let input = read_input(&mut consumer, &tps, Duration::from_secs(60)).await?;
+    drop(consumer);
+    drop(log);
+    let spec = TableSpec {
+        job: cfg.job.clone(),
+        sink_table: quoted(&cfg.db_url, &cfg.schema, "crash_out"),
+        sink_topic: None,
+        topic: TOPIC.to_owned(),
+        sink_partition: "src_partition".into(),
+        sink_offset: "src_offset".into(),
+        sink_ordinal: Some("ordinal".into()),
+        sink_payload: "payload".into(),
+        dlq_table: quoted(&cfg.db_url, &cfg.schema, "weir_dead_letters"),
+        offsets_table: quoted(&cfg.db_url, &cfg.schema, "weir_offsets"),
+    };
+    let tables = db.read(&spec).await?;
+    let report = check(
+        &Inputs {
+            input: &input,
+            sink: &tables.sink,
+            dlq: &tables.dlq,
+            offsets: &tables.offsets,
+            commits: None,
+        },
+        reference,
+    );
+    Ok(CrashOutcome {
+        kills: failpoint_kills + random_kills,
+        failpoint_kills,
+        random_kills,
+        records,
+        report,
+    })
+}

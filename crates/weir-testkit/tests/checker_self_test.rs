@@ -42,8 +42,18 @@ fn input() -> Vec<InputRecord> {
     let mut v = Vec::new();
     for p in 0..2 {
         for o in 0..PER_PARTITION {
-            let value = if o % 17 == 0 { "POISON".to_owned() } else { format!("v{p}-{o}") };
-            v.push(InputRecord::new(TOPIC, p, o, None, Some(value.into_bytes())));
+            let value = if o % 17 == 0 {
+                "POISON".to_owned()
+            } else {
+                format!("v{p}-{o}")
+            };
+            v.push(InputRecord::new(
+                TOPIC,
+                p,
+                o,
+                None,
+                Some(value.into_bytes()),
+            ));
         }
     }
     v
@@ -77,7 +87,11 @@ async fn claim(pool: &SqlitePool, p: i32) -> Result<(i64, Option<i64>)> {
     Ok((row.try_get(0)?, row.try_get(1)?))
 }
 
-async fn write_rows(conn: &mut SqliteConnection, recs: &[InputRecord], dead_letters: bool) -> Result<()> {
+async fn write_rows(
+    conn: &mut SqliteConnection,
+    recs: &[InputRecord],
+    dead_letters: bool,
+) -> Result<()> {
     for r in recs {
         match reference(r) {
             Expected::Rows(payloads) => {
@@ -158,7 +172,11 @@ async fn commit_batch(
     crash: bool,
 ) -> Result<Option<i64>> {
     let last = recs.last().map_or(0, |r| r.offset);
-    let next = if variant == Variant::OffsetPlusTwo { last + 2 } else { last + 1 };
+    let next = if variant == Variant::OffsetPlusTwo {
+        last + 2
+    } else {
+        last + 1
+    };
     let fenced = variant != Variant::NoEpochPredicate;
     let mut conn = pool.acquire().await?;
     match variant {
@@ -245,18 +263,46 @@ async fn scenario(variant: Variant) -> Result<Report> {
         let (ea, na) = claim(&pool, p).await?;
         let mut pos = na;
         for from in [0, 10] {
-            pos = commit_batch(&pool, variant, p, ea, pos, &recs(p, from, from + 10), false).await?;
+            pos =
+                commit_batch(&pool, variant, p, ea, pos, &recs(p, from, from + 10), false).await?;
         }
         let zombie_expected = pos;
         // 2. B claims and commits 20..30
         let (eb, nb) = claim(&pool, p).await?;
         let start = nb.unwrap_or(0);
-        let pos_b = commit_batch(&pool, variant, p, eb, nb, &recs(p, start, start + 10), false).await?;
+        let pos_b = commit_batch(
+            &pool,
+            variant,
+            p,
+            eb,
+            nb,
+            &recs(p, start, start + 10),
+            false,
+        )
+        .await?;
         // 3. the zombie commits its 20..30
-        commit_batch(&pool, variant, p, ea, zombie_expected, &recs(p, 20, 30), false).await?;
+        commit_batch(
+            &pool,
+            variant,
+            p,
+            ea,
+            zombie_expected,
+            &recs(p, 20, 30),
+            false,
+        )
+        .await?;
         // 4. B crashes while committing its next batch
         let from_b = pos_b.unwrap_or(start + 10);
-        commit_batch(&pool, variant, p, eb, pos_b, &recs(p, from_b, from_b + 10), true).await?;
+        commit_batch(
+            &pool,
+            variant,
+            p,
+            eb,
+            pos_b,
+            &recs(p, from_b, from_b + 10),
+            true,
+        )
+        .await?;
         // 5. C takes over and processes to the end
         let (ec, nc) = claim(&pool, p).await?;
         let mut pos = nc;
@@ -327,10 +373,16 @@ async fn every_broken_sink_is_caught() -> Result<()> {
             "{variant:?} not caught by `{counter}`: {}",
             report.to_json()
         );
-        assert!(report.examples.contains_key(counter), "{variant:?}: no example of {counter}");
+        assert!(
+            report.examples.contains_key(counter),
+            "{variant:?}: no example of {counter}"
+        );
         caught += 1;
     }
-    println!("checker self-test: {caught}/{} broken variants caught", broken.len());
+    println!(
+        "checker self-test: {caught}/{} broken variants caught",
+        broken.len()
+    );
     assert_eq!(caught, 6);
     Ok(())
 }
@@ -368,7 +420,11 @@ fn phantoms_and_chain_anomalies_are_counted() {
         to,
         epoch,
     };
-    let commits = vec![commit(None, 1, 2), commit(Some(0), 2, 1), commit(Some(5), 6, 1)];
+    let commits = vec![
+        commit(None, 1, 2),
+        commit(Some(0), 2, 1),
+        commit(Some(5), 6, 1),
+    ];
     let report = check(
         &Inputs {
             input: &input,
@@ -377,7 +433,12 @@ fn phantoms_and_chain_anomalies_are_counted() {
             offsets: &offsets,
             commits: Some(&commits),
         },
-        |r| Expected::Rows(vec![String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned()]),
+        |r| {
+            Expected::Rows(vec![String::from_utf8_lossy(
+                r.value.as_deref().unwrap_or_default(),
+            )
+            .into_owned()])
+        },
     );
     let c = &report.counters;
     // offset 1 is beyond the stored offset: its row and dead letter are phantoms, as is

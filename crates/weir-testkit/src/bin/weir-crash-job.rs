@@ -1,0 +1,176 @@
+//! The job process of the kill -9 crash loop (`weir_testkit::crash`).
+//!
+//! Reads topic `in` of an embedded log (or a Kafka cluster), turns each record into
+//! rows (`<small>:<payload>` values; `POISON` and over-long payloads go to the dead
+//! letters) and writes them exactly once into a database through weir-sql. Runs
+//! until killed. Built with the `failpoints` feature, `WEIR_FAILPOINT=name:p,...` makes
+//! it SIGKILL itself at named points.
+//!
+//! ```text
+//! weir-crash-job --log DIR --db URL --job NAME [--schema S] [--batch N]
+//! weir-crash-job --kafka HOST:PORT --db URL --job NAME ...
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use weir_core::{AutoOffsetReset, Consumer, ConsumerConfig, Record, Subscription};
+use weir_sql::{
+    impl_row, DeadLetters, Dialect, ExactlyOnceRunner, OffsetStore, Reject, TableName, TableSink,
+};
+
+struct Out {
+    src_partition: i32,
+    src_offset: i64,
+    ordinal: i32,
+    payload: String,
+}
+impl_row!(Out {
+    src_partition,
+    src_offset,
+    ordinal,
+    payload
+});
+
+fn decode(r: &Record) -> std::result::Result<Vec<Out>, Reject> {
+    let v =
+        std::str::from_utf8(r.value.as_deref().unwrap_or_default()).map_err(Reject::permanent)?;
+    let (n, payload) = v
+        .split_once(':')
+        .ok_or_else(|| Reject::permanent("no ':' in value"))?;
+    let n: u32 = n.parse().map_err(Reject::permanent)?;
+    Ok((0..n.max(1))
+        .map(|ordinal| Out {
+            src_partition: r.partition,
+            src_offset: r.offset,
+            ordinal: ordinal as i32,
+            payload: payload.to_owned(),
+        })
+        .collect())
+}
+
+struct Args {
+    log: Option<String>,
+    kafka: Option<String>,
+    db: String,
+    job: String,
+    schema: Option<String>,
+    batch: usize,
+}
+
+fn args() -> Result<Args> {
+    let mut a = Args {
+        log: None,
+        kafka: None,
+        db: String::new(),
+        job: "crash".into(),
+        schema: None,
+        batch: 50,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut val = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--log" => a.log = Some(val()?),
+            "--kafka" => a.kafka = Some(val()?),
+            "--db" => a.db = val()?,
+            "--job" => a.job = val()?,
+            "--schema" => a.schema = Some(val()?),
+            "--batch" => a.batch = val()?.parse()?,
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    if a.db.is_empty() {
+        bail!("--db is required");
+    }
+    Ok(a)
+}
+
+fn table(name: &str, schema: &Option<String>) -> Result<TableName> {
+    let t = TableName::new(name)?;
+    Ok(match schema {
+        Some(s) => t.with_schema(s)?,
+        None => t,
+    })
+}
+
+async fn run<DB: Dialect>(
+    pool: sqlx::Pool<DB>,
+    args: &Args,
+    mut consumer: Box<dyn Consumer>,
+) -> Result<()> {
+    let sink_table = table("crash_out", &args.schema)?;
+    let sink = TableSink::<DB, Out>::new(sink_table.clone())?;
+    let store = OffsetStore::<DB>::new(&args.job)?.with_table(table("weir_offsets", &args.schema)?);
+    let dlq =
+        DeadLetters::<DB>::new(&args.job)?.with_table(table("weir_dead_letters", &args.schema)?)?;
+    let mut runner = ExactlyOnceRunner::new(pool.clone(), &args.job, sink, decode)?
+        .with_offset_store(store)
+        .with_dead_letters(dlq)
+        .with_batch_records(args.batch)
+        .with_linger(Duration::from_millis(20))
+        .with_poll_timeout(Duration::from_millis(50));
+    runner.migrate().await?;
+    // The sink table: payloads over 40 characters are refused by the database.
+    let k = DB::KIND;
+    let q = |s: &str| weir_sql::Ident::new(s).map(|i| i.quoted(k));
+    let text = if k == weir_sql::DialectKind::Sqlite {
+        "TEXT"
+    } else {
+        "VARCHAR(40)"
+    };
+    let ddl = format!(
+        "CREATE TABLE IF NOT EXISTS {} ({} INTEGER NOT NULL, {} BIGINT NOT NULL, {} INTEGER NOT NULL, {} {text} NOT NULL CHECK (length({}) <= 40))",
+        sink_table.quoted(k),
+        q("src_partition")?,
+        q("src_offset")?,
+        q("ordinal")?,
+        q("payload")?,
+        q("payload")?
+    );
+    let mut conn = pool.acquire().await?;
+    DB::execute(&mut conn, &Arc::from(ddl), &[]).await?;
+    drop(conn);
+    eprintln!("crash job {} starting", args.job);
+    runner
+        .run(consumer.as_mut(), Subscription::topics(["in"]))
+        .await?;
+    Ok(())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<()> {
+    let args = args()?;
+    let config = ConsumerConfig::new()
+        .with_group_id(args.job.clone())
+        .with_auto_offset_reset(AutoOffsetReset::Earliest)
+        .with_enable_auto_commit(false)
+        .with_max_poll_records(args.batch.max(1));
+    let consumer: Box<dyn Consumer> = match (&args.log, &args.kafka) {
+        (Some(dir), None) => {
+            let log = weir_log::Log::open(dir, weir_log::LogOptions::default())?;
+            Box::new(weir_log::LogConsumer::new(&log, config)?)
+        }
+        (None, Some(_servers)) => bail!("the Kafka backend is not wired into the crash job yet"),
+        _ => bail!("exactly one of --log or --kafka is required"),
+    };
+    let scheme = args.db.split(':').next().unwrap_or("");
+    match scheme {
+        "postgres" | "postgresql" => {
+            run(sqlx::PgPool::connect(&args.db).await?, &args, consumer).await
+        }
+        "mysql" | "mariadb" => {
+            run(sqlx::MySqlPool::connect(&args.db).await?, &args, consumer).await
+        }
+        "sqlite" => {
+            let opts: sqlx::sqlite::SqliteConnectOptions = args.db.parse()?;
+            let opts = opts
+                .create_if_missing(true)
+                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                .busy_timeout(Duration::from_secs(10));
+            run(sqlx::SqlitePool::connect_with(opts).await?, &args, consumer).await
+        }
+        other => bail!("unsupported database scheme `{other}`"),
+    }
+}

@@ -1,0 +1,120 @@
+//! kill -9 crash loops: the `weir-crash-job` process over the embedded log is killed by
+//! its failpoints and by random SIGKILLs, restarted at once, and the independent checker
+//! verifies every record landed exactly once. `WEIR_CRASH_KILLS=N` overrides the number
+//! of kills (the soak: `WEIR_CRASH_KILLS=200 cargo test -p weir-testkit --release --test
+//! crash_loop -- --nocapture`).
+
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+use weir_testkit::crash::{run, CrashConfig};
+
+/// Every failpoint armed; the once-per-start ones and the COMMIT race more often.
+const FAILPOINTS: &str =
+    "between_claim_and_assign:0.15,after_commit_sent:0.04,during_dlq_write:0.1,*:0.015";
+
+fn kills(default: usize) -> usize {
+    std::env::var("WEIR_CRASH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn config(
+    name: &str,
+    dir: &tempfile::TempDir,
+    db_url: String,
+    schema: Option<String>,
+    kills: usize,
+) -> CrashConfig {
+    CrashConfig {
+        job_bin: env!("CARGO_BIN_EXE_weir-crash-job").into(),
+        log_dir: dir.path().join("log"),
+        db_url,
+        schema,
+        job: format!("crash-{name}"),
+        kills,
+        partitions: 3,
+        chunk: 1500,
+        failpoints: FAILPOINTS.to_owned(),
+        max_kill_delay: Duration::from_millis(900),
+        batch: 40,
+        stderr: dir.path().join("job.stderr"),
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}_{}_{nanos:x}", std::process::id())
+}
+
+async fn check_run(name: &str, cfg: CrashConfig, min_kills: usize) -> Result<()> {
+    let outcome = run(&cfg).await?;
+    println!("crash loop {name}: {}", outcome.summary());
+    assert!(
+        outcome.report.is_valid(),
+        "{name}: {}",
+        outcome.report.to_json()
+    );
+    assert!(outcome.kills >= min_kills);
+    assert!(outcome.report.counters.consumed > 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_embedded_log_crash_loop() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let url = format!("sqlite://{}", dir.path().join("crash.sqlite").display());
+    let n = kills(50);
+    check_run(
+        "embedded log + SQLite",
+        config("sqlite", &dir, url, None, n),
+        n,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_embedded_log_crash_loop() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let url = "postgres://postgres@127.0.0.1:5432/test".to_owned();
+    let schema = unique("crash_pg");
+    let admin = sqlx::PgPool::connect(&url).await.map_err(|e| {
+        anyhow!("cannot reach PostgreSQL at 127.0.0.1:5432: {e}; run scripts/provision")
+    })?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
+        .execute(&admin)
+        .await?;
+    let n = kills(20);
+    check_run(
+        "embedded log + PostgreSQL",
+        config("pg", &dir, url, Some(schema), n),
+        n,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_embedded_log_crash_loop() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = unique("crash_my");
+    let admin = sqlx::MySqlPool::connect("mysql://root@127.0.0.1:3306/test")
+        .await
+        .map_err(|e| {
+            anyhow!("cannot reach MariaDB at 127.0.0.1:3306: {e}; run scripts/provision")
+        })?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE `{db}`")))
+        .execute(&admin)
+        .await?;
+    let url = format!("mysql://root@127.0.0.1:3306/{db}");
+    let n = kills(10);
+    check_run(
+        "embedded log + MariaDB",
+        config("mariadb", &dir, url, None, n),
+        n,
+    )
+    .await
+}
