@@ -119,8 +119,13 @@ pub struct KafkaConsumer {
     pending_seeks: BTreeMap<TopicPartition, Offset>,
     inflight: Option<tokio::task::JoinHandle<Fetched>>,
     pending_error: Option<Error>,
-    /// Mutex only to make the consumer `Sync` (callbacks are `Send`, not `Sync`).
-    async_commits: parking_lot::Mutex<VecDeque<(BTreeMap<TopicPartition, i64>, CommitCallback)>>,
+    /// Async commits waiting for their outcome, by id. Mutex only to make the consumer
+    /// `Sync` (callbacks are `Send`, not `Sync`).
+    async_commits:
+        parking_lot::Mutex<VecDeque<(u64, BTreeMap<TopicPartition, i64>, Option<CommitCallback>)>>,
+    /// The commit thread's queue (started on the first async commit).
+    committer: Option<std::sync::mpsc::Sender<(u64, BTreeMap<TopicPartition, i64>)>>,
+    next_commit_id: u64,
     last_auto_commit: Instant,
     auto_committed: BTreeMap<TopicPartition, i64>,
     topics: Vec<Arc<str>>,
@@ -423,6 +428,8 @@ impl KafkaConsumer {
             inflight: None,
             pending_error: None,
             async_commits: parking_lot::Mutex::new(VecDeque::new()),
+            committer: None,
+            next_commit_id: 0,
             last_auto_commit: Instant::now(),
             auto_committed: BTreeMap::new(),
             topics: Vec::new(),
@@ -542,22 +549,24 @@ impl KafkaConsumer {
 
     /// Deliver the outcomes of asynchronous commits to their callbacks.
     fn run_commit_callbacks(&mut self) {
-        for (map, outcome) in self.shared.take_commits() {
+        for (id, outcome) in self.shared.take_commits() {
             let entry = {
                 let mut pending = self.async_commits.lock();
                 pending
                     .iter()
-                    .position(|(m, _)| *m == map)
+                    .position(|(i, _, _)| *i == id)
                     .and_then(|i| pending.remove(i))
             };
-            let Some((map, cb)) = entry else {
+            let Some((_, map, cb)) = entry else {
                 continue;
             };
             let result = match outcome {
                 Ok(()) => Ok(map),
                 Err((code, text)) => Err(self.commit_error(code, &text)),
             };
-            cb(result);
+            if let Some(cb) = cb {
+                cb(result);
+            }
         }
     }
 
@@ -587,27 +596,80 @@ impl KafkaConsumer {
             .collect()
     }
 
+    /// Queue an asynchronous commit. librdkafka reports the outcome of an async
+    /// `rd_kafka_commit` only to a global callback, so weir makes its async commits
+    /// synchronously on a commit thread of its own, one after the other (a later
+    /// commit never overtakes an earlier one), and hands each outcome to its callback
+    /// during a later poll. Never retried.
     fn start_async_commit(
         &mut self,
         map: BTreeMap<TopicPartition, i64>,
         cb: Option<CommitCallback>,
     ) {
-        let result = (|| {
-            let rd = self.rd()?;
+        let checked = self.rd().and_then(|rd| {
             self.need_group("commit_async")?;
-            if map.is_empty() {
-                return Ok(false);
+            Ok(rd)
+        });
+        let rd = match checked {
+            Ok(rd) => rd,
+            Err(e) => {
+                if let Some(cb) = cb {
+                    cb(Err(e));
+                }
+                return;
             }
-            let tpl = tpl_of(&map)?;
-            rd.commit(&tpl, CommitMode::Async)
-                .map_err(|e| from_kafka("committing offsets", &e, &self.redactor))?;
-            Ok(true)
-        })();
-        match (result, cb) {
-            (Ok(true), Some(cb)) => self.async_commits.lock().push_back((map, cb)),
-            (Ok(false), Some(cb)) => cb(Ok(map)),
-            (Err(e), Some(cb)) => cb(Err(e)),
-            (_, None) => {}
+        };
+        if map.is_empty() {
+            if let Some(cb) = cb {
+                cb(Ok(map));
+            }
+            return;
+        }
+        if self.committer.is_none() {
+            let (tx, rx) = std::sync::mpsc::channel::<(u64, BTreeMap<TopicPartition, i64>)>();
+            let shared = self.shared.clone();
+            let redactor = self.redactor.clone();
+            let spawned = std::thread::Builder::new()
+                .name("weir-kafka-commit".into())
+                .spawn(move || {
+                    while let Ok((id, map)) = rx.recv() {
+                        let outcome = match tpl_of(&map) {
+                            Ok(tpl) => match rd.commit(&tpl, CommitMode::Sync) {
+                                Ok(())
+                                | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {
+                                    Ok(())
+                                }
+                                Err(e) => Err(match e.rdkafka_error_code() {
+                                    Some(c) => (Some(c), c.to_string()),
+                                    None => (None, redactor.clean(&e.to_string())),
+                                }),
+                            },
+                            Err(e) => Err((None, e.to_string())),
+                        };
+                        shared.push_commit((id, outcome));
+                    }
+                });
+            match spawned {
+                Ok(_) => self.committer = Some(tx),
+                Err(e) => {
+                    if let Some(cb) = cb {
+                        cb(Err(backend(format!("cannot start the commit thread: {e}"))));
+                    }
+                    return;
+                }
+            }
+        }
+        let id = self.next_commit_id;
+        self.next_commit_id += 1;
+        let sent = self
+            .committer
+            .as_ref()
+            .map(|tx| tx.send((id, map.clone())).is_ok())
+            .unwrap_or(false);
+        if sent {
+            self.async_commits.lock().push_back((id, map, cb));
+        } else if let Some(cb) = cb {
+            cb(Err(backend("the commit thread is gone")));
         }
     }
 
@@ -641,6 +703,8 @@ impl KafkaConsumer {
         if map.is_empty() {
             return Ok(());
         }
+        // Earlier async commits first: a sync commit must not be overtaken by them.
+        self.finish_async_commits(deadline).await;
         let rd = self.rd()?;
         let tpl = tpl_of(&map)?;
         let outcome = detached("commit", move || loop {
@@ -1022,9 +1086,32 @@ impl KafkaConsumer {
         }
     }
 
+    /// Wait (until `deadline`) for the async commits queued so far.
+    async fn finish_async_commits(&mut self, deadline: Instant) {
+        loop {
+            self.run_commit_callbacks();
+            if self.async_commits.lock().is_empty() {
+                return;
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return;
+            }
+            let shared = self.shared.clone();
+            let notified = shared.commit_done.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            self.run_commit_callbacks();
+            if self.async_commits.lock().is_empty() {
+                return;
+            }
+            let _ = tokio::time::timeout(remaining.min(Duration::from_millis(200)), notified).await;
+        }
+    }
+
     async fn close_inner(&mut self, deadline: Instant) -> Result<()> {
         self.settle().await?;
-        self.run_commit_callbacks();
+        self.finish_async_commits(deadline).await;
         let mut result = Ok(());
         if matches!(self.mode, Mode::Subscribed { .. }) {
             let all: Vec<TopicPartition> = self.parts.keys().cloned().collect();
@@ -1407,11 +1494,14 @@ impl Consumer for KafkaConsumer {
             }
         };
         let left: Vec<_> = self.async_commits.lock().drain(..).collect();
-        for (_, cb) in left {
-            cb(Err(Error::Timeout(
-                "the consumer closed before the commit's outcome was known".into(),
-            )));
+        for (_, _, cb) in left.into_iter() {
+            if let Some(cb) = cb {
+                cb(Err(Error::Timeout(
+                    "the consumer closed before the commit's outcome was known".into(),
+                )));
+            }
         }
+        self.committer = None;
         if let Some(rd) = self.rd.take() {
             let _ = std::thread::Builder::new()
                 .name("weir-kafka-drop".into())

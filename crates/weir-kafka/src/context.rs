@@ -8,7 +8,7 @@
 //! consumer's task has run the listener and calls `assign` / `incremental_assign` with
 //! the chosen offsets in the partition list, so fetching starts exactly there.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -16,8 +16,8 @@ use parking_lot::Mutex;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext};
-use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
-use rdkafka::topic_partition_list::{Offset as RdOffset, TopicPartitionList};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::types::RDKafkaRespErr;
 use weir_core::TopicPartition;
 
@@ -36,12 +36,9 @@ pub(crate) enum RebalanceEvent {
     },
 }
 
-/// The outcome of one offset commit, as librdkafka reported it: the offsets, and the
-/// error code and text of a failure.
-pub(crate) type CommitOutcome = (
-    BTreeMap<TopicPartition, i64>,
-    Result<(), (Option<RDKafkaErrorCode>, String)>,
-);
+/// The outcome of one asynchronous offset commit: its id, and the error code and text
+/// of a failure.
+pub(crate) type CommitOutcome = (u64, Result<(), (Option<RDKafkaErrorCode>, String)>);
 
 /// State shared between the librdkafka callbacks (on the polling thread) and the
 /// consumer's task.
@@ -50,6 +47,7 @@ pub(crate) struct Shared {
     rebalances: Mutex<VecDeque<RebalanceEvent>>,
     has_rebalance: AtomicBool,
     commits: Mutex<Vec<CommitOutcome>>,
+    pub(crate) commit_done: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -72,6 +70,11 @@ impl Shared {
 
     pub(crate) fn take_commits(&self) -> Vec<CommitOutcome> {
         std::mem::take(&mut *self.commits.lock())
+    }
+
+    pub(crate) fn push_commit(&self, outcome: CommitOutcome) {
+        self.commits.lock().push(outcome);
+        self.commit_done.notify_waiters();
     }
 }
 
@@ -152,35 +155,5 @@ impl ConsumerContext for WeirContext {
             }
         };
         self.shared.push_rebalance(ev);
-    }
-
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        let mut map = BTreeMap::new();
-        let mut failure: Option<(Option<RDKafkaErrorCode>, String)> =
-            result.err().map(|e| match e.rdkafka_error_code() {
-                Some(c) => (Some(c), c.to_string()),
-                None => (None, self.redactor.clean(&e.to_string())),
-            });
-        for e in offsets.elements() {
-            if let RdOffset::Offset(o) = e.offset() {
-                map.insert(TopicPartition::new(e.topic(), e.partition()), o);
-            }
-            if let Err(err) = e.error() {
-                if failure.is_none() {
-                    let code = err.rdkafka_error_code();
-                    let text = code
-                        .map(|c| c.to_string())
-                        .unwrap_or_else(|| self.redactor.clean(&err.to_string()));
-                    failure = Some((code, format!("{}-{}: {text}", e.topic(), e.partition())));
-                }
-            }
-        }
-        self.shared.commits.lock().push((
-            map,
-            match failure {
-                Some(f) => Err(f),
-                None => Ok(()),
-            },
-        ));
     }
 }
