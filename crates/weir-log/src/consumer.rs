@@ -399,7 +399,7 @@ impl LogConsumer {
 
     /// Joins if needed, heartbeats, and carries out what the group asks until it asks
     /// for nothing more.
-    async fn drive_group(&mut self) -> Result<()> {
+    async fn drive_group(&mut self, mut poll_start: bool) -> Result<()> {
         loop {
             let (group, member) = match &mut self.mode {
                 Mode::Subscribed(m) => {
@@ -423,7 +423,8 @@ impl LogConsumer {
                 }
                 _ => return Ok(()),
             };
-            let beat = group.heartbeat(&member, true);
+            let beat = group.heartbeat(&member, poll_start);
+            poll_start = false;
             if let Mode::Subscribed(m) = &mut self.mode {
                 m.generation = beat.generation;
                 m.next_expiry = beat.next_expiry;
@@ -567,10 +568,15 @@ impl Consumer for LogConsumer {
         if let Mode::Subscribed(m) = &self.mode {
             if let Some(id) = m.member.clone() {
                 let group = m.group.clone();
-                // `revoke` auto-commits (when enabled) before the listener runs.
-                let all: Vec<TopicPartition> = self.parts.keys().cloned().collect();
-                outcome = self.revoke(&all).await;
-                group.leave(&id);
+                if group.is_member(&id) {
+                    // `revoke` auto-commits (when enabled) before the listener runs.
+                    let all: Vec<TopicPartition> = self.parts.keys().cloned().collect();
+                    outcome = self.revoke(&all).await;
+                    group.leave(&id);
+                } else {
+                    // Evicted meanwhile: the partitions are someone else's already.
+                    outcome = self.lose_all().await;
+                }
             }
         } else if matches!(self.mode, Mode::Assigned) {
             self.maybe_auto_commit(true);
@@ -625,11 +631,19 @@ impl Consumer for LogConsumer {
         let deadline = Instant::now() + timeout;
         // Commits what earlier polls returned (never this poll's records).
         self.maybe_auto_commit(false);
+        // A poll waiting for records heartbeats at least this often, so that the
+        // group never takes it for a member that stopped polling.
+        let beat_every = self
+            .config
+            .heartbeat_interval()
+            .min(self.config.max_poll_interval() / 2);
+        let mut poll_start = true;
         loop {
             if let Some(rx) = self.appended.as_mut() {
                 rx.borrow_and_update();
             }
-            self.drive_group().await?;
+            self.drive_group(poll_start).await?;
+            poll_start = false;
             let batch = self.fetch()?;
             if !batch.is_empty() {
                 return Ok(batch);
@@ -638,7 +652,7 @@ impl Consumer for LogConsumer {
             if now >= deadline {
                 return Ok(batch);
             }
-            let mut until = deadline.min(now + self.config.heartbeat_interval());
+            let mut until = deadline.min(now + beat_every);
             if let Mode::Subscribed(m) = &self.mode {
                 if let Some(t) = m.next_expiry {
                     // Wake a moment after the next possible eviction.

@@ -2,6 +2,8 @@
 //! is pending; a moving partition is revoked (with its commit) before its new owner
 //! gets it, in a follow-up generation. Eager stops the world in the same situation.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::sync::Arc;
@@ -24,18 +26,27 @@ async fn stalled_owner_and_a_joiner(
         .with_max_poll_interval(Duration::from_millis(1500));
     let mut a = LogConsumer::new(log, cfg.clone()).unwrap();
     let mut x = LogConsumer::new(log, cfg.clone()).unwrap();
-    a.subscribe(Subscription::topics(["t"]), Arc::new(Recorder::new("a", journal)))
-        .await
-        .unwrap();
+    a.subscribe(
+        Subscription::topics(["t"]),
+        Arc::new(Recorder::new("a", journal)),
+    )
+    .await
+    .unwrap();
     a.poll(Duration::from_millis(1)).await.unwrap(); // a joins first (the leader)
-    x.subscribe(Subscription::topics(["t"]), Arc::new(Recorder::new("x", journal)))
-        .await
-        .unwrap();
+    x.subscribe(
+        Subscription::topics(["t"]),
+        Arc::new(Recorder::new("x", journal)),
+    )
+    .await
+    .unwrap();
     poll_until(&mut [&mut a, &mut x], |s| balanced(s, 4, &[2, 2])).await;
     let mut b = LogConsumer::new(log, cfg).unwrap();
-    b.subscribe(Subscription::topics(["t"]), Arc::new(Recorder::new("b", journal)))
-        .await
-        .unwrap();
+    b.subscribe(
+        Subscription::topics(["t"]),
+        Arc::new(Recorder::new("b", journal)),
+    )
+    .await
+    .unwrap();
     b.poll(Duration::from_millis(1)).await.unwrap();
     (a, x, b)
 }
@@ -65,7 +76,10 @@ async fn unmoved_partitions_keep_flowing_while_a_move_waits_for_a_stalled_owner(
             let batch = a.poll(Duration::from_millis(50)).await.unwrap();
             assert!(batch.iter().all(|r| a_owns.contains(&r.topic_partition())));
             got += batch.len();
-            assert!(Instant::now() < deadline, "A's partitions stopped in round {round}");
+            assert!(
+                Instant::now() < deadline,
+                "A's partitions stopped in round {round}"
+            );
         }
         b.poll(Duration::from_millis(1)).await.unwrap();
         let desc = describe_group(&log, "g-coop-flow").unwrap();
@@ -119,15 +133,20 @@ async fn a_moving_partition_is_revoked_and_committed_before_its_new_owner_gets_i
     let mut a = LogConsumer::new(&log, cfg.clone()).unwrap();
     let mut rec = Recorder::new("a", &j);
     rec.commit_on_revoke = true;
-    a.subscribe(Subscription::topics(["t"]), Arc::new(rec)).await.unwrap();
+    a.subscribe(Subscription::topics(["t"]), Arc::new(rec))
+        .await
+        .unwrap();
     let mut consumed = 0;
     while consumed < 40 {
         consumed += a.poll(Duration::from_millis(20)).await.unwrap().len();
     }
     let mut b = LogConsumer::new(&log, cfg).unwrap();
-    b.subscribe(Subscription::topics(["t"]), Arc::new(Recorder::new("b", &j)))
-        .await
-        .unwrap();
+    b.subscribe(
+        Subscription::topics(["t"]),
+        Arc::new(Recorder::new("b", &j)),
+    )
+    .await
+    .unwrap();
     b.poll(Duration::from_millis(1)).await.unwrap();
     let join_generation = b.generation().unwrap();
     assert!(b.assignment().is_empty(), "nothing is free yet");

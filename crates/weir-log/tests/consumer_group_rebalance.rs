@@ -1,6 +1,8 @@
 //! Group coordinator scenarios: membership, generations, the eager join barrier,
 //! hand-over of committed offsets on revocation, immediate leave on close.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::sync::Arc;
@@ -23,7 +25,8 @@ async fn one_two_four_five_members_share_four_partitions_with_rising_generations
         (5, vec![1, 1, 1, 1, 0]),
     ] {
         while consumers.len() < n {
-            let mut c = LogConsumer::new(&log, config("g-sizes", AssignmentStrategy::Range)).unwrap();
+            let mut c =
+                LogConsumer::new(&log, config("g-sizes", AssignmentStrategy::Range)).unwrap();
             let name = format!("c{}", consumers.len());
             c.subscribe(
                 Subscription::topics(["t"]),
@@ -69,12 +72,18 @@ async fn close_rebalances_at_once_not_after_the_session_timeout() {
     let mut a = LogConsumer::new(&log, cfg.clone()).unwrap();
     let mut b = LogConsumer::new(&log, cfg).unwrap();
     let journal = Journal::default();
-    a.subscribe(Subscription::topics(["t"]), Arc::new(Recorder::new("a", &journal)))
-        .await
-        .unwrap();
-    b.subscribe(Subscription::topics(["t"]), Arc::new(Recorder::new("b", &journal)))
-        .await
-        .unwrap();
+    a.subscribe(
+        Subscription::topics(["t"]),
+        Arc::new(Recorder::new("a", &journal)),
+    )
+    .await
+    .unwrap();
+    b.subscribe(
+        Subscription::topics(["t"]),
+        Arc::new(Recorder::new("b", &journal)),
+    )
+    .await
+    .unwrap();
     poll_until(&mut [&mut a, &mut b], |x| balanced(x, 4, &[2, 2])).await;
     let a_had = a.assignment();
     let closed_at = Instant::now();
@@ -106,7 +115,9 @@ async fn commit_made_in_revoke_is_where_the_next_owner_starts() {
     let mut a = LogConsumer::new(&log, cfg.clone()).unwrap();
     let mut rec = Recorder::new("a", &journal);
     rec.commit_on_revoke = true;
-    a.subscribe(Subscription::topics(["t"]), Arc::new(rec)).await.unwrap();
+    a.subscribe(Subscription::topics(["t"]), Arc::new(rec))
+        .await
+        .unwrap();
     let mut delivered_to_a = 0;
     while delivered_to_a < 20 {
         delivered_to_a += a.poll(Duration::from_millis(50)).await.unwrap().len();
@@ -117,12 +128,15 @@ async fn commit_made_in_revoke_is_where_the_next_owner_starts() {
     ];
 
     let mut b = LogConsumer::new(&log, cfg).unwrap();
-    b.subscribe(Subscription::topics(["t"]), Arc::new(Recorder::new("b", &journal)))
-        .await
-        .unwrap();
+    b.subscribe(
+        Subscription::topics(["t"]),
+        Arc::new(Recorder::new("b", &journal)),
+    )
+    .await
+    .unwrap();
     let mut first_seen = std::collections::BTreeMap::new();
     let deadline = Instant::now() + DEADLINE;
-    while first_seen.len() < 1 {
+    while first_seen.is_empty() {
         // B first: its first poll joins, so A's next poll revokes before fetching.
         for r in &b.poll(Duration::from_millis(10)).await.unwrap() {
             first_seen.entry(r.partition).or_insert(r.offset);
@@ -134,7 +148,10 @@ async fn commit_made_in_revoke_is_where_the_next_owner_starts() {
     }
     let (p, first) = first_seen.into_iter().next().unwrap();
     assert_eq!(p, 1, "range gives the second member partition 1");
-    assert_eq!(first, pos[1], "B starts exactly where A committed in revoke");
+    assert_eq!(
+        first, pos[1],
+        "B starts exactly where A committed in revoke"
+    );
     let events = journal.lock().clone();
     let revoked_at = events
         .iter()
@@ -161,13 +178,18 @@ async fn eager_join_barrier_holds_the_new_assignment_until_revocation_is_done() 
     let mut rec_a = Recorder::new("a", &journal);
     rec_a.gate = Some((entered_tx, release.clone()));
     let mut a = LogConsumer::new(&log, cfg.clone()).unwrap();
-    a.subscribe(Subscription::topics(["t"]), Arc::new(rec_a)).await.unwrap();
+    a.subscribe(Subscription::topics(["t"]), Arc::new(rec_a))
+        .await
+        .unwrap();
     poll_until(&mut [&mut a], |x| x[0].len() == 2).await;
 
     let mut b = LogConsumer::new(&log, cfg).unwrap();
-    b.subscribe(Subscription::topics(["t"]), Arc::new(Recorder::new("b", &journal)))
-        .await
-        .unwrap();
+    b.subscribe(
+        Subscription::topics(["t"]),
+        Arc::new(Recorder::new("b", &journal)),
+    )
+    .await
+    .unwrap();
     b.poll(Duration::from_millis(10)).await.unwrap(); // joins: rebalance begins
     let a_task = tokio::spawn(async move {
         a.poll(Duration::from_millis(10)).await.unwrap();
@@ -180,11 +202,17 @@ async fn eager_join_barrier_holds_the_new_assignment_until_revocation_is_done() 
         .unwrap();
     for _ in 0..5 {
         b.poll(Duration::from_millis(20)).await.unwrap();
-        assert!(b.assignment().is_empty(), "B got partitions behind the barrier");
+        assert!(
+            b.assignment().is_empty(),
+            "B got partitions behind the barrier"
+        );
         assert!(describe_group(&log, "g-barrier").unwrap().rebalancing);
     }
     release.notify_one();
-    let mut a = tokio::time::timeout(DEADLINE, a_task).await.unwrap().unwrap();
+    let mut a = tokio::time::timeout(DEADLINE, a_task)
+        .await
+        .unwrap()
+        .unwrap();
     poll_until(&mut [&mut a, &mut b], |x| balanced(x, 2, &[1, 1])).await;
 }
 
@@ -195,12 +223,18 @@ async fn commit_of_a_partition_not_owned_is_refused() {
     let mut a = LogConsumer::new(&log, cfg.clone()).unwrap();
     let mut b = LogConsumer::new(&log, cfg).unwrap();
     let j = Journal::default();
-    a.subscribe(Subscription::topics(["t"]), Arc::new(Recorder::new("a", &j)))
-        .await
-        .unwrap();
-    b.subscribe(Subscription::topics(["t"]), Arc::new(Recorder::new("b", &j)))
-        .await
-        .unwrap();
+    a.subscribe(
+        Subscription::topics(["t"]),
+        Arc::new(Recorder::new("a", &j)),
+    )
+    .await
+    .unwrap();
+    b.subscribe(
+        Subscription::topics(["t"]),
+        Arc::new(Recorder::new("b", &j)),
+    )
+    .await
+    .unwrap();
     poll_until(&mut [&mut a, &mut b], |x| balanced(x, 2, &[1, 1])).await;
     let theirs = b.assignment().into_iter().next().unwrap();
     let err = a
@@ -223,16 +257,25 @@ async fn commit_of_a_partition_not_owned_is_refused() {
 async fn a_different_strategy_cannot_join_the_group() {
     let (_dir, log) = log_with_topic("t", 1);
     let mut a = LogConsumer::new(&log, config("g-mixed", AssignmentStrategy::Range)).unwrap();
-    let mut b =
-        LogConsumer::new(&log, config("g-mixed", AssignmentStrategy::CooperativeSticky)).unwrap();
+    let mut b = LogConsumer::new(
+        &log,
+        config("g-mixed", AssignmentStrategy::CooperativeSticky),
+    )
+    .unwrap();
     let j = Journal::default();
-    a.subscribe(Subscription::topics(["t"]), Arc::new(Recorder::new("a", &j)))
-        .await
-        .unwrap();
+    a.subscribe(
+        Subscription::topics(["t"]),
+        Arc::new(Recorder::new("a", &j)),
+    )
+    .await
+    .unwrap();
     a.poll(Duration::from_millis(1)).await.unwrap();
-    b.subscribe(Subscription::topics(["t"]), Arc::new(Recorder::new("b", &j)))
-        .await
-        .unwrap();
+    b.subscribe(
+        Subscription::topics(["t"]),
+        Arc::new(Recorder::new("b", &j)),
+    )
+    .await
+    .unwrap();
     let err = b.poll(Duration::from_millis(1)).await.unwrap_err();
     assert!(
         matches!(&err, weir_core::Error::Config { key, .. } if key == "partition.assignment.strategy"),
@@ -244,8 +287,11 @@ async fn a_different_strategy_cannot_join_the_group() {
 async fn new_matching_topics_and_added_partitions_are_picked_up() {
     let (_dir, log) = log_with_topic("orders-eu", 1);
     log.create_topic("payments", 1).unwrap();
-    let mut a = LogConsumer::new(&log, config("g-pattern", AssignmentStrategy::CooperativeSticky))
-        .unwrap();
+    let mut a = LogConsumer::new(
+        &log,
+        config("g-pattern", AssignmentStrategy::CooperativeSticky),
+    )
+    .unwrap();
     let j = Journal::default();
     a.subscribe(
         Subscription::pattern("orders-.*").unwrap(),

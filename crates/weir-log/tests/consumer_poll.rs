@@ -3,6 +3,8 @@
 //! assign callback, auto.offset.reset at the log's edges (retention, beyond the end),
 //! standalone assign, configuration checks and the closed state.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::collections::BTreeMap;
@@ -41,7 +43,10 @@ async fn long_poll_returns_when_a_record_is_appended() {
     let started = Instant::now();
     let batch = c.poll(Duration::from_secs(30)).await.unwrap();
     assert_eq!(batch.len(), 1);
-    assert_eq!(batch.iter().next().unwrap().value.as_deref(), Some(&b"late"[..]));
+    assert_eq!(
+        batch.iter().next().unwrap().value.as_deref(),
+        Some(&b"late"[..])
+    );
     assert!(started.elapsed() < Duration::from_secs(25));
     t.join().unwrap();
     // Nothing more: a short poll times out empty.
@@ -90,18 +95,20 @@ async fn pause_and_resume() {
     let mut c = standalone(&log);
     let (p0, p1) = (TopicPartition::new("t", 0), TopicPartition::new("t", 1));
     c.assign(&[p0.clone(), p1.clone()]).await.unwrap();
-    c.pause(&[p0.clone()]).unwrap();
+    c.pause(std::slice::from_ref(&p0)).unwrap();
     assert_eq!(c.paused().into_iter().collect::<Vec<_>>(), vec![p0.clone()]);
     let batch = c.poll(Duration::from_millis(100)).await.unwrap();
     assert_eq!(batch.len(), 5);
     assert!(batch.iter().all(|r| r.partition == 1));
     assert!(c.poll(Duration::from_millis(30)).await.unwrap().is_empty());
-    c.resume(&[p0.clone()]).unwrap();
+    c.resume(std::slice::from_ref(&p0)).unwrap();
     let batch = c.poll(Duration::from_millis(100)).await.unwrap();
     assert_eq!(batch.records(&p0).count(), 5);
     assert!(c.paused().is_empty());
     let other = TopicPartition::new("t", 9);
-    assert!(matches!(c.pause(&[other.clone()]), Err(Error::NotAssigned(tp)) if tp == other));
+    assert!(
+        matches!(c.pause(std::slice::from_ref(&other)), Err(Error::NotAssigned(tp)) if tp == other)
+    );
 }
 
 #[tokio::test]
@@ -119,16 +126,23 @@ async fn auto_commit_commits_a_polls_records_at_a_later_poll() {
         .unwrap();
     let first = c.poll(Duration::from_secs(1)).await.unwrap();
     assert_eq!(first.len(), 4);
-    assert_eq!(c.committed(&[tp.clone()]).await.unwrap()[&tp], None);
+    assert_eq!(
+        c.committed(std::slice::from_ref(&tp)).await.unwrap()[&tp],
+        None
+    );
     let second = c.poll(Duration::from_secs(1)).await.unwrap();
     assert_eq!(second.len(), 4);
     assert_eq!(
-        c.committed(&[tp.clone()]).await.unwrap()[&tp],
+        c.committed(std::slice::from_ref(&tp)).await.unwrap()[&tp],
         Some(4),
         "the second poll committed what the first returned, not its own"
     );
     c.close().await.unwrap();
-    assert_eq!(log.group_offsets("g-auto").unwrap()[&tp], 8, "close commits");
+    assert_eq!(
+        log.group_offsets("g-auto").unwrap()[&tp],
+        8,
+        "close commits"
+    );
 }
 
 #[tokio::test]
@@ -141,9 +155,14 @@ async fn seek_in_the_assign_callback_decides_the_first_record() {
     rec.seek_on_assign = Some(Offset::At(13));
     let mut c = LogConsumer::new(&log, config("g-seek", AssignmentStrategy::Range)).unwrap();
     // A committed offset exists, but the seek wins.
-    log.commit_group_offsets("g-seek", &BTreeMap::from([(TopicPartition::new("t", 0), 2)]))
+    log.commit_group_offsets(
+        "g-seek",
+        &BTreeMap::from([(TopicPartition::new("t", 0), 2)]),
+    )
+    .unwrap();
+    c.subscribe(Subscription::topics(["t"]), Arc::new(rec))
+        .await
         .unwrap();
-    c.subscribe(Subscription::topics(["t"]), Arc::new(rec)).await.unwrap();
     let batch = c.poll(Duration::from_secs(1)).await.unwrap();
     for p in 0..2 {
         let tp = TopicPartition::new("t", p);
@@ -157,16 +176,22 @@ async fn seek_position_and_seek_to_edges() {
     produce(&log, "t", 0, 10);
     let tp = TopicPartition::new("t", 0);
     let mut c = standalone(&log);
-    assert!(matches!(c.seek(&tp, Offset::At(1)), Err(Error::NotAssigned(_))));
-    c.assign(&[tp.clone()]).await.unwrap();
+    assert!(matches!(
+        c.seek(&tp, Offset::At(1)),
+        Err(Error::NotAssigned(_))
+    ));
+    c.assign(std::slice::from_ref(&tp)).await.unwrap();
     assert_eq!(c.position(&tp).await.unwrap(), 0);
     c.seek(&tp, Offset::At(7)).unwrap();
     assert_eq!(c.position(&tp).await.unwrap(), 7);
     let batch = c.poll(Duration::from_secs(1)).await.unwrap();
-    assert_eq!(batch.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![7, 8, 9]);
-    c.seek_to_beginning(&[tp.clone()]).unwrap();
+    assert_eq!(
+        batch.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        vec![7, 8, 9]
+    );
+    c.seek_to_beginning(std::slice::from_ref(&tp)).unwrap();
     assert_eq!(c.poll(Duration::from_secs(1)).await.unwrap().len(), 10);
-    c.seek_to_end(&[tp.clone()]).unwrap();
+    c.seek_to_end(std::slice::from_ref(&tp)).unwrap();
     assert_eq!(c.position(&tp).await.unwrap(), 10);
     assert_eq!(c.watermarks(&tp).await.unwrap(), (0, 10));
     assert!(c.seek(&tp, Offset::At(-1)).is_err());
@@ -190,7 +215,7 @@ async fn positions_beyond_the_end_apply_auto_offset_reset() {
             .with_enable_auto_commit(false)
             .with_auto_offset_reset(reset);
         let mut c = LogConsumer::new(&log, cfg).unwrap();
-        c.assign(&[tp.clone()]).await.unwrap();
+        c.assign(std::slice::from_ref(&tp)).await.unwrap();
         match expect {
             Ok(pos) => assert_eq!(c.position(&tp).await.unwrap(), pos, "{reset}"),
             Err(()) => {
@@ -207,7 +232,7 @@ async fn positions_beyond_the_end_apply_auto_offset_reset() {
         .with_group_id("g-edge-none")
         .with_auto_offset_reset(AutoOffsetReset::None);
     let mut c = LogConsumer::new(&log, cfg).unwrap();
-    c.assign(&[tp.clone()]).await.unwrap();
+    c.assign(std::slice::from_ref(&tp)).await.unwrap();
     let err = c.position(&tp).await.unwrap_err();
     assert!(err.to_string().contains("t-0"), "{err}");
 }
@@ -222,12 +247,15 @@ async fn positions_below_the_log_start_after_retention_apply_auto_offset_reset()
     log.create_topic("t", 1).unwrap();
     let tp = TopicPartition::new("t", 0);
     let mut c = standalone(&log);
-    c.assign(&[tp.clone()]).await.unwrap();
+    c.assign(std::slice::from_ref(&tp)).await.unwrap();
     c.seek(&tp, Offset::At(0)).unwrap();
     assert_eq!(c.position(&tp).await.unwrap(), 0);
     for i in 0..200 {
-        log.append(&tp, &[NewRecord::value(format!("record number {i:04} padding"))])
-            .unwrap();
+        log.append(
+            &tp,
+            &[NewRecord::value(format!("record number {i:04} padding"))],
+        )
+        .unwrap();
     }
     log.apply_retention().unwrap();
     let (start, _) = log.offsets(&tp).unwrap();
@@ -238,7 +266,7 @@ async fn positions_below_the_log_start_after_retention_apply_auto_offset_reset()
 
     let cfg = ConsumerConfig::new().with_auto_offset_reset(AutoOffsetReset::None);
     let mut strict = LogConsumer::new(&log, cfg).unwrap();
-    strict.assign(&[tp.clone()]).await.unwrap();
+    strict.assign(std::slice::from_ref(&tp)).await.unwrap();
     strict.seek(&tp, Offset::At(0)).unwrap();
     let err = strict.poll(Duration::from_millis(10)).await.unwrap_err();
     assert!(
@@ -291,7 +319,10 @@ async fn standalone_assign_needs_no_group_and_excludes_subscribe() {
         .subscribe(Subscription::topics(["t"]), Arc::new(NoopListener))
         .await
         .unwrap_err();
-    assert!(matches!(&err, Error::Config { key, .. } if key == "group.id"), "{err}");
+    assert!(
+        matches!(&err, Error::Config { key, .. } if key == "group.id"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -307,9 +338,14 @@ async fn async_commit_callbacks_run_at_the_next_poll() {
     let o = outcome.clone();
     c.commit_async(
         CommitOffsets::Consumed,
-        Some(Box::new(move |r| *o.lock() = Some(r.map_err(|e| e.to_string())))),
+        Some(Box::new(move |r| {
+            *o.lock() = Some(r.map_err(|e| e.to_string()))
+        })),
     );
-    assert!(outcome.lock().is_none(), "runs later, not inside commit_async");
+    assert!(
+        outcome.lock().is_none(),
+        "runs later, not inside commit_async"
+    );
     c.poll(Duration::from_millis(1)).await.unwrap();
     let tp = TopicPartition::new("t", 0);
     assert_eq!(
@@ -335,7 +371,10 @@ async fn closed_consumer_refuses_every_call() {
     let tp = TopicPartition::new("t", 0);
     assert!(matches!(c.close().await, Err(Error::Closed)));
     assert!(matches!(c.poll(Duration::ZERO).await, Err(Error::Closed)));
-    assert!(matches!(c.assign(&[tp.clone()]).await, Err(Error::Closed)));
+    assert!(matches!(
+        c.assign(std::slice::from_ref(&tp)).await,
+        Err(Error::Closed)
+    ));
     assert!(matches!(c.seek(&tp, Offset::Beginning), Err(Error::Closed)));
     assert!(matches!(
         c.commit_sync(CommitOffsets::Consumed).await,
@@ -346,11 +385,9 @@ async fn closed_consumer_refuses_every_call() {
 #[tokio::test]
 async fn configuration_unknown_to_the_embedded_log_is_rejected_by_name() {
     let (dir, log) = log_with_topic("t", 1);
-    let cfg = ConsumerConfig::from_properties([
-        ("group.id", "g"),
-        ("sasl.password", "canary-secret-7"),
-    ])
-    .unwrap();
+    let cfg =
+        ConsumerConfig::from_properties([("group.id", "g"), ("sasl.password", "canary-secret-7")])
+            .unwrap();
     let err = LogConsumer::new(&log, cfg).unwrap_err();
     assert!(matches!(&err, Error::Config { key, .. } if key == "sasl.password"));
     assert!(!err.to_string().contains("canary-secret-7"), "{err}");
@@ -366,8 +403,8 @@ async fn configuration_unknown_to_the_embedded_log_is_rejected_by_name() {
     assert_eq!(c.partitions_for("t").await.unwrap().len(), 1);
     c.close().await.unwrap();
     for servers in ["", "localhost:9092", "log://"] {
-        let err = weir_log::connect(ConsumerConfig::new().with_bootstrap_servers(servers))
-            .unwrap_err();
+        let err =
+            weir_log::connect(ConsumerConfig::new().with_bootstrap_servers(servers)).unwrap_err();
         assert!(
             matches!(&err, Error::Config { key, .. } if key == "bootstrap.servers"),
             "{servers}: {err}"

@@ -168,16 +168,22 @@ impl GroupHandle {
         self.with(|s| s.join(spec, Instant::now(), &topics))
     }
 
-    pub(crate) fn heartbeat(&self, member: &str, polled: bool) -> Beat {
+    /// See [`state::GroupState::heartbeat`] for `poll_start`.
+    pub(crate) fn heartbeat(&self, member: &str, poll_start: bool) -> Beat {
         let topics = self.store.topics();
         self.with(|s| {
-            let directive = s.heartbeat(member, Instant::now(), polled, &topics);
+            let directive = s.heartbeat(member, Instant::now(), poll_start, &topics);
             Beat {
                 directive,
                 generation: s.generation(),
                 next_expiry: s.next_expiry(),
             }
         })
+    }
+
+    pub(crate) fn is_member(&self, member: &str) -> bool {
+        let topics = self.store.topics();
+        self.with(|s| s.is_member(member, Instant::now(), &topics))
     }
 
     pub(crate) fn revoked(&self, member: &str, partitions: &[TopicPartition]) {

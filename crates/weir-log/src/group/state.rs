@@ -272,24 +272,25 @@ impl GroupState {
         }
     }
 
-    /// The member is alive (and, if `polled`, has polled). Evicts expired members,
-    /// notices metadata changes, and tells the member what to do next.
+    /// The member is polling. `poll_start` marks the first heartbeat of a `poll` call:
+    /// a member coming back after `max.poll.interval.ms` is evicted (and told so)
+    /// before its poll counts. Later heartbeats of the same call (a poll waiting for
+    /// records) first count as polling, so a member blocked in a long poll never
+    /// evicts itself. Also evicts expired members, notices metadata changes, and tells
+    /// the member what to do next.
     pub(crate) fn heartbeat(
         &mut self,
         id: &str,
         now: Instant,
-        polled: bool,
+        poll_start: bool,
         topics: &BTreeMap<String, i32>,
     ) -> Directive {
-        // Expire first: a member that comes back after max.poll.interval.ms must be
-        // told, even when nobody else polled in between.
+        if !poll_start {
+            self.touch(id, now);
+        }
         self.expire(now, topics);
-        if polled {
-            if let Some(m) = self.members.get_mut(id) {
-                if m.dropped_at.is_none() {
-                    m.last_poll = now;
-                }
-            }
+        if poll_start {
+            self.touch(id, now);
         }
         if !self.members.contains_key(id) {
             let reason = self
@@ -318,6 +319,14 @@ impl GroupState {
             return Directive::Wait;
         }
         Directive::Stable
+    }
+
+    fn touch(&mut self, id: &str, now: Instant) {
+        if let Some(m) = self.members.get_mut(id) {
+            if m.dropped_at.is_none() {
+                m.last_poll = now;
+            }
+        }
     }
 
     /// The member has revoked these partitions (listener ran, commits made): they are
@@ -360,6 +369,17 @@ impl GroupState {
             }
         }
         Ok(())
+    }
+
+    /// Whether `id` is (still) a member, after evicting expired members.
+    pub(crate) fn is_member(
+        &mut self,
+        id: &str,
+        now: Instant,
+        topics: &BTreeMap<String, i32>,
+    ) -> bool {
+        self.expire(now, topics);
+        self.members.contains_key(id)
     }
 
     /// The earliest moment some member expires (so waiting members wake up for it).

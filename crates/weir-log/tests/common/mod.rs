@@ -1,5 +1,5 @@
 //! Helpers shared by the `consumer_*` scenario tests.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -62,7 +62,10 @@ pub struct Recorder {
     pub commit_on_revoke: bool,
     pub seek_on_assign: Option<Offset>,
     /// When set, `on_partitions_revoked` announces itself and waits for the release.
-    pub gate: Option<(tokio::sync::mpsc::UnboundedSender<()>, Arc<tokio::sync::Notify>)>,
+    pub gate: Option<(
+        tokio::sync::mpsc::UnboundedSender<()>,
+        Arc<tokio::sync::Notify>,
+    )>,
 }
 
 impl Recorder {

@@ -335,3 +335,23 @@ fn leave_of_unknown_member_is_harmless() {
         Directive::Evicted(EvictReason::SessionTimeout)
     );
 }
+
+#[test]
+fn a_member_waiting_inside_a_long_poll_does_not_evict_itself() {
+    let t = topics(&[("t", 1)]);
+    let t0 = Instant::now();
+    let mut g = GroupState::new("g");
+    let a = g
+        .join(spec(Arc::new(Range), Subscription::topics(["t"])), t0, &t)
+        .unwrap();
+    assert_eq!(tps(&g.heartbeat(&a, t0, true, &t)), all(1));
+    // Still inside the same poll, 3 s later (max.poll.interval.ms is 2 s).
+    let later = t0 + Duration::from_secs(3);
+    assert_eq!(g.heartbeat(&a, later, false, &t), Directive::Stable);
+    // A new poll after a long absence is told.
+    let much_later = later + Duration::from_secs(3);
+    assert_eq!(
+        g.heartbeat(&a, much_later, true, &t),
+        Directive::Evicted(EvictReason::PollInterval)
+    );
+}
