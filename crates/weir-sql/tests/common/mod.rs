@@ -135,10 +135,12 @@ pub trait TestDb: weir_sql::Dialect {
     const REFUSES_NUL: bool;
     /// SQL type for a bounded text column.
     const VARCHAR40: &'static str;
+    /// A query counting the tables of the test's schema / database.
+    const COUNT_TABLES: &'static str;
 }
 
 macro_rules! test_db {
-    ($db:ty, $nul:expr, $vc:expr) => {
+    ($db:ty, $nul:expr, $vc:expr, $count:expr) => {
         impl TestDb for $db {
             async fn exec(pool: &sqlx::Pool<Self>, sql: String) -> Result<u64> {
                 Ok(sqlx::query(AssertSqlSafe(sql.clone()))
@@ -164,11 +166,27 @@ macro_rules! test_db {
             }
             const REFUSES_NUL: bool = $nul;
             const VARCHAR40: &'static str = $vc;
+            const COUNT_TABLES: &'static str = $count;
         }
     };
 }
 
-test_db!(sqlx::Postgres, true, "VARCHAR(40)");
-test_db!(sqlx::MySql, false, "VARCHAR(40)");
-test_db!(sqlx::Sqlite, false, "TEXT");
+test_db!(
+    sqlx::Postgres,
+    true,
+    "VARCHAR(40)",
+    "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema()"
+);
+test_db!(
+    sqlx::MySql,
+    false,
+    "VARCHAR(40)",
+    "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE()"
+);
+test_db!(
+    sqlx::Sqlite,
+    false,
+    "TEXT",
+    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'"
+);
 pub mod job;
