@@ -26,6 +26,10 @@ use crate::Backend;
 pub enum Fault {
     /// Seeks made in `on_partitions_assigned` are dropped.
     IgnoreListenerSeeks,
+    /// Seeks made in `on_partitions_assigned` are applied only after the next poll
+    /// returned (records fetched from the committed offset slip through first: the
+    /// prefetch bug of librdkafka #458 / #3959).
+    LateListenerSeeks,
     /// Commits made in `on_partitions_revoked` are dropped.
     DropRevokeCommits,
     /// After a revocation, the records of the revoked partitions from the previous
@@ -117,6 +121,7 @@ impl<B: Backend> Backend for FaultyBackend<B> {
             fault: self.fault,
             paused: BTreeSet::new(),
             revoked: Arc::new(Mutex::new(Vec::new())),
+            late_seeks: Arc::new(Mutex::new(BTreeMap::new())),
             previous: Vec::new(),
             detached: WakeupHandle::new(),
         }))
@@ -148,6 +153,7 @@ struct FaultyConsumer {
     fault: Fault,
     paused: BTreeSet<TopicPartition>,
     revoked: Arc<Mutex<Vec<TopicPartition>>>,
+    late_seeks: Arc<Mutex<BTreeMap<TopicPartition, weir_core::Offset>>>,
     previous: Vec<Record>,
     detached: WakeupHandle,
 }
@@ -170,6 +176,7 @@ struct FaultyListener {
     inner: Arc<dyn RebalanceListener>,
     fault: Fault,
     revoked: Arc<Mutex<Vec<TopicPartition>>>,
+    late_seeks: Arc<Mutex<BTreeMap<TopicPartition, weir_core::Offset>>>,
 }
 
 #[async_trait]
@@ -199,12 +206,16 @@ impl RebalanceListener for FaultyListener {
         assigned: &[TopicPartition],
         ctx: &mut RebalanceContext,
     ) -> Result<()> {
-        if self.fault == Fault::IgnoreListenerSeeks {
+        if self.fault == Fault::IgnoreListenerSeeks || self.fault == Fault::LateListenerSeeks {
             let mut scratch = RebalanceContext::default();
-            return self
+            let outcome = self
                 .inner
                 .on_partitions_assigned(assigned, &mut scratch)
                 .await;
+            if self.fault == Fault::LateListenerSeeks {
+                self.late_seeks.lock().extend(scratch.into_parts().0);
+            }
+            return outcome;
         }
         self.inner.on_partitions_assigned(assigned, ctx).await
     }
@@ -225,6 +236,7 @@ impl Consumer for FaultyConsumer {
             inner: listener,
             fault: self.fault,
             revoked: self.revoked.clone(),
+            late_seeks: self.late_seeks.clone(),
         });
         self.inner()?.subscribe(subscription, listener).await
     }
@@ -244,8 +256,15 @@ impl Consumer for FaultyConsumer {
     }
     async fn poll(&mut self, timeout: Duration) -> Result<Batch> {
         let fault = self.fault;
+        let late_seeks = self.late_seeks.clone();
         let inner = self.inner()?;
         let mut records = inner.poll(timeout).await?.into_records();
+        if fault == Fault::LateListenerSeeks && !records.is_empty() {
+            let seeks = std::mem::take(&mut *late_seeks.lock());
+            for (tp, offset) in seeks {
+                inner.seek(&tp, offset)?;
+            }
+        }
         if fault == Fault::OversizedBatches && !records.is_empty() {
             records.extend(inner.poll(Duration::ZERO).await?.into_records());
         }
@@ -401,6 +420,8 @@ macro_rules! suite_self_test {
                 IgnoreListenerSeeks => seek_in_assigned_decides_the_first_record,
             suite_catches_ignored_listener_seeks_in_the_exactly_once_recipe:
                 IgnoreListenerSeeks => stored_offsets_sought_on_assignment_give_exactly_once_through_rebalances,
+            suite_catches_listener_seeks_applied_after_fetching:
+                LateListenerSeeks => seek_in_a_slow_assigned_handler_decides_the_first_record,
             suite_catches_dropped_revoke_commits:
                 DropRevokeCommits => revoked_runs_before_assigned_and_its_commit_is_where_the_next_owner_starts,
             suite_catches_records_of_revoked_partitions_delivered_again:

@@ -94,6 +94,7 @@ pub struct Recorder {
     events: Mutex<Vec<Stamped<Event>>>,
     seeks: Mutex<BTreeMap<TopicPartition, Offset>>,
     commit_on_revoke: AtomicBool,
+    assign_delay: Mutex<Duration>,
 }
 
 impl Recorder {
@@ -104,6 +105,7 @@ impl Recorder {
             events: Mutex::new(Vec::new()),
             seeks: Mutex::new(BTreeMap::new()),
             commit_on_revoke: AtomicBool::new(false),
+            assign_delay: Mutex::new(Duration::ZERO),
         })
     }
 
@@ -115,6 +117,12 @@ impl Recorder {
     /// When partitions are revoked, commit each one's position through the context.
     pub fn commit_position_on_revoke(&self, on: bool) {
         self.commit_on_revoke.store(on, Ordering::SeqCst);
+    }
+
+    /// Make `on_partitions_assigned` take this long before it returns, as a handler
+    /// reading its start offsets from a slow database would.
+    pub fn delay_assign(&self, delay: Duration) {
+        *self.assign_delay.lock() = delay;
     }
 
     /// Every callback so far, in order.
@@ -173,6 +181,10 @@ impl RebalanceListener for Recorder {
         assigned: &[TopicPartition],
         ctx: &mut RebalanceContext,
     ) -> weir_core::Result<()> {
+        let delay = *self.assign_delay.lock();
+        if !delay.is_zero() && !assigned.is_empty() {
+            tokio::time::sleep(delay).await;
+        }
         let seeks = self.seeks.lock().clone();
         for tp in assigned {
             if let Some(offset) = seeks.get(tp) {

@@ -1,6 +1,7 @@
 //! The rebalance listener's timing contract.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use weir_core::{CommitOffsets, Offset};
 
@@ -155,8 +156,25 @@ pub async fn revoked_runs_before_assigned_and_its_commit_is_where_the_next_owner
 pub async fn seek_in_assigned_decides_the_first_record(
     backend: &dyn Backend,
 ) -> anyhow::Result<()> {
-    let topic = backend.unique("seek-assign");
-    let group = backend.unique("seek-assign-group");
+    seek_in_assigned(backend, "seek-assign", Duration::ZERO).await
+}
+
+/// As [`seek_in_assigned_decides_the_first_record`], with a handler that takes a while
+/// (five poll timeouts, as a slow database read would) before it seeks: records the
+/// backend fetched meanwhile from the committed offset are never delivered.
+pub async fn seek_in_a_slow_assigned_handler_decides_the_first_record(
+    backend: &dyn Backend,
+) -> anyhow::Result<()> {
+    seek_in_assigned(backend, "slow-seek-assign", backend.poll_timeout() * 5).await
+}
+
+async fn seek_in_assigned(
+    backend: &dyn Backend,
+    name: &str,
+    delay: Duration,
+) -> anyhow::Result<()> {
+    let topic = backend.unique(name);
+    let group = backend.unique(&format!("{name}-group"));
     let all = create_topic(backend, &topic, 3).await?;
     for p in 0..3 {
         produce_n(backend, &topic, p, 0, 10).await?;
@@ -191,6 +209,7 @@ pub async fn seek_in_assigned_decides_the_first_record(
     recorder.seek_on_assign(p0.clone(), Offset::At(7));
     recorder.seek_on_assign(p1.clone(), Offset::At(3));
     recorder.seek_on_assign(p2.clone(), Offset::End);
+    recorder.delay_assign(delay);
     let mut a = Member::subscribe_with(
         backend,
         "a",
@@ -207,6 +226,15 @@ pub async fn seek_in_assigned_decides_the_first_record(
         |ms| ms[0].offsets_of(&p0).contains(&9) && ms[0].offsets_of(&p1).contains(&9),
     )
     .await?;
+    let what = "after seeking in on_partitions_assigned (committed offset 1, auto.offset.reset earliest; seeks: 0→7, 1→3, 2→end)";
+    for (p, want) in [
+        (&p0, (7..=9).collect::<Vec<i64>>()),
+        (&p1, (3..=9).collect()),
+        (&p2, vec![]),
+    ] {
+        let got = a.offsets_of(p);
+        assert_eq!(got, want, "offsets of {p} {what}: {}", runs(&got));
+    }
     produce_n(backend, &topic, 2, 10, 1).await?;
     poll_members_until(
         &mut [&mut a],
@@ -216,19 +244,14 @@ pub async fn seek_in_assigned_decides_the_first_record(
         |ms| ms[0].offsets_of(&p2).contains(&10),
     )
     .await?;
-    for (p, want) in [
-        (&p0, (7..=9).collect::<Vec<i64>>()),
-        (&p1, (3..=9).collect()),
-        (&p2, vec![10]),
-    ] {
-        let got = a.offsets_of(p);
-        assert_eq!(
-            got,
-            want,
-            "offsets of {p} after seeking in on_partitions_assigned (committed offset 1, auto.offset.reset earliest); seeks: 0→7, 1→3, 2→end; assigned: {}",
-            list(&a.assignment())
-        );
-    }
+    let got = a.offsets_of(&p2);
+    assert_eq!(
+        got,
+        vec![10],
+        "offsets of {p2} {what}, then one record appended: {}; assigned: {}",
+        runs(&got),
+        list(&a.assignment())
+    );
     let assigned = a
         .recorder
         .events()

@@ -230,3 +230,93 @@ pub async fn member_that_stops_polling_is_removed_and_told(
     .await?;
     Ok(())
 }
+
+/// `unsubscribe()` revokes the member's partitions through its listener, empties its
+/// assignment and leaves the group at once (the other member owns every partition
+/// well before `session.timeout.ms`); subscribing again rejoins and the group shares
+/// the partitions again.
+pub async fn unsubscribe_leaves_the_group_and_resubscribe_rejoins(
+    backend: &dyn Backend,
+) -> anyhow::Result<()> {
+    let topic = backend.unique("unsubscribe");
+    let group = backend.unique("unsubscribe-group");
+    let all = create_topic(backend, &topic, 4).await?;
+    let config = group_config(backend, &group);
+    let session = config.session_timeout();
+    let timeline = Timeline::new();
+    let mut a = Member::subscribe(backend, "a", config.clone(), sub(&topic), &timeline).await?;
+    let mut b = Member::subscribe(backend, "b", config, sub(&topic), &timeline).await?;
+    wait_for_assignment(
+        &mut [&mut a, &mut b],
+        &[2, 2],
+        &all,
+        backend.poll_timeout(),
+        deadline(backend),
+    )
+    .await?;
+    let a_owned = a.assignment();
+
+    let start = Instant::now();
+    let mut reached = None;
+    let mut others = [&mut b];
+    let (left, survivor) = tokio::join!(
+        a.consumer.unsubscribe(),
+        poll_members_until(
+            &mut others,
+            backend.poll_timeout(),
+            start + session + backend.patience(),
+            "the other member to own all 4 partitions after unsubscribe()",
+            |ms| {
+                let done = ms[0].assignment() == all;
+                if done {
+                    reached = Some(start.elapsed());
+                }
+                done
+            },
+        )
+    );
+    left.map_err(|e| anyhow::anyhow!("unsubscribe() of member a failed: {e}"))?;
+    survivor?;
+    let took = reached.unwrap_or(Duration::MAX);
+    assert!(
+        took < session / 2,
+        "after unsubscribe() the other member should own every partition in less than half the session timeout ({:?}), it took {took:?}",
+        session / 2
+    );
+    assert!(
+        a.assignment().is_empty(),
+        "assignment() after unsubscribe() should be empty, it is {}",
+        list(&a.assignment())
+    );
+    let revoked: Vec<_> = a
+        .recorder
+        .events()
+        .into_iter()
+        .filter_map(|e| match e.value {
+            Event::Revoked { partitions, .. } => Some(partitions),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    for p in &a_owned {
+        assert!(
+            revoked.contains(p),
+            "unsubscribe() should revoke {p} through the listener; revoked: {}",
+            list(&revoked)
+        );
+    }
+
+    a.consumer
+        .subscribe(sub(&topic), a.recorder.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("subscribing again after unsubscribe() failed: {e}"))?;
+    wait_for_assignment(
+        &mut [&mut a, &mut b],
+        &[2, 2],
+        &all,
+        backend.poll_timeout(),
+        deadline(backend),
+    )
+    .await?;
+    Ok(())
+}

@@ -46,10 +46,12 @@ pub use groups::{
 };
 pub use listener::{
     revoked_runs_before_assigned_and_its_commit_is_where_the_next_owner_starts,
+    seek_in_a_slow_assigned_handler_decides_the_first_record,
     seek_in_assigned_decides_the_first_record,
 };
 pub use liveness::{
     close_rebalances_before_the_session_timeout, member_that_stops_polling_is_removed_and_told,
+    unsubscribe_leaves_the_group_and_resubscribe_rejoins,
     vanished_member_is_replaced_after_the_session_timeout,
 };
 pub use pattern::pattern_subscription_picks_up_a_new_matching_topic;
