@@ -202,6 +202,22 @@ impl RebalanceListener for Recorder {
 }
 
 /// One consumer of a scenario with its [`Recorder`] and every record it was given.
+///
+/// ```no_run
+/// use weir_core::Subscription;
+/// use weir_testkit::{deadline, poll_members_until, Backend, Member, Timeline};
+///
+/// # async fn example(backend: &dyn Backend) -> anyhow::Result<()> {
+/// let timeline = Timeline::new();
+/// let config = backend.config(Some("g"));
+/// let mut a = Member::subscribe(backend, "a", config, Subscription::topics(["t"]), &timeline).await?;
+/// poll_members_until(&mut [&mut a], backend.poll_timeout(), deadline(backend), "10 records", |ms| {
+///     ms[0].deliveries.len() >= 10
+/// })
+/// .await?;
+/// println!("a owns {:?}, got {} records", a.assignment(), a.deliveries.len());
+/// # Ok(()) }
+/// ```
 pub struct Member {
     /// Its name in messages (`a`, `b`, ...).
     pub name: String,
@@ -337,7 +353,7 @@ pub async fn poll_round(members: &mut [&mut Member], timeout: Duration) -> anyho
 }
 
 /// Poll all members round after round until `done` holds, failing after `deadline`
-/// with `what` and the members' state.
+/// with `what` and the members' state. See [`Member`] for an example.
 pub async fn poll_members_until<F>(
     members: &mut [&mut Member],
     poll_timeout: Duration,
@@ -365,6 +381,14 @@ where
 /// Poll all members until their assignment sizes, sorted, equal `expected` (sorted),
 /// no partition is assigned twice, and together they hold exactly `partitions` (or a
 /// subset of it when `expected` sums to less).
+///
+/// ```no_run
+/// # use weir_testkit::{deadline, partitions_of, wait_for_assignment, Backend, Member};
+/// # async fn example(backend: &dyn Backend, a: &mut Member, b: &mut Member) -> anyhow::Result<()> {
+/// let all = partitions_of("t", 4);
+/// wait_for_assignment(&mut [a, b], &[2, 2], &all, backend.poll_timeout(), deadline(backend)).await?;
+/// # Ok(()) }
+/// ```
 pub async fn wait_for_assignment(
     members: &mut [&mut Member],
     expected: &[usize],
@@ -430,6 +454,14 @@ where
 
 /// Poll one consumer until `done` holds for everything it returned so far; return
 /// those records. Fails after `deadline` with `what` and the count seen.
+///
+/// ```no_run
+/// # use weir_testkit::{deadline, poll_until, Backend};
+/// # async fn example(backend: &dyn Backend, consumer: &mut dyn weir_core::Consumer) -> anyhow::Result<()> {
+/// let records = poll_until(consumer, backend.poll_timeout(), deadline(backend), "5 records", |rs| rs.len() >= 5).await?;
+/// assert!(records.len() >= 5);
+/// # Ok(()) }
+/// ```
 pub async fn poll_until<F>(
     consumer: &mut dyn Consumer,
     poll_timeout: Duration,
@@ -462,6 +494,12 @@ where
 
 /// Records as `t-0@[0..=4], t-1@[0, 2]` (per partition, offsets in delivery order,
 /// runs collapsed), for failure messages.
+///
+/// ```
+/// use weir_core::Record;
+/// let rs: Vec<Record> = [0, 1, 2].iter().map(|o| Record::new("t", 0, *o, None, None)).collect();
+/// assert_eq!(weir_testkit::summarize(&rs), "t-0@[0..=2]");
+/// ```
 pub fn summarize(records: &[Record]) -> String {
     let mut by: BTreeMap<TopicPartition, Vec<i64>> = BTreeMap::new();
     for r in records {
@@ -474,6 +512,10 @@ pub fn summarize(records: &[Record]) -> String {
 }
 
 /// Offsets with consecutive runs collapsed: `[0..=4, 7, 9..=10]`.
+///
+/// ```
+/// assert_eq!(weir_testkit::runs(&[0, 1, 2, 3, 4, 7, 9, 10]), "[0..=4, 7, 9..=10]");
+/// ```
 pub fn runs(offsets: &[i64]) -> String {
     let mut parts = Vec::new();
     let mut i = 0;
@@ -494,6 +536,10 @@ pub fn runs(offsets: &[i64]) -> String {
 }
 
 /// The value the suite writes at `index` of a partition: `topic/partition/index`.
+///
+/// ```
+/// assert_eq!(weir_testkit::value_for("t", 2, 7), b"t/2/7".to_vec());
+/// ```
 pub fn value_for(topic: &str, partition: i32, index: usize) -> Vec<u8> {
     format!("{topic}/{partition}/{index}").into_bytes()
 }
@@ -548,6 +594,11 @@ pub async fn create_topic(
 }
 
 /// `topic-0 .. topic-(n-1)`.
+///
+/// ```
+/// assert_eq!(weir_testkit::partitions_of("t", 3).len(), 3);
+/// assert_eq!(weir_testkit::list(&weir_testkit::partitions_of("t", 2)), "[t-0, t-1]");
+/// ```
 pub fn partitions_of(topic: &str, n: i32) -> BTreeSet<TopicPartition> {
     (0..n).map(|p| TopicPartition::new(topic, p)).collect()
 }

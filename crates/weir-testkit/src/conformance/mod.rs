@@ -6,6 +6,13 @@
 //! from [`Backend::config`](crate::Backend::config), and fails with a message saying
 //! what it expected and what it saw. The [`conformance_suite!`](crate::conformance_suite)
 //! macro turns each into a test; [`SCENARIOS`](crate::SCENARIOS) lists their names.
+//!
+//! ```no_run
+//! # async fn example(backend: &dyn weir_testkit::Backend) -> anyhow::Result<()> {
+//! // One scenario, e.g. while working on a backend's pause/resume:
+//! weir_testkit::conformance::pause_and_resume(backend).await?;
+//! # Ok(()) }
+//! ```
 
 mod commits;
 mod common;
