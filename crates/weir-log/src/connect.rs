@@ -7,6 +7,11 @@ use weir_core::{ConsumerConfig, Error, Result};
 use crate::{Log, LogConsumer, LogOptions};
 
 /// The URL scheme of the embedded log in `bootstrap.servers`.
+///
+/// ```
+/// let servers = format!("{}{}", weir_log::SCHEME, "/var/lib/weir");
+/// assert_eq!(servers, "log:///var/lib/weir");
+/// ```
 pub const SCHEME: &str = "log://";
 
 /// The log directory named by a `bootstrap.servers` value of the form

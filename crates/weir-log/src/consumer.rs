@@ -203,12 +203,41 @@ impl LogConsumer {
     }
 
     /// The log this consumer reads.
+    ///
+    /// ```
+    /// # fn main() -> weir_core::Result<()> {
+    /// # let dir = tempfile::tempdir().map_err(|e| weir_core::Error::io("tempdir", e))?;
+    /// let log = weir_log::Log::open(dir.path(), Default::default())?;
+    /// let consumer = weir_log::LogConsumer::new(&log, weir_core::ConsumerConfig::new())?;
+    /// assert_eq!(consumer.log().dir(), log.dir());
+    /// # Ok(()) }
+    /// ```
     pub fn log(&self) -> &Log {
         &self.log
     }
 
     /// The member id the group gave this consumer (`None` before the first poll after
     /// `subscribe`, after an eviction, and when not subscribed).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> weir_core::Result<()> {
+    /// # let dir = tempfile::tempdir().map_err(|e| weir_core::Error::io("tempdir", e))?;
+    /// use std::{sync::Arc, time::Duration};
+    /// use weir_core::{Consumer, ConsumerConfig, NoopListener, Subscription};
+    /// let log = weir_log::Log::open(dir.path(), Default::default())?;
+    /// log.create_topic("t", 2)?;
+    /// let config = ConsumerConfig::new().with_group_id("g").with_client_id("worker");
+    /// let mut consumer = weir_log::LogConsumer::new(&log, config)?;
+    /// consumer.subscribe(Subscription::topics(["t"]), Arc::new(NoopListener)).await?;
+    /// assert_eq!(consumer.member_id(), None); // joins on the first poll
+    /// consumer.poll(Duration::from_millis(10)).await?;
+    /// assert!(consumer.member_id().is_some_and(|id| id.starts_with("worker-")));
+    /// assert_eq!(consumer.generation(), Some(1));
+    /// let group = consumer.group_description().expect("the group exists");
+    /// assert_eq!(group.members[0].owned.len(), 2);
+    /// # Ok(()) }
+    /// ```
     pub fn member_id(&self) -> Option<&str> {
         match &self.mode {
             Mode::Subscribed(m) => m.member.as_deref(),
@@ -217,6 +246,8 @@ impl LogConsumer {
     }
 
     /// The group generation this consumer last saw (`None` when not in a group).
+    /// Every rebalance starts a new one; see [`member_id`](Self::member_id) for an
+    /// example.
     pub fn generation(&self) -> Option<i32> {
         match &self.mode {
             Mode::Subscribed(m) if m.member.is_some() => Some(m.generation),
@@ -224,7 +255,9 @@ impl LogConsumer {
         }
     }
 
-    /// The coordinator's view of this consumer's group.
+    /// The coordinator's view of this consumer's group (`None` without `group.id` or
+    /// before any member joined it); see [`member_id`](Self::member_id) for an example
+    /// and [`describe_group`](crate::describe_group) to look at any group.
     pub fn group_description(&self) -> Option<GroupDescription> {
         self.config
             .group_id()

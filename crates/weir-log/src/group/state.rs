@@ -98,7 +98,29 @@ impl Member {
     }
 }
 
-/// A read-only view of a group, for operators and tests.
+/// A read-only view of a group, for operators and tests, from
+/// [`describe_group`](crate::describe_group) or
+/// [`LogConsumer::group_description`](crate::LogConsumer::group_description).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> weir_core::Result<()> {
+/// # let dir = tempfile::tempdir().map_err(|e| weir_core::Error::io("tempdir", e))?;
+/// use std::{sync::Arc, time::Duration};
+/// use weir_core::{Consumer, ConsumerConfig, NoopListener, Subscription};
+/// let log = weir_log::Log::open(dir.path(), Default::default())?;
+/// log.create_topic("t", 3)?;
+/// let mut c = weir_log::LogConsumer::new(&log, ConsumerConfig::new().with_group_id("ops"))?;
+/// c.subscribe(Subscription::topics(["t"]), Arc::new(NoopListener)).await?;
+/// c.poll(Duration::from_millis(10)).await?;
+/// let d = weir_log::describe_group(&log, "ops").expect("joined");
+/// assert_eq!((d.group.as_str(), d.generation, d.rebalancing), ("ops", 1, false));
+/// assert_eq!(d.assignor.as_deref(), Some("range"));
+/// let m = &d.members[0];
+/// assert_eq!(m.owned.len(), 3);
+/// assert!(m.revoking.is_empty());
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupDescription {
     /// The group's name (`group.id`).
@@ -114,7 +136,7 @@ pub struct GroupDescription {
     pub members: Vec<MemberDescription>,
 }
 
-/// One member of a [`GroupDescription`].
+/// One member of a [`GroupDescription`] (see there for an example).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemberDescription {
     /// The member id the coordinator gave it.
