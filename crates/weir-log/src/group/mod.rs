@@ -117,7 +117,13 @@ impl Coordinator {
     /// A description of `group`, if it was ever used.
     pub(crate) fn describe(&self, group: &str) -> Option<GroupDescription> {
         let handle = self.groups.lock().get(group).cloned();
-        handle.map(|h| h.state.lock().describe())
+        handle.map(|h| {
+            let topics = self.store.topics();
+            h.with(|s| {
+                s.expire(Instant::now(), &topics);
+                s.describe()
+            })
+        })
     }
 }
 

@@ -355,3 +355,155 @@ fn a_member_waiting_inside_a_long_poll_does_not_evict_itself() {
         Directive::Evicted(EvictReason::PollInterval)
     );
 }
+
+/// A tiny deterministic generator (xorshift), so the storm is reproducible by seed.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+type Views = BTreeMap<String, BTreeSet<TopicPartition>>;
+
+/// One simulated consumer's poll: carries out the directive on its local view (what
+/// it believes it owns: delivered assignments minus what it revoked).
+fn poll_once(
+    g: &mut GroupState,
+    views: &mut Views,
+    id: &str,
+    now: Instant,
+    t: &BTreeMap<String, i32>,
+) {
+    match g.heartbeat(id, now, false, t) {
+        Directive::Revoke(v) => {
+            if let Some(set) = views.get_mut(id) {
+                for tp in &v {
+                    set.remove(tp);
+                }
+            }
+            g.revoked(id, &v);
+        }
+        Directive::Assign(v) => {
+            let set = views.entry(id.to_owned()).or_default();
+            for tp in v {
+                assert!(set.insert(tp.clone()), "{tp} assigned twice to {id}");
+            }
+        }
+        Directive::Evicted(_) => {
+            views.remove(id);
+        }
+        Directive::Stable | Directive::Wait => {}
+    }
+}
+
+/// Random joins, closes, stalls (evictions) and polls. Invariant after every step: the
+/// views of the group's current members are disjoint (an evicted member is a zombie,
+/// fenced by the database, not by the group). At the end, with everyone polling, the
+/// group settles and every subscribed partition is owned.
+fn storm(seed: u64, assignor: fn() -> Arc<dyn Assignor>) {
+    let t = topics(&[("t", 6), ("u", 3)]);
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut now = Instant::now();
+    let mut g = GroupState::new("storm");
+    let mut views = Views::new();
+    let mut subscribes_u: BTreeMap<String, bool> = BTreeMap::new();
+    let mut zombies: BTreeSet<String> = BTreeSet::new();
+    for step in 0..300 {
+        let ids: Vec<String> = views
+            .keys()
+            .filter(|i| !zombies.contains(*i))
+            .cloned()
+            .collect();
+        match rng.next(10) {
+            0 | 1 if ids.len() < 6 => {
+                let with_u = rng.next(3) != 0;
+                let sub = if with_u {
+                    Subscription::topics(["t", "u"])
+                } else {
+                    Subscription::topics(["t"])
+                };
+                let id = g.join(spec(assignor(), sub), now, &t).unwrap();
+                views.insert(id.clone(), BTreeSet::new());
+                subscribes_u.insert(id, with_u);
+            }
+            2 if !ids.is_empty() => {
+                // close(): revokes everything locally, then leaves.
+                let id = &ids[rng.next(ids.len())];
+                views.remove(id);
+                subscribes_u.remove(id);
+                g.leave(id, now, &t);
+            }
+            3 if !ids.is_empty() && rng.next(3) == 0 => {
+                // A member stops polling; the others go on until it is evicted.
+                let stalled = ids[rng.next(ids.len())].clone();
+                zombies.insert(stalled.clone());
+                for _ in 0..21 {
+                    now += Duration::from_millis(100);
+                    for id in ids.iter().filter(|i| **i != stalled) {
+                        poll_once(&mut g, &mut views, id, now, &t);
+                    }
+                }
+            }
+            _ if !ids.is_empty() => {
+                let id = ids[rng.next(ids.len())].clone();
+                poll_once(&mut g, &mut views, &id, now, &t);
+            }
+            _ => {}
+        }
+        now += Duration::from_millis(5);
+        let members: BTreeSet<String> = g
+            .describe()
+            .members
+            .into_iter()
+            .map(|m| m.member_id)
+            .collect();
+        let mut seen = BTreeMap::new();
+        for (id, set) in views.iter().filter(|(id, _)| members.contains(*id)) {
+            for tp in set {
+                if let Some(other) = seen.insert(tp.clone(), id.clone()) {
+                    panic!("seed {seed} step {step}: {tp} held by {other} and {id}");
+                }
+            }
+        }
+    }
+    // The zombies are gone for good; everyone else keeps polling until settled.
+    for z in &zombies {
+        views.remove(z);
+        subscribes_u.remove(z);
+    }
+    for _ in 0..30 {
+        let ids: Vec<String> = views.keys().cloned().collect();
+        for id in &ids {
+            poll_once(&mut g, &mut views, id, now, &t);
+        }
+        now += Duration::from_millis(5);
+    }
+    let d = g.describe();
+    assert!(!d.rebalancing, "seed {seed}: still rebalancing: {d:?}");
+    assert_eq!(d.members.len(), views.len(), "seed {seed}");
+    for m in &d.members {
+        assert_eq!(m.owned, views[&m.member_id], "seed {seed}: views differ");
+    }
+    let held: usize = views.values().map(BTreeSet::len).sum();
+    let expected = if views.is_empty() {
+        0
+    } else if subscribes_u.values().any(|u| *u) {
+        9
+    } else {
+        6
+    };
+    assert_eq!(held, expected, "seed {seed}: {views:?}");
+}
+
+#[test]
+fn join_leave_evict_storm_never_gives_a_partition_to_two_members() {
+    for seed in 1..40 {
+        storm(seed, || Arc::new(Range));
+        storm(seed, || Arc::new(RoundRobin));
+        storm(seed, || Arc::new(CooperativeSticky));
+    }
+}
