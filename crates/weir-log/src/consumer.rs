@@ -142,10 +142,33 @@ pub(crate) fn check_config(config: &ConsumerConfig) -> Result<()> {
     Ok(())
 }
 
+/// `bootstrap.servers` may be empty or must name this log (`log:///its/dir`): a
+/// configuration meant for another log or for Kafka is a mistake worth reporting.
+fn check_servers(log: &Log, servers: &str) -> Result<()> {
+    if servers.trim().is_empty() {
+        return Ok(());
+    }
+    let dir = crate::connect::log_dir_from_url(servers)?;
+    let same = dir.canonicalize().map(|d| d == log.dir()).unwrap_or(false);
+    if same {
+        Ok(())
+    } else {
+        Err(Error::config(
+            "bootstrap.servers",
+            format!(
+                "names `{}`, but this consumer reads the log in `{}`",
+                dir.display(),
+                log.dir().display()
+            ),
+        ))
+    }
+}
+
 impl LogConsumer {
     /// A consumer of `log` using the strategy named by `partition.assignment.strategy`.
-    /// Fails with [`Error::Config`] on invalid settings or keys the embedded log does
-    /// not know.
+    /// Fails with [`Error::Config`] on invalid settings, on keys the embedded log does
+    /// not know, and on a `bootstrap.servers` that is neither empty nor this log's
+    /// `log:///dir`.
     ///
     /// ```
     /// # fn main() -> weir_core::Result<()> {
@@ -186,6 +209,7 @@ impl LogConsumer {
         assignor: Arc<dyn Assignor>,
     ) -> Result<Self> {
         check_config(&config)?;
+        check_servers(log, config.bootstrap_servers())?;
         Ok(Self {
             coordinator: Coordinator::for_log(log),
             appended: Some(log.appended()),

@@ -398,6 +398,19 @@ async fn configuration_unknown_to_the_embedded_log_is_rejected_by_name() {
     let err = LogConsumer::new(&log, bad).unwrap_err();
     assert!(matches!(&err, Error::Config { key, .. } if key == "heartbeat.interval.ms"));
 
+    let elsewhere = tempfile::tempdir().unwrap();
+    for servers in [
+        "localhost:9092".to_owned(),
+        format!("log://{}", elsewhere.path().display()),
+    ] {
+        let cfg = ConsumerConfig::new().with_bootstrap_servers(servers.clone());
+        let err = LogConsumer::new(&log, cfg).unwrap_err();
+        assert!(
+            matches!(&err, Error::Config { key, .. } if key == "bootstrap.servers"),
+            "{servers}: {err}"
+        );
+    }
+
     let url = format!("log://{}", dir.path().display());
     let mut c = weir_log::connect(ConsumerConfig::new().with_bootstrap_servers(url)).unwrap();
     assert_eq!(c.partitions_for("t").await.unwrap().len(), 1);
