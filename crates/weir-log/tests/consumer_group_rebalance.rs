@@ -310,3 +310,93 @@ async fn new_matching_topics_and_added_partitions_are_picked_up() {
     // Cooperative: nothing was revoked along the way.
     assert!(!j.lock().iter().any(|e| matches!(e, Event::Revoked(..))));
 }
+
+/// A listener that records its wishes and then fails.
+struct Failing;
+
+#[weir_core::async_trait]
+impl weir_core::RebalanceListener for Failing {
+    async fn on_partitions_revoked(
+        &self,
+        revoked: &[TopicPartition],
+        ctx: &mut weir_core::RebalanceContext,
+    ) -> weir_core::Result<()> {
+        for tp in revoked {
+            ctx.commit(tp.clone(), 3);
+        }
+        Err(weir_core::Error::IllegalState(
+            "revoke handler failed".into(),
+        ))
+    }
+
+    async fn on_partitions_assigned(
+        &self,
+        assigned: &[TopicPartition],
+        ctx: &mut weir_core::RebalanceContext,
+    ) -> weir_core::Result<()> {
+        for tp in assigned {
+            ctx.seek(tp.clone(), weir_core::Offset::At(5));
+        }
+        Err(weir_core::Error::IllegalState(
+            "assign handler failed".into(),
+        ))
+    }
+}
+
+#[tokio::test]
+async fn listener_errors_surface_from_poll_but_the_rebalance_stands() {
+    let (_dir, log) = log_with_topic("t", 2);
+    produce(&log, "t", 0, 10);
+    produce(&log, "t", 1, 10);
+    let cfg = config("g-failing", AssignmentStrategy::Range);
+    let mut a = LogConsumer::new(&log, cfg.clone()).unwrap();
+    a.subscribe(Subscription::topics(["t"]), Arc::new(Failing))
+        .await
+        .unwrap();
+    let err = a.poll(Duration::from_millis(10)).await.unwrap_err();
+    assert!(
+        matches!(&err, weir_core::Error::Listener(_))
+            && err.to_string().contains("assign handler failed"),
+        "{err}"
+    );
+    // The assignment and its seeks stand.
+    assert_eq!(a.assignment().len(), 2);
+    let batch = a.poll(Duration::from_secs(1)).await.unwrap();
+    for tp in a.assignment() {
+        assert_eq!(batch.records(&tp).next().unwrap().offset, 5);
+    }
+
+    // B joins; A's revoke handler commits 3 and fails: the error surfaces, the commits
+    // are made and the partitions are handed over anyway.
+    let mut b = LogConsumer::new(&log, cfg).unwrap();
+    b.subscribe(
+        Subscription::topics(["t"]),
+        Arc::new(weir_core::NoopListener),
+    )
+    .await
+    .unwrap();
+    b.poll(Duration::from_millis(1)).await.unwrap();
+    let err = a.poll(Duration::from_millis(10)).await.unwrap_err();
+    assert!(err.to_string().contains("revoke handler failed"), "{err}");
+    let committed = log.group_offsets("g-failing").unwrap();
+    assert_eq!(committed.values().copied().collect::<Vec<_>>(), vec![3, 3]);
+    // Range: A (the first member) gets t-0 back, B gets t-1 from the commit.
+    let deadline = Instant::now() + DEADLINE;
+    let mut first = None;
+    while first.is_none() {
+        let _ = a.poll(Duration::from_millis(5)).await; // its assign handler fails again
+        first = b
+            .poll(Duration::from_millis(20))
+            .await
+            .unwrap()
+            .iter()
+            .next()
+            .map(|r| (r.partition, r.offset));
+        assert!(Instant::now() < deadline);
+    }
+    assert_eq!(
+        first,
+        Some((1, 3)),
+        "B starts where A's failing handler committed"
+    );
+}
