@@ -233,6 +233,7 @@ macro_rules! __with_scenarios {
             close_rebalances_before_the_session_timeout,
             vanished_member_is_replaced_after_the_session_timeout,
             member_that_stops_polling_is_removed_and_told,
+            commit_by_a_removed_member_is_rejected,
             unsubscribe_leaves_the_group_and_resubscribe_rejoins,
             commit_sync_commits_what_was_consumed,
             commit_async_reports_to_its_callback,

@@ -320,3 +320,57 @@ pub async fn unsubscribe_leaves_the_group_and_resubscribe_rejoins(
     .await?;
     Ok(())
 }
+
+/// A member removed from the group (it stopped polling past `max.poll.interval.ms`)
+/// cannot commit for the partitions it lost: its `commit_sync` fails (a zombie's
+/// commit must not move the new owner's offsets), and the group's committed offsets
+/// stay as they were.
+pub async fn commit_by_a_removed_member_is_rejected(backend: &dyn Backend) -> anyhow::Result<()> {
+    let topic = backend.unique("zombie");
+    let group = backend.unique("zombie-group");
+    let all = create_topic(backend, &topic, 4).await?;
+    for p in 0..4 {
+        crate::harness::produce_n(backend, &topic, p, 0, 3).await?;
+    }
+    let base = group_config(backend, &group);
+    let session = base.session_timeout();
+    let config = base.with_max_poll_interval(session);
+    let timeline = Timeline::new();
+    let mut a = Member::subscribe(backend, "a", config.clone(), sub(&topic), &timeline).await?;
+    let mut b = Member::subscribe(backend, "b", config, sub(&topic), &timeline).await?;
+    wait_for_assignment(
+        &mut [&mut a, &mut b],
+        &[2, 2],
+        &all,
+        backend.poll_timeout(),
+        deadline(backend),
+    )
+    .await?;
+    let a_owned: Vec<_> = a.assignment().into_iter().collect();
+
+    poll_members_until(
+        &mut [&mut b],
+        backend.poll_timeout(),
+        Instant::now() + session * 2 + backend.patience(),
+        "the polling member to own all 4 partitions after the other stopped polling",
+        |ms| ms[0].assignment() == all,
+    )
+    .await?;
+    let before = b.consumer.committed(&a_owned).await?;
+    let zombie: std::collections::BTreeMap<_, _> = a_owned.iter().map(|p| (p.clone(), 2)).collect();
+    let outcome = a
+        .consumer
+        .commit_sync(weir_core::CommitOffsets::Explicit(zombie))
+        .await;
+    assert!(
+        outcome.is_err(),
+        "a member removed from the group committed offsets for {} it no longer owns",
+        list(&a_owned)
+    );
+    let after = b.consumer.committed(&a_owned).await?;
+    assert_eq!(
+        after, before,
+        "the group's committed offsets after a removed member's rejected commit ({outcome:?})"
+    );
+    Ok(())
+}

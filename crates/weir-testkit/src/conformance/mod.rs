@@ -57,7 +57,8 @@ pub use listener::{
     seek_in_assigned_decides_the_first_record,
 };
 pub use liveness::{
-    close_rebalances_before_the_session_timeout, member_that_stops_polling_is_removed_and_told,
+    close_rebalances_before_the_session_timeout, commit_by_a_removed_member_is_rejected,
+    member_that_stops_polling_is_removed_and_told,
     unsubscribe_leaves_the_group_and_resubscribe_rejoins,
     vanished_member_is_replaced_after_the_session_timeout,
 };
