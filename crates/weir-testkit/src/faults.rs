@@ -420,6 +420,8 @@ macro_rules! suite_self_test {
                 IgnoreListenerSeeks => seek_in_assigned_decides_the_first_record,
             suite_catches_ignored_listener_seeks_in_the_exactly_once_recipe:
                 IgnoreListenerSeeks => stored_offsets_sought_on_assignment_give_exactly_once_through_rebalances,
+            suite_catches_ignored_listener_seeks_under_cooperative_rebalancing:
+                IgnoreListenerSeeks => stored_offsets_sought_on_assignment_give_exactly_once_through_cooperative_rebalances,
             suite_catches_listener_seeks_applied_after_fetching:
                 LateListenerSeeks => seek_in_a_slow_assigned_handler_decides_the_first_record,
             suite_catches_dropped_revoke_commits:

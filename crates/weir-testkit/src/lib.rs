@@ -243,6 +243,7 @@ macro_rules! __with_scenarios {
             seek_in_assigned_decides_the_first_record,
             seek_in_a_slow_assigned_handler_decides_the_first_record,
             stored_offsets_sought_on_assignment_give_exactly_once_through_rebalances,
+            stored_offsets_sought_on_assignment_give_exactly_once_through_cooperative_rebalances,
             seek_moves_the_position_and_the_next_record,
             seek_to_beginning_and_end,
             committed_and_watermarks,

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
-use weir_core::{Offset, RebalanceContext, RebalanceListener, TopicPartition};
+use weir_core::{AssignmentStrategy, Offset, RebalanceContext, RebalanceListener, TopicPartition};
 
 use super::common::{group_config, topic as sub};
 use crate::harness::{
@@ -64,6 +64,7 @@ struct Run<'a> {
     store: Store,
     processed: BTreeMap<String, usize>,
     produced: usize,
+    strategy: AssignmentStrategy,
 }
 
 impl Run<'_> {
@@ -81,7 +82,7 @@ impl Run<'_> {
         Member::subscribe_with_listener(
             self.backend,
             name,
-            group_config(self.backend, group),
+            group_config(self.backend, group).with_assignment_strategy(self.strategy),
             sub(&self.topic),
             recorder,
             listener,
@@ -149,6 +150,22 @@ impl Run<'_> {
 pub async fn stored_offsets_sought_on_assignment_give_exactly_once_through_rebalances(
     backend: &dyn Backend,
 ) -> anyhow::Result<()> {
+    exactly_once_through_rebalances(backend, AssignmentStrategy::Range).await
+}
+
+/// As [`stored_offsets_sought_on_assignment_give_exactly_once_through_rebalances`],
+/// with `partition.assignment.strategy=cooperative-sticky`: only the partitions that
+/// move are revoked and assigned (and sought), the others keep flowing.
+pub async fn stored_offsets_sought_on_assignment_give_exactly_once_through_cooperative_rebalances(
+    backend: &dyn Backend,
+) -> anyhow::Result<()> {
+    exactly_once_through_rebalances(backend, AssignmentStrategy::CooperativeSticky).await
+}
+
+async fn exactly_once_through_rebalances(
+    backend: &dyn Backend,
+    strategy: AssignmentStrategy,
+) -> anyhow::Result<()> {
     let topic = backend.unique("exactly-once");
     let group = backend.unique("exactly-once-group");
     let all = create_topic(backend, &topic, 4).await?;
@@ -160,6 +177,7 @@ pub async fn stored_offsets_sought_on_assignment_give_exactly_once_through_rebal
         store: Arc::new(Mutex::new(BTreeMap::new())),
         processed: BTreeMap::new(),
         produced: 0,
+        strategy,
     };
 
     let mut a = run.member("a", &group, &timeline).await?;

@@ -45,7 +45,10 @@ pub use cooperative::cooperative_rebalance_keeps_unmoved_partitions_flowing;
 pub use delivery::{
     max_poll_records_is_respected, records_of_a_partition_arrive_in_order_and_intact,
 };
-pub use exactly_once::stored_offsets_sought_on_assignment_give_exactly_once_through_rebalances;
+pub use exactly_once::{
+    stored_offsets_sought_on_assignment_give_exactly_once_through_cooperative_rebalances,
+    stored_offsets_sought_on_assignment_give_exactly_once_through_rebalances,
+};
 pub use groups::{
     added_partitions_are_assigned_to_subscribers, group_of_five_leaves_one_idle,
     group_of_four_reads_one_partition_each, group_of_one_reads_all_four_partitions,
