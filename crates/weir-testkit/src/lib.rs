@@ -26,7 +26,8 @@
 //! Put the backend in an integration test of the backend's crate (the embedded log's
 //! is `crates/weir-log/tests/conformance.rs`) and invoke the macro once with an
 //! expression that makes a fresh backend; it is evaluated inside each test's async
-//! body, so it may `.await`. Run one scenario with
+//! body, so it may `.await` and use `?` (errors become `anyhow::Error`). Run one
+//! scenario with
 //! `cargo test -p <crate> --test conformance <scenario>`.
 //!
 //! ```
