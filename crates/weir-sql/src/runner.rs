@@ -418,6 +418,17 @@ where
                     self.commit().await?;
                     return Ok(self.stats.clone());
                 }
+                Err(
+                    e @ (weir_core::Error::PollIntervalExceeded { .. }
+                    | weir_core::Error::Fenced { .. }),
+                ) => {
+                    // Evicted: the partitions are someone else's now (the listener was
+                    // told they are lost); the next poll rejoins.
+                    tracing::warn!(error = %e, "this member lost its partitions; rejoining");
+                    self.state.lock().parts.clear();
+                    self.drop_unowned();
+                    continue;
+                }
                 Err(weir_core::Error::Listener(e)) => {
                     tracing::warn!(error = %e, "rebalance listener failed; claiming on the next round");
                     weir_core::Batch::new()

@@ -61,7 +61,7 @@ async fn injection<DB: TestDb>(pool: sqlx::Pool<DB>) -> anyhow::Result<usize> {
         let dlq =
             DeadLetters::<DB>::new("job")?.with_table(TableName::new(&format!("d {name}"))?)?;
         dlq.migrate(&pool).await?;
-        let claim = store.claim(&pool, &[tp.clone()], name).await?;
+        let claim = store.claim(&pool, std::slice::from_ref(&tp), name).await?;
         let mut tx = pool.begin().await?;
         sink.write_rows(
             &mut tx,

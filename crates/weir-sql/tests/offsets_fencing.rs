@@ -34,7 +34,7 @@ async fn claim_and_fence<DB: Dialect>(
     tx.rollback().await?;
 
     // a new owner claims: epoch 2, resumes at 10; the old epoch is fenced
-    let c2 = store.claim(&pool, &[t0.clone()], "you").await?;
+    let c2 = store.claim(&pool, std::slice::from_ref(&t0), "you").await?;
     assert_eq!(c2[&t0].epoch, 2);
     assert_eq!(c2[&t0].next_offset, Some(10));
     let mut tx = pool.begin().await?;
@@ -54,7 +54,9 @@ async fn claim_and_fence<DB: Dialect>(
 
     // another job's rows are its own
     assert!(other_job.read_all(&pool).await?.is_empty());
-    let c3 = other_job.claim(&pool, &[t0.clone()], "x").await?;
+    let c3 = other_job
+        .claim(&pool, std::slice::from_ref(&t0), "x")
+        .await?;
     assert_eq!(
         c3[&t0],
         weir_sql::Claim {
@@ -71,7 +73,7 @@ async fn rolled_back_advance_leaves_nothing<DB: Dialect>(
     let store = OffsetStore::<DB>::new("job")?;
     store.migrate(&pool).await?;
     let tp = TopicPartition::new("t", 3);
-    let c = store.claim(&pool, &[tp.clone()], "me").await?;
+    let c = store.claim(&pool, std::slice::from_ref(&tp), "me").await?;
     let mut tx = pool.begin().await?;
     assert!(store.advance(&mut tx, &tp, c[&tp].epoch, None, 5).await?);
     tx.rollback().await?;

@@ -149,7 +149,17 @@ pub async fn create_out_table<DB: TestDb>(pool: &sqlx::Pool<DB>) -> Result<()> {
 }
 
 pub fn consumer(log: &Log, group: &str) -> Result<LogConsumer> {
+    consumer_with_poll_interval(log, group, Duration::from_secs(300))
+}
+
+/// A consumer evicted when it does not poll for `max_poll_interval`.
+pub fn consumer_with_poll_interval(
+    log: &Log,
+    group: &str,
+    max_poll_interval: Duration,
+) -> Result<LogConsumer> {
     let config = ConsumerConfig::new()
+        .with_max_poll_interval(max_poll_interval)
         .with_group_id(group)
         .with_auto_offset_reset(AutoOffsetReset::Earliest)
         .with_enable_auto_commit(false)
