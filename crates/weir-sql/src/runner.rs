@@ -371,10 +371,24 @@ where
         &self.store
     }
 
-    /// Create the offsets and dead-letter tables if missing.
+    /// Create the offsets and dead-letter tables if missing (retrying transient
+    /// errors, e.g. a locked SQLite database, for up to the retry time).
     pub async fn migrate(&self) -> Result<()> {
-        self.store.migrate(&self.pool).await?;
-        self.dead_letters.migrate(&self.pool).await
+        let deadline = Instant::now() + self.retry_for;
+        let mut backoff = Backoff::default();
+        loop {
+            let r = match self.store.migrate(&self.pool).await {
+                Ok(()) => self.dead_letters.migrate(&self.pool).await,
+                Err(e) => Err(e),
+            };
+            match r {
+                Err(e) if e.is_retriable() && Instant::now() < deadline => {
+                    tracing::warn!(error = %e, "creating tables failed, retrying");
+                    backoff.wait().await;
+                }
+                r => return r,
+            }
+        }
     }
 
     /// The listener this runner subscribes with (shares its ownership state).
