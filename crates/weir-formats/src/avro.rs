@@ -92,7 +92,11 @@ impl Codec {
         let reader_schema = reader_schema.map(intern).transpose()?;
         if let Some(reader) = reader_schema {
             apache_avro::schema_compatibility::SchemaCompatibility::can_read(writer, reader)
-                .map_err(|e| Error::schema(format!("the reader schema cannot read the writer schema: {e}")))?;
+                .map_err(|e| {
+                    Error::schema(format!(
+                        "the reader schema cannot read the writer schema: {e}"
+                    ))
+                })?;
         }
         let reader = GenericDatumReader::builder(writer)
             .maybe_reader_schema(reader_schema)
@@ -175,17 +179,23 @@ impl<'a> EofWatch<'a> {
 }
 
 impl std::io::Read for EofWatch<'_> {
+    #[inline]
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if buf.len() > self.rest.len() {
             self.hit_end = true;
         }
         let n = buf.len().min(self.rest.len());
         let (head, tail) = self.rest.split_at(n);
-        buf[..n].copy_from_slice(head);
+        if n == 1 {
+            buf[0] = head[0];
+        } else {
+            buf[..n].copy_from_slice(head);
+        }
         self.rest = tail;
         Ok(n)
     }
 
+    #[inline]
     fn read_exact(&mut self, buf: &mut [u8]) -> std::io::Result<()> {
         if buf.len() > self.rest.len() {
             self.hit_end = true;
@@ -193,7 +203,12 @@ impl std::io::Read for EofWatch<'_> {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
         let (head, tail) = self.rest.split_at(buf.len());
-        buf.copy_from_slice(head);
+        // Varints are read a byte at a time: avoid a memcpy call for those.
+        if buf.len() == 1 {
+            buf[0] = head[0];
+        } else {
+            buf.copy_from_slice(head);
+        }
         self.rest = tail;
         Ok(())
     }
@@ -642,7 +657,10 @@ mod aliases {
     }
 
     fn is_record(o: &serde_json::Map<String, Json>) -> bool {
-        matches!(o.get("type").and_then(Json::as_str), Some("record" | "error"))
+        matches!(
+            o.get("type").and_then(Json::as_str),
+            Some("record" | "error")
+        )
     }
 
     /// Nested schemas of `o` (field types, items, values, an inline "type").
@@ -689,7 +707,9 @@ mod aliases {
                         .unwrap_or_default();
                     if let Some(name) = o.get("name").and_then(Json::as_str) {
                         let full_name = full(name, own_ns);
-                        for key in std::iter::once(simple(name).to_string()).chain(strings(o.get("aliases"))) {
+                        for key in std::iter::once(simple(name).to_string())
+                            .chain(strings(o.get("aliases")))
+                        {
                             out.entry(key).or_insert_with(|| Target {
                                 full_name: full_name.clone(),
                                 fields: fields.clone(),
@@ -721,7 +741,11 @@ mod aliases {
                 .iter_mut()
                 .for_each(|i| rewrite(i, ns, reader, renamed, depth + 1)),
             Json::Object(o) => {
-                let own_ns = o.get("namespace").and_then(Json::as_str).or(ns).map(str::to_string);
+                let own_ns = o
+                    .get("namespace")
+                    .and_then(Json::as_str)
+                    .or(ns)
+                    .map(str::to_string);
                 if is_record(o) {
                     let name = o.get("name").and_then(Json::as_str).map(str::to_string);
                     if let Some(target) = name.as_deref().and_then(|n| reader.get(simple(n))) {
@@ -731,14 +755,23 @@ mod aliases {
                             renamed.insert(simple(name).to_string(), target.full_name.clone());
                             o.insert("name".into(), Json::String(target.full_name.clone()));
                         }
-                        for f in o.get_mut("fields").and_then(Json::as_array_mut).into_iter().flatten() {
-                            let Some(fname) = f.get("name").and_then(Json::as_str).map(str::to_string) else {
+                        for f in o
+                            .get_mut("fields")
+                            .and_then(Json::as_array_mut)
+                            .into_iter()
+                            .flatten()
+                        {
+                            let Some(fname) =
+                                f.get("name").and_then(Json::as_str).map(str::to_string)
+                            else {
                                 continue;
                             };
                             if target.fields.iter().any(|(n, _)| *n == fname) {
                                 continue;
                             }
-                            if let Some((new, _)) = target.fields.iter().find(|(_, a)| a.contains(&fname)) {
+                            if let Some((new, _)) =
+                                target.fields.iter().find(|(_, a)| a.contains(&fname))
+                            {
                                 f["name"] = Json::String(new.clone());
                             }
                         }
@@ -763,12 +796,19 @@ mod aliases {
                     *s = new.clone();
                 }
             }
-            Json::Array(items) => items.iter_mut().for_each(|i| rename_refs(i, renamed, depth + 1)),
+            Json::Array(items) => items
+                .iter_mut()
+                .for_each(|i| rename_refs(i, renamed, depth + 1)),
             Json::Object(o) => {
                 for child in children_mut(o) {
                     rename_refs(child, renamed, depth + 1);
                 }
-                for f in o.get_mut("fields").and_then(Json::as_array_mut).into_iter().flatten() {
+                for f in o
+                    .get_mut("fields")
+                    .and_then(Json::as_array_mut)
+                    .into_iter()
+                    .flatten()
+                {
                     if let Some(t @ Json::String(_)) = f.get_mut("type") {
                         rename_refs(t, renamed, depth + 1);
                     }

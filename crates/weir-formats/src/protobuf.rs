@@ -14,8 +14,8 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
-pub use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, ReflectMessage};
 use prost_reflect::FileDescriptor;
+pub use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, ReflectMessage};
 use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver};
 
 use crate::framing::{self, SchemaRef};

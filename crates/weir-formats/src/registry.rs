@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -64,7 +64,7 @@ impl fmt::Debug for Auth {
 /// Where the registry is and how to talk to it.
 ///
 /// ```
-/// use std::time::Duration;
+/// use std::time::{Duration, Instant};
 /// use weir_formats::registry::{Auth, RegistryConfig};
 /// let c = RegistryConfig::new("http://user:canary@127.0.0.1:8081/")
 ///     .unwrap()
@@ -268,7 +268,9 @@ type Slot = Arc<OnceCell<Arc<Schema>>>;
 ///
 /// Schemas are cached by id (and GUID) for the life of the client: however many records
 /// carry an id, it is fetched once, and concurrent first requests for the same id share
-/// one fetch. Failed fetches are not cached. Requests time out, and connection errors,
+/// one fetch. Failed fetches are not cached, except that "schema not found" is
+/// remembered for a minute (so that poison records with random ids do not each send a
+/// request). Requests time out, and connection errors,
 /// timeouts, 429 and 5xx answers are retried with exponential backoff; after the last
 /// retry the error is [transient](Error::is_transient). A 404 for an id is permanent.
 ///
@@ -281,6 +283,7 @@ pub struct SchemaRegistry {
     config: RegistryConfig,
     http: reqwest::Client,
     by_ref: Mutex<HashMap<SchemaRef, Slot>>,
+    misses: Mutex<HashMap<SchemaRef, (Instant, u16, Option<i64>, String)>>,
     by_version: Mutex<HashMap<(String, i32), Slot>>,
     registered: Mutex<HashMap<(String, Schema), u32>>,
     requests: AtomicU64,
@@ -294,6 +297,11 @@ impl fmt::Debug for SchemaRegistry {
             .finish()
     }
 }
+
+/// How long a "schema not found" answer is remembered.
+const MISS_TTL: Duration = Duration::from_secs(60);
+/// At most this many remembered misses (the set is cleared when full).
+const MAX_REMEMBERED_MISSES: usize = 10_000;
 
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 
@@ -325,6 +333,7 @@ impl SchemaRegistry {
             config,
             http,
             by_ref: Mutex::new(HashMap::new()),
+            misses: Mutex::new(HashMap::new()),
             by_version: Mutex::new(HashMap::new()),
             registered: Mutex::new(HashMap::new()),
             requests: AtomicU64::new(0),
@@ -362,6 +371,9 @@ impl SchemaRegistry {
     /// The schema with this id or GUID (`GET /schemas/ids/{id}`,
     /// `GET /schemas/guids/{guid}`), cached.
     pub async fn schema(&self, schema: SchemaRef) -> Result<Arc<Schema>> {
+        if let Some(e) = self.known_miss(schema) {
+            return Err(e);
+        }
         let slot = self.by_ref.lock().entry(schema).or_default().clone();
         let got = slot
             .get_or_try_init(|| async {
@@ -377,8 +389,52 @@ impl SchemaRegistry {
                 })?;
                 Ok::<_, Error>(Arc::new(s))
             })
-            .await?;
-        Ok(got.clone())
+            .await;
+        match got {
+            Ok(s) => Ok(s.clone()),
+            Err(e) => {
+                self.forget(schema, &slot, &e);
+                Err(e)
+            }
+        }
+    }
+
+    /// After a failed fetch: drop the empty slot (so that ids seen only in poison
+    /// records do not accumulate), and remember "not found" for a while so that a
+    /// stream of records with unknown ids does not become a stream of requests.
+    fn forget(&self, schema: SchemaRef, slot: &Slot, e: &Error) {
+        if slot.get().is_none() {
+            let mut map = self.by_ref.lock();
+            if map.get(&schema).is_some_and(|s| s.get().is_none()) {
+                map.remove(&schema);
+            }
+        }
+        if let Error::Registry {
+            status: 404,
+            error_code: code @ Some(40401..=40403),
+            reason,
+        } = e
+        {
+            let mut misses = self.misses.lock();
+            if misses.len() >= MAX_REMEMBERED_MISSES {
+                misses.clear();
+            }
+            misses.insert(schema, (Instant::now(), 404, *code, reason.clone()));
+        }
+    }
+
+    fn known_miss(&self, schema: SchemaRef) -> Option<Error> {
+        let mut misses = self.misses.lock();
+        let (at, status, error_code, reason) = misses.get(&schema)?;
+        if at.elapsed() > MISS_TTL {
+            misses.remove(&schema);
+            return None;
+        }
+        Some(Error::Registry {
+            status: *status,
+            error_code: *error_code,
+            reason: format!("{reason} (remembered)"),
+        })
     }
 
     /// A version of a subject (`GET /subjects/{subject}/versions/{version}`); `None`

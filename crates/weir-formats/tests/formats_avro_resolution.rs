@@ -99,7 +99,10 @@ fn incompatible_reader_schemas_are_refused_up_front() {
         r#"{"type":"record","name":"User","namespace":"app","fields":[{"name":"required_new","type":"string"}]}"#,
     )
     .unwrap();
-    let err = AvroGeneric::new(&v1).unwrap().with_reader_schema(&missing).unwrap_err();
+    let err = AvroGeneric::new(&v1)
+        .unwrap()
+        .with_reader_schema(&missing)
+        .unwrap_err();
     assert!(err.to_string().contains("cannot read"), "{err}");
     // long -> int is not a promotion (apache-avro alone would accept values that fit).
     let err = AvroGeneric::new(&parse_schema(r#""long""#).unwrap())
@@ -116,7 +119,8 @@ fn registry_style_mismatch_is_a_permanent_record_error() {
         .unwrap()
         .with_reader_schema(&parse_schema(V2).unwrap())
         .unwrap();
-    let err = ctx_do(|ctx| SyncDeserializer::<AccountV2>::decode(&avro, Some(&[0x0e, 0x06]), ctx)).unwrap_err();
+    let err = ctx_do(|ctx| SyncDeserializer::<AccountV2>::decode(&avro, Some(&[0x0e, 0x06]), ctx))
+        .unwrap_err();
     assert!(err.is_permanent());
     assert_eq!(err.coordinates().to_string(), "users/0@11");
 }
@@ -125,7 +129,10 @@ fn registry_style_mismatch_is_a_permanent_record_error() {
 fn allocation_limit_is_set_and_exposed() {
     let _ = Avro::new(&parse_schema(r#""bytes""#).unwrap()).unwrap();
     let limit = weir_formats::avro::max_allocation_bytes();
-    assert!(limit <= weir_formats::avro::DEFAULT_MAX_ALLOCATION_BYTES, "{limit}");
+    assert!(
+        limit <= weir_formats::avro::DEFAULT_MAX_ALLOCATION_BYTES,
+        "{limit}"
+    );
     // A claim one byte over the limit is refused before allocating.
     let avro = AvroGeneric::new(&parse_schema(r#""bytes""#).unwrap()).unwrap();
     let over = (limit as i64) + 1;

@@ -170,7 +170,9 @@ async fn poison_corpus() {
 
     let avro = |schema: &str| Arc::new(AvroGeneric::new(&parse_schema(schema).unwrap()).unwrap());
     let pool = compile(&[("poison.proto", PROTO)]).unwrap();
-    let node = Arc::new(ProtobufDynamic::new(pool.get_message_by_name("poison.Node").unwrap()));
+    let node = Arc::new(ProtobufDynamic::new(
+        pool.get_message_by_name("poison.Node").unwrap(),
+    ));
     let node_shallow = Arc::new(
         ProtobufDynamic::new(pool.get_message_by_name("poison.Node").unwrap()).with_max_depth(5),
     );
@@ -190,98 +192,267 @@ async fn poison_corpus() {
     };
 
     // ---- Avro ----
-    c.add("avro truncated string", &[Malformed], dec(avro(r#""string""#), next(), cat(&[&zz(10), b"abc"])));
-    c.add("avro truncated record", &[Malformed], dec(avro(record_schema), next(), cat(&[&zz(2), b"ab"])));
-    c.add("avro over-long varint", &[Malformed], dec(avro(r#""long""#), next(), vec![0xff; 11]));
-    c.add("avro string length 2^62", &[TooLarge], dec(avro(r#""string""#), next(), zz(two62)));
-    c.add("avro bytes length 2^62", &[TooLarge], dec(avro(r#""bytes""#), next(), zz(two62)));
-    c.add("avro negative length", &[Malformed], dec(avro(r#""string""#), next(), zz(-5)));
+    c.add(
+        "avro truncated string",
+        &[Malformed],
+        dec(avro(r#""string""#), next(), cat(&[&zz(10), b"abc"])),
+    );
+    c.add(
+        "avro truncated record",
+        &[Malformed],
+        dec(avro(record_schema), next(), cat(&[&zz(2), b"ab"])),
+    );
+    c.add(
+        "avro over-long varint",
+        &[Malformed],
+        dec(avro(r#""long""#), next(), vec![0xff; 11]),
+    );
+    c.add(
+        "avro string length 2^62",
+        &[TooLarge],
+        dec(avro(r#""string""#), next(), zz(two62)),
+    );
+    c.add(
+        "avro bytes length 2^62",
+        &[TooLarge],
+        dec(avro(r#""bytes""#), next(), zz(two62)),
+    );
+    c.add(
+        "avro negative length",
+        &[Malformed],
+        dec(avro(r#""string""#), next(), zz(-5)),
+    );
     c.add(
         "avro huge array block count",
         &[TooLarge],
-        dec(avro(r#"{"type":"array","items":"long"}"#), next(), zz(two62)),
+        dec(
+            avro(r#"{"type":"array","items":"long"}"#),
+            next(),
+            zz(two62),
+        ),
     );
     c.add(
         "avro huge block of nulls (0 bytes each)",
         &[TooLarge],
-        dec(avro(r#"{"type":"array","items":"null"}"#), next(), cat(&[&zz(1_000_000_000), &[0]])),
+        dec(
+            avro(r#"{"type":"array","items":"null"}"#),
+            next(),
+            cat(&[&zz(1_000_000_000), &[0]]),
+        ),
     );
     c.add(
         "avro negative block count with size",
         &[TooLarge],
-        dec(avro(r#"{"type":"array","items":"long"}"#), next(), cat(&[&zz(-two62), &zz(8)])),
+        dec(
+            avro(r#"{"type":"array","items":"long"}"#),
+            next(),
+            cat(&[&zz(-two62), &zz(8)]),
+        ),
     );
     c.add(
         "avro huge map block count",
         &[TooLarge],
-        dec(avro(r#"{"type":"map","values":"null"}"#), next(), zz(1 << 40)),
+        dec(
+            avro(r#"{"type":"map","values":"null"}"#),
+            next(),
+            zz(1 << 40),
+        ),
     );
-    c.add("avro bad union index", &[Malformed], dec(avro(r#"["null","string"]"#), next(), zz(7)));
-    c.add("avro negative union index", &[Malformed], dec(avro(r#"["null","string"]"#), next(), zz(-1)));
+    c.add(
+        "avro bad union index",
+        &[Malformed],
+        dec(avro(r#"["null","string"]"#), next(), zz(7)),
+    );
+    c.add(
+        "avro negative union index",
+        &[Malformed],
+        dec(avro(r#"["null","string"]"#), next(), zz(-1)),
+    );
     c.add(
         "avro bytes of another schema (trailing bytes)",
         &[Malformed],
         dec(avro(r#""string""#), next(), vec![2, 4, 6]),
     );
-    c.add("avro invalid UTF-8 string", &[InvalidUtf8, Malformed], dec(avro(r#""string""#), next(), vec![4, 0xff, 0xfe]));
-    c.add("avro empty input", &[Malformed], dec(avro(record_schema), next(), vec![]));
+    c.add(
+        "avro invalid UTF-8 string",
+        &[InvalidUtf8, Malformed],
+        dec(avro(r#""string""#), next(), vec![4, 0xff, 0xfe]),
+    );
+    c.add(
+        "avro empty input",
+        &[Malformed],
+        dec(avro(record_schema), next(), vec![]),
+    );
     c.add(
         "avro typed: fixed length 2^62 in serde path",
         &[TooLarge, Malformed],
-        dec::<serde_json::Value, _>(Arc::new(Avro::new(&parse_schema(r#""bytes""#).unwrap()).unwrap()), next(), zz(two62)),
+        dec::<serde_json::Value, _>(
+            Arc::new(Avro::new(&parse_schema(r#""bytes""#).unwrap()).unwrap()),
+            next(),
+            zz(two62),
+        ),
     );
     c.add(
         "avro enum index out of range",
         &[Malformed],
-        dec(avro(r#"{"type":"enum","name":"E","symbols":["A","B"]}"#), next(), zz(5)),
+        dec(
+            avro(r#"{"type":"enum","name":"E","symbols":["A","B"]}"#),
+            next(),
+            zz(5),
+        ),
     );
 
     // ---- Protobuf ----
-    c.add("protobuf bad wire type", &[Malformed], dec(node.clone(), next(), vec![0x0f, 0x00]));
-    c.add("protobuf truncated field", &[Malformed], dec(node.clone(), next(), vec![0x12, 0x0a, b'a', b'b']));
-    c.add("protobuf typed truncated field", &[Malformed], dec(typed_node.clone(), next(), vec![0x12, 0x0a, b'a']));
-    c.add("protobuf length 2^62", &[Malformed], dec(node.clone(), next(), cat(&[&[0x12], &varint(1 << 62)])));
-    c.add("protobuf over-long varint", &[Malformed], dec(node.clone(), next(), cat(&[&[0x18], &[0xff; 10], &[0x01]])));
-    c.add("protobuf field number 0", &[Malformed], dec(node.clone(), next(), vec![0x00, 0x00]));
-    c.add("protobuf nested 200 deep (prost limit)", &[TooDeep], dec(node.clone(), next(), nested_node(200)));
-    c.add("protobuf typed nested 200 deep", &[TooDeep], dec(typed_node.clone(), next(), nested_node(200)));
+    c.add(
+        "protobuf bad wire type",
+        &[Malformed],
+        dec(node.clone(), next(), vec![0x0f, 0x00]),
+    );
+    c.add(
+        "protobuf truncated field",
+        &[Malformed],
+        dec(node.clone(), next(), vec![0x12, 0x0a, b'a', b'b']),
+    );
+    c.add(
+        "protobuf typed truncated field",
+        &[Malformed],
+        dec(typed_node.clone(), next(), vec![0x12, 0x0a, b'a']),
+    );
+    c.add(
+        "protobuf length 2^62",
+        &[Malformed],
+        dec(node.clone(), next(), cat(&[&[0x12], &varint(1 << 62)])),
+    );
+    c.add(
+        "protobuf over-long varint",
+        &[Malformed],
+        dec(node.clone(), next(), cat(&[&[0x18], &[0xff; 10], &[0x01]])),
+    );
+    c.add(
+        "protobuf field number 0",
+        &[Malformed],
+        dec(node.clone(), next(), vec![0x00, 0x00]),
+    );
+    c.add(
+        "protobuf nested 200 deep (prost limit)",
+        &[TooDeep],
+        dec(node.clone(), next(), nested_node(200)),
+    );
+    c.add(
+        "protobuf typed nested 200 deep",
+        &[TooDeep],
+        dec(typed_node.clone(), next(), nested_node(200)),
+    );
     c.add(
         "protobuf nested past configured limit",
         &[TooDeep],
         dec(node_shallow.clone(), next(), nested_node(10)),
     );
-    c.add("protobuf invalid UTF-8 in string", &[InvalidUtf8], dec(node.clone(), next(), vec![0x12, 0x02, 0xff, 0xfe]));
-    c.add("protobuf typed invalid UTF-8", &[InvalidUtf8], dec(typed_node.clone(), next(), vec![0x12, 0x02, 0xc3, 0x28]));
-    c.add("protobuf unmatched end group", &[Malformed], dec(node.clone(), next(), vec![0x0c]));
+    c.add(
+        "protobuf invalid UTF-8 in string",
+        &[InvalidUtf8],
+        dec(node.clone(), next(), vec![0x12, 0x02, 0xff, 0xfe]),
+    );
+    c.add(
+        "protobuf typed invalid UTF-8",
+        &[InvalidUtf8],
+        dec(typed_node.clone(), next(), vec![0x12, 0x02, 0xc3, 0x28]),
+    );
+    c.add(
+        "protobuf unmatched end group",
+        &[Malformed],
+        dec(node.clone(), next(), vec![0x0c]),
+    );
 
     // ---- JSON ----
-    c.add("json nested 100k deep", &[TooDeep], dec::<serde_json::Value, _>(json.clone(), next(), vec![b'['; 100_000]));
+    c.add(
+        "json nested 100k deep",
+        &[TooDeep],
+        dec::<serde_json::Value, _>(json.clone(), next(), vec![b'['; 100_000]),
+    );
     c.add(
         "json objects nested 100k deep (typed, ignored field)",
         &[TooDeep],
         dec::<Order, _>(json.clone(), next(), b"{\"a\":".repeat(100_000)),
     );
-    c.add("json invalid UTF-8", &[InvalidUtf8, Malformed], dec::<serde_json::Value, _>(json.clone(), next(), b"\"\xff\xfe\"".to_vec()));
-    c.add("json wrong type", &[WrongType], dec::<Order, _>(json.clone(), next(), br#"{"id":"seven"}"#.to_vec()));
-    c.add("json truncated", &[Malformed], dec::<Order, _>(json.clone(), next(), br#"{"id":"#.to_vec()));
-    c.add("json trailing garbage", &[Malformed], dec::<Order, _>(json.clone(), next(), br#"{"id":1} x"#.to_vec()));
-    c.add("json number overflow", &[WrongType, Malformed], dec::<Order, _>(json.clone(), next(), br#"{"id":1e400}"#.to_vec()));
+    c.add(
+        "json invalid UTF-8",
+        &[InvalidUtf8, Malformed],
+        dec::<serde_json::Value, _>(json.clone(), next(), b"\"\xff\xfe\"".to_vec()),
+    );
+    c.add(
+        "json wrong type",
+        &[WrongType],
+        dec::<Order, _>(json.clone(), next(), br#"{"id":"seven"}"#.to_vec()),
+    );
+    c.add(
+        "json truncated",
+        &[Malformed],
+        dec::<Order, _>(json.clone(), next(), br#"{"id":"#.to_vec()),
+    );
+    c.add(
+        "json trailing garbage",
+        &[Malformed],
+        dec::<Order, _>(json.clone(), next(), br#"{"id":1} x"#.to_vec()),
+    );
+    c.add(
+        "json number overflow",
+        &[WrongType, Malformed],
+        dec::<Order, _>(json.clone(), next(), br#"{"id":1e400}"#.to_vec()),
+    );
 
     // ---- schema-registry framing ----
-    c.add("framing shorter than 5 bytes", &[Framing], dec(ravro.clone(), next(), vec![0, 0, 0]));
-    c.add("framing empty", &[Framing], dec(ravro.clone(), next(), vec![]));
-    c.add("framing exactly 5 bytes (Avro, empty payload)", &[Malformed], dec(ravro.clone(), next(), vec![0, 0, 0, 0, 1]));
-    c.add("framing exactly 5 bytes (Protobuf, no indexes)", &[Framing], dec(rproto.clone(), next(), vec![0, 0, 0, 0, 2]));
-    c.add("framing magic not 0/1", &[Framing], dec(ravro.clone(), next(), vec![7, 0, 0, 0, 1, 0, 0]));
-    c.add("framing GUID too short", &[Framing], dec(ravro.clone(), next(), vec![1, 1, 2, 3]));
-    c.add("framing unknown schema id", &[UnknownSchema], dec(ravro.clone(), next(), vec![0, 0, 0, 3, 231, 0]));
-    c.add("framing unknown GUID", &[UnknownSchema], dec(ravro.clone(), next(), cat(&[&[1], &[9; 16], &[0]])));
+    c.add(
+        "framing shorter than 5 bytes",
+        &[Framing],
+        dec(ravro.clone(), next(), vec![0, 0, 0]),
+    );
+    c.add(
+        "framing empty",
+        &[Framing],
+        dec(ravro.clone(), next(), vec![]),
+    );
+    c.add(
+        "framing exactly 5 bytes (Avro, empty payload)",
+        &[Malformed],
+        dec(ravro.clone(), next(), vec![0, 0, 0, 0, 1]),
+    );
+    c.add(
+        "framing exactly 5 bytes (Protobuf, no indexes)",
+        &[Framing],
+        dec(rproto.clone(), next(), vec![0, 0, 0, 0, 2]),
+    );
+    c.add(
+        "framing magic not 0/1",
+        &[Framing],
+        dec(ravro.clone(), next(), vec![7, 0, 0, 0, 1, 0, 0]),
+    );
+    c.add(
+        "framing GUID too short",
+        &[Framing],
+        dec(ravro.clone(), next(), vec![1, 1, 2, 3]),
+    );
+    c.add(
+        "framing unknown schema id",
+        &[UnknownSchema],
+        dec(ravro.clone(), next(), vec![0, 0, 0, 3, 231, 0]),
+    );
+    c.add(
+        "framing unknown GUID",
+        &[UnknownSchema],
+        dec(ravro.clone(), next(), cat(&[&[1], &[9; 16], &[0]])),
+    );
     c.add(
         "framing JSON Schema unknown id",
         &[UnknownSchema],
         dec::<serde_json::Value, _>(rjson.clone(), next(), cat(&[&[0, 0, 0, 0, 42], b"{}"])),
     );
-    c.push("registry down (transient)", &[RegistryUnavailable], true, dec(ravro_down.clone(), next(), vec![0, 0, 0, 0, 1, 2, b'a', 2]));
+    c.push(
+        "registry down (transient)",
+        &[RegistryUnavailable],
+        true,
+        dec(ravro_down.clone(), next(), vec![0, 0, 0, 0, 1, 2, b'a', 2]),
+    );
     c.add(
         "message index out of range",
         &[SchemaMismatch],
@@ -290,49 +461,119 @@ async fn poison_corpus() {
     c.add(
         "nested message index out of range",
         &[SchemaMismatch],
-        dec(rproto.clone(), next(), vec![0, 0, 0, 0, 2, 0x04, 0x02, 0x08]),
+        dec(
+            rproto.clone(),
+            next(),
+            vec![0, 0, 0, 0, 2, 0x04, 0x02, 0x08],
+        ),
     );
-    c.add("message index count negative", &[Framing], dec(rproto.clone(), next(), vec![0, 0, 0, 0, 2, 0x01]));
-    c.add("message index count past the data", &[Framing], dec(rproto.clone(), next(), vec![0, 0, 0, 0, 2, 0x7e]));
-    c.add("message index over-long varint", &[Framing], dec(rproto.clone(), next(), vec![0, 0, 0, 0, 2, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]));
-    c.add("schema of another format (Protobuf id for Avro)", &[SchemaMismatch], dec(ravro.clone(), next(), vec![0, 0, 0, 0, 2, 0]));
+    c.add(
+        "message index count negative",
+        &[Framing],
+        dec(rproto.clone(), next(), vec![0, 0, 0, 0, 2, 0x01]),
+    );
+    c.add(
+        "message index count past the data",
+        &[Framing],
+        dec(rproto.clone(), next(), vec![0, 0, 0, 0, 2, 0x7e]),
+    );
+    c.add(
+        "message index over-long varint",
+        &[Framing],
+        dec(
+            rproto.clone(),
+            next(),
+            vec![0, 0, 0, 0, 2, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+        ),
+    );
+    c.add(
+        "schema of another format (Protobuf id for Avro)",
+        &[SchemaMismatch],
+        dec(ravro.clone(), next(), vec![0, 0, 0, 0, 2, 0]),
+    );
     c.add(
         "bad schema id header",
         &[Framing],
-        dec_headers(ravro.clone(), next(), vec![2, b'a', 2], vec![Header::new("__value_schema_id", vec![9u8])]),
+        dec_headers(
+            ravro.clone(),
+            next(),
+            vec![2, b'a', 2],
+            vec![Header::new("__value_schema_id", vec![9u8])],
+        ),
     );
 
     // ---- sizes, nulls, primitives ----
     c.add(
         "oversized JSON over configured max",
         &[TooLarge],
-        dec::<serde_json::Value, _>(Arc::new(Json::new().with_max_bytes(16)), next(), vec![b' '; 17]),
+        dec::<serde_json::Value, _>(
+            Arc::new(Json::new().with_max_bytes(16)),
+            next(),
+            vec![b' '; 17],
+        ),
     );
     c.add(
         "oversized Avro over configured max",
         &[TooLarge],
-        dec(Arc::new(AvroGeneric::new(&parse_schema(r#""bytes""#).unwrap()).unwrap().with_max_bytes(64)), next(), vec![0; 65]),
+        dec(
+            Arc::new(
+                AvroGeneric::new(&parse_schema(r#""bytes""#).unwrap())
+                    .unwrap()
+                    .with_max_bytes(64),
+            ),
+            next(),
+            vec![0; 65],
+        ),
     );
     c.add(
         "oversized Protobuf over configured max",
         &[TooLarge],
-        dec(Arc::new(ProtobufDynamic::new(pool.get_message_by_name("poison.Node").unwrap()).with_max_bytes(8)), next(), vec![0x18, 1].repeat(5)),
+        dec(
+            Arc::new(
+                ProtobufDynamic::new(pool.get_message_by_name("poison.Node").unwrap())
+                    .with_max_bytes(8),
+            ),
+            next(),
+            vec![0x18, 1].repeat(5),
+        ),
     );
     c.add(
         "oversized registry-framed over configured max",
         &[TooLarge],
-        dec(Arc::new(RegistryAvroGeneric::new(registry.clone()).with_max_bytes(10)), next(), vec![0; 11]),
+        dec(
+            Arc::new(RegistryAvroGeneric::new(registry.clone()).with_max_bytes(10)),
+            next(),
+            vec![0; 11],
+        ),
     );
     {
         let r = Record::new(TOPIC, PARTITION, next(), None, None);
         let j = json.clone();
-        c.add("null value for a non-nullable deserializer", &[Null], async move {
-            SyncDeserializer::<serde_json::Value>::decode_value(&*j, &r)
-        });
+        c.add(
+            "null value for a non-nullable deserializer",
+            &[Null],
+            async move { SyncDeserializer::<serde_json::Value>::decode_value(&*j, &r) },
+        );
     }
-    c.add("UTF-8 string invalid", &[InvalidUtf8], dec(Arc::new(Utf8), next(), vec![b'a', 0xc3, 0x28]));
-    c.add("i64 of 3 bytes", &[Malformed], dec(Arc::new(I64), next(), vec![1, 2, 3]));
-    c.add("UUID garbage", &[Malformed], dec(Arc::new(UuidFormat), next(), b"not-a-uuid-not-a-uuid-not-a-uuid-xx".to_vec()));
+    c.add(
+        "UTF-8 string invalid",
+        &[InvalidUtf8],
+        dec(Arc::new(Utf8), next(), vec![b'a', 0xc3, 0x28]),
+    );
+    c.add(
+        "i64 of 3 bytes",
+        &[Malformed],
+        dec(Arc::new(I64), next(), vec![1, 2, 3]),
+    );
+    c.add(
+        "UUID garbage",
+        &[Malformed],
+        dec(
+            Arc::new(UuidFormat),
+            next(),
+            b"not-a-uuid-not-a-uuid-not-a-uuid-xx".to_vec(),
+        ),
+    );
 
     let hwm_before = vm_hwm_kib();
     let total = c.cases.len();
@@ -352,24 +593,51 @@ async fn poison_corpus() {
             Ok(Err(e)) => e,
         };
         if err.coordinates() != &Coordinates::new(TOPIC, PARTITION, offset) {
-            failures.push(format!("{}: wrong coordinates {}", case.name, err.coordinates()));
+            failures.push(format!(
+                "{}: wrong coordinates {}",
+                case.name,
+                err.coordinates()
+            ));
         }
         if !case.kinds.contains(&err.kind()) {
-            failures.push(format!("{}: kind {:?}, expected one of {:?} ({err})", case.name, err.kind(), case.kinds));
+            failures.push(format!(
+                "{}: kind {:?}, expected one of {:?} ({err})",
+                case.name,
+                err.kind(),
+                case.kinds
+            ));
         }
         if err.is_transient() != case.transient || err.is_permanent() == case.transient {
-            failures.push(format!("{}: permanence {:?} ({err})", case.name, err.permanence()));
+            failures.push(format!(
+                "{}: permanence {:?} ({err})",
+                case.name,
+                err.permanence()
+            ));
         }
-        if !err.to_string().contains(&format!("{TOPIC}/{PARTITION}@{offset}")) {
+        if !err
+            .to_string()
+            .contains(&format!("{TOPIC}/{PARTITION}@{offset}"))
+        {
             failures.push(format!("{}: message lacks coordinates: {err}", case.name));
         }
     }
     if let (Some(before), Some(after)) = (hwm_before, vm_hwm_kib()) {
         // 2^62 lengths and 10^9-element blocks must not allocate: the corpus stays within
         // a small multiple of the 16 MiB Avro allocation limit.
-        assert!(after.saturating_sub(before) < 256 * 1024, "peak RSS grew by {} KiB", after - before);
+        assert!(
+            after.saturating_sub(before) < 256 * 1024,
+            "peak RSS grew by {} KiB",
+            after - before
+        );
     }
-    assert!(failures.is_empty(), "{} of {total} classes failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {total} classes failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     assert!(total >= 25, "only {total} poison classes");
-    println!("{total} poison classes: all Err with coordinates, right kind and permanence, 0 panics");
+    println!(
+        "{total} poison classes: all Err with coordinates, right kind and permanence, 0 panics"
+    );
 }

@@ -6,13 +6,19 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use weir_formats::avro::{parse_schema, Avro, AvroGeneric, RegistryAvro, RegistryAvroSerializer, Value};
-use weir_formats::framing::{parse_message_indexes, parse_prefix, write_message_indexes, write_prefix, SchemaRef};
+use weir_formats::avro::{
+    parse_schema, Avro, AvroGeneric, RegistryAvro, RegistryAvroSerializer, Value,
+};
+use weir_formats::framing::{
+    parse_message_indexes, parse_prefix, write_message_indexes, write_prefix, SchemaRef,
+};
 use weir_formats::json::{RegistryJson, RegistryJsonSerializer};
-use weir_formats::protobuf::{compile, Protobuf, ProtobufDynamic, RegistryProtobuf, RegistryProtobufSerializer};
+use weir_formats::protobuf::{
+    compile, Protobuf, ProtobufDynamic, RegistryProtobuf, RegistryProtobufSerializer,
+};
 use weir_formats::{
-    ByteArray, Context, Deserializer, Json, Nullable, Part, Serializer, SyncDeserializer, SyncSerializer,
-    Utf8, UuidFormat, F32, F64, I32, I64,
+    ByteArray, Context, Deserializer, Json, Nullable, Part, Serializer, SyncDeserializer,
+    SyncSerializer, Utf8, UuidFormat, F32, F64, I32, I64,
 };
 
 fn with_ctx<R>(f: impl FnOnce(&Context<'_>) -> R) -> R {
@@ -220,6 +226,9 @@ fn registry_framed_round_trips() {
         });
     });
     // One registration and one fetch per (format, subject), however many records.
-    assert_eq!(stub.count("POST /subjects/registry-roundtrip-value/versions"), 3);
+    assert_eq!(
+        stub.count("POST /subjects/registry-roundtrip-value/versions"),
+        3
+    );
     assert!(stub.count("GET /schemas/ids/") <= 3);
 }

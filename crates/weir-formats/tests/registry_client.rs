@@ -9,10 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use weir_core::{Bytes, Header, Record};
-use weir_formats::avro::{parse_schema, RegistryAvro, RegistryAvroGeneric, RegistryAvroSerializer, Value};
+use weir_formats::avro::{
+    parse_schema, RegistryAvro, RegistryAvroGeneric, RegistryAvroSerializer, Value,
+};
 use weir_formats::framing::{write_prefix, SchemaRef};
 use weir_formats::json::{RegistryJson, RegistryJsonSerializer};
-use weir_formats::protobuf::{compile, ReflectMessage, RegistryProtobuf, RegistryProtobufSerializer, RegistryProtobufTyped};
+use weir_formats::protobuf::{
+    compile, ReflectMessage, RegistryProtobuf, RegistryProtobufSerializer, RegistryProtobufTyped,
+};
 use weir_formats::registry::{Auth, Schema};
 use weir_formats::{Context, Deserializer, ErrorKind, Part, Serializer};
 
@@ -59,7 +63,10 @@ async fn one_fetch_per_schema_id_for_many_records() {
     let registry = stub.client();
     let avro = RegistryAvro::new(registry.clone());
     for offset in 0..500 {
-        let r: Reading = avro.value(&rec("cache", offset, framed(1, &reading_datum(offset)))).await.unwrap();
+        let r: Reading = avro
+            .value(&rec("cache", offset, framed(1, &reading_datum(offset))))
+            .await
+            .unwrap();
         assert_eq!(r.value, offset);
     }
     assert_eq!(stub.count("GET /schemas/ids/1"), 1);
@@ -75,7 +82,10 @@ async fn concurrent_first_requests_share_one_fetch() {
     let tasks: Vec<_> = (0..64)
         .map(|offset| {
             let avro = avro.clone();
-            tokio::spawn(async move { avro.value(&rec("coalesce", offset, framed(7, &reading_datum(1)))).await })
+            tokio::spawn(async move {
+                avro.value(&rec("coalesce", offset, framed(7, &reading_datum(1))))
+                    .await
+            })
         })
         .collect();
     for t in futures::future::join_all(tasks).await {
@@ -91,7 +101,10 @@ async fn server_errors_are_retried() {
     stub.fail_next(2);
     let registry = stub.client();
     let avro = RegistryAvro::new(registry.clone());
-    let r: Reading = avro.value(&rec("retry", 0, framed(1, &reading_datum(5)))).await.unwrap();
+    let r: Reading = avro
+        .value(&rec("retry", 0, framed(1, &reading_datum(5))))
+        .await
+        .unwrap();
     assert_eq!(r.value, 5);
     assert_eq!(stub.count("GET /schemas/ids/1"), 3);
 }
@@ -103,7 +116,9 @@ async fn persistent_server_errors_are_transient_then_recover() {
     stub.fail_next(3); // 1 try + 2 retries
     let avro = RegistryAvro::new(stub.client());
     let record = rec("flaky", 9, framed(1, &reading_datum(1)));
-    let err = Deserializer::<Reading>::value(&avro, &record).await.unwrap_err();
+    let err = Deserializer::<Reading>::value(&avro, &record)
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::RegistryUnavailable);
     assert!(err.is_transient() && !err.is_permanent(), "{err}");
     assert_eq!(err.coordinates().offset, 9);
@@ -117,7 +132,10 @@ async fn hung_registry_times_out_as_transient() {
     let stub = support::Stub::start().await;
     stub.add(1, "hang-value", Schema::avro(READING));
     stub.set_hang(true);
-    let registry = stub.client_with(|c| c.with_request_timeout(Duration::from_millis(150)).with_max_retries(1));
+    let registry = stub.client_with(|c| {
+        c.with_request_timeout(Duration::from_millis(150))
+            .with_max_retries(1)
+    });
     let avro = RegistryAvroGeneric::new(registry);
     let record = rec("hang", 3, framed(1, &reading_datum(1)));
     let err = avro.value(&record).await.unwrap_err();
@@ -133,7 +151,10 @@ async fn registry_down_is_transient() {
     let registry = stub.client();
     stub.down();
     let avro = RegistryAvroGeneric::new(registry);
-    let err = avro.value(&rec("down", 4, framed(1, &reading_datum(1)))).await.unwrap_err();
+    let err = avro
+        .value(&rec("down", 4, framed(1, &reading_datum(1))))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::RegistryUnavailable);
     assert!(err.is_transient());
 }
@@ -142,10 +163,45 @@ async fn registry_down_is_transient() {
 async fn unknown_id_is_permanent_and_not_retried() {
     let stub = support::Stub::start().await;
     let avro = RegistryAvroGeneric::new(stub.client());
-    let err = avro.value(&rec("unknown", 5, framed(404, &[0]))).await.unwrap_err();
+    let err = avro
+        .value(&rec("unknown", 5, framed(404, &[0])))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::UnknownSchema);
     assert!(err.is_permanent());
     assert_eq!(stub.count("GET /schemas/ids/404"), 1);
+    // Many poison records with the same unknown id: the miss is remembered.
+    for offset in 6..50 {
+        let err = avro
+            .value(&rec("unknown", offset, framed(404, &[0])))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::UnknownSchema);
+        assert_eq!(err.coordinates().offset, offset);
+    }
+    assert_eq!(stub.count("GET /schemas/ids/404"), 1);
+}
+
+#[tokio::test]
+async fn a_404_without_a_registry_error_code_is_transient() {
+    // A wrong base path answers 404 for everything: that is not the record's fault.
+    let stub = support::Stub::start().await;
+    stub.add(1, "path-value", Schema::avro(READING));
+    let registry = Arc::new(
+        weir_formats::registry::SchemaRegistry::new(
+            weir_formats::registry::RegistryConfig::new(format!("{}/wrong/prefix", stub.url))
+                .unwrap()
+                .with_max_retries(0),
+        )
+        .unwrap(),
+    );
+    let avro = RegistryAvroGeneric::new(registry);
+    let err = avro
+        .value(&rec("path", 0, framed(1, &reading_datum(1))))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::RegistryUnavailable, "{err}");
+    assert!(err.is_transient());
 }
 
 #[tokio::test]
@@ -155,13 +211,21 @@ async fn basic_auth_is_sent_and_never_printed() {
     let canary = "canary-p4ss";
     let registry = stub.client_with(|c| c.with_auth(Auth::basic("svc", canary)));
     let avro = RegistryAvroGeneric::new(registry.clone());
-    avro.value(&rec("auth", 0, framed(1, &reading_datum(1)))).await.unwrap();
+    avro.value(&rec("auth", 0, framed(1, &reading_datum(1))))
+        .await
+        .unwrap();
     // "svc:canary-p4ss" in base64
-    assert_eq!(stub.authorization_headers(), vec!["Basic c3ZjOmNhbmFyeS1wNHNz".to_string()]);
+    assert_eq!(
+        stub.authorization_headers(),
+        vec!["Basic c3ZjOmNhbmFyeS1wNHNz".to_string()]
+    );
     assert!(!format!("{registry:?}").contains(canary));
     assert!(!format!("{avro:?}").contains(canary));
     // errors do not carry it either
-    let err = avro.value(&rec("auth", 1, framed(2, &[0]))).await.unwrap_err();
+    let err = avro
+        .value(&rec("auth", 1, framed(2, &[0])))
+        .await
+        .unwrap_err();
     assert!(!format!("{err} {err:?}").contains(canary));
 }
 
@@ -172,7 +236,9 @@ async fn credentials_in_the_url_become_basic_auth_and_stay_hidden() {
     let url = stub.url.replace("http://", "http://svc:canary-url@");
     let registry = Arc::new(
         weir_formats::registry::SchemaRegistry::new(
-            weir_formats::registry::RegistryConfig::new(&url).unwrap().with_max_retries(0),
+            weir_formats::registry::RegistryConfig::new(&url)
+                .unwrap()
+                .with_max_retries(0),
         )
         .unwrap(),
     );
@@ -191,7 +257,10 @@ async fn bearer_token_is_sent() {
     stub.add(1, "bearer-value", Schema::avro(READING));
     let registry = stub.client_with(|c| c.with_auth(Auth::bearer("canary-token")));
     registry.schema(SchemaRef::Id(1)).await.unwrap();
-    assert_eq!(stub.authorization_headers(), vec!["Bearer canary-token".to_string()]);
+    assert_eq!(
+        stub.authorization_headers(),
+        vec!["Bearer canary-token".to_string()]
+    );
     assert!(!format!("{registry:?}").contains("canary-token"));
 }
 
@@ -200,15 +269,34 @@ async fn subject_versions_and_register() {
     let stub = support::Stub::start().await;
     stub.add(3, "orders/value v2", Schema::avro(READING));
     let registry = stub.client();
-    let latest = registry.subject_version("orders/value v2", None).await.unwrap();
+    let latest = registry
+        .subject_version("orders/value v2", None)
+        .await
+        .unwrap();
     assert_eq!((latest.id, latest.version), (3, 1));
-    let v1 = registry.subject_version("orders/value v2", Some(1)).await.unwrap();
+    let v1 = registry
+        .subject_version("orders/value v2", Some(1))
+        .await
+        .unwrap();
     assert_eq!(v1.schema.schema, READING);
     let missing = registry.subject_version("nope", Some(1)).await.unwrap_err();
-    assert!(matches!(missing, weir_formats::Error::Registry { status: 404, error_code: Some(40401), .. }));
+    assert!(matches!(
+        missing,
+        weir_formats::Error::Registry {
+            status: 404,
+            error_code: Some(40401),
+            ..
+        }
+    ));
 
-    let id = registry.register("new-value", &Schema::avro(r#""long""#)).await.unwrap();
-    let again = registry.register("new-value", &Schema::avro(r#""long""#)).await.unwrap();
+    let id = registry
+        .register("new-value", &Schema::avro(r#""long""#))
+        .await
+        .unwrap();
+    let again = registry
+        .register("new-value", &Schema::avro(r#""long""#))
+        .await
+        .unwrap();
     assert_eq!(id, again);
     assert_eq!(stub.count("POST /subjects/new-value/versions"), 1);
 }
@@ -223,7 +311,16 @@ async fn avro_serializer_registers_once_and_round_trips() {
     let topic = "ser".into();
     for offset in 0..20 {
         let ctx = Context::new(&topic, 0, offset, Part::Value);
-        let bytes = ser.serialize(&Reading { sensor: "x".into(), value: offset }, &ctx).await.unwrap();
+        let bytes = ser
+            .serialize(
+                &Reading {
+                    sensor: "x".into(),
+                    value: offset,
+                },
+                &ctx,
+            )
+            .await
+            .unwrap();
         assert_eq!(bytes[0], 0);
         let back: Reading = de.deserialize(Some(&bytes), &ctx).await.unwrap();
         assert_eq!(back.value, offset);
@@ -249,7 +346,9 @@ async fn guid_framing_and_header_ids() {
     let mut header = Vec::new();
     write_prefix(&SchemaRef::Guid(guid), &mut header);
     let mut record = rec("guid", 1, reading_datum(43));
-    record.headers.push(Header::new("__value_schema_id", header));
+    record
+        .headers
+        .push(Header::new("__value_schema_id", header));
     let r: Reading = avro.value(&record).await.unwrap();
     assert_eq!(r.value, 43);
     assert_eq!(stub.count("GET /schemas/guids/"), 1);
@@ -268,13 +367,18 @@ async fn registry_avro_resolves_against_a_reader_schema() {
         r#"{"type":"record","name":"R","fields":[{"name":"count","type":"long"},{"name":"added","type":"string","default":"d"}]}"#,
     )
     .unwrap();
-    let avro = RegistryAvro::new(stub.client()).with_reader_schema(&reader).unwrap();
+    let avro = RegistryAvro::new(stub.client())
+        .with_reader_schema(&reader)
+        .unwrap();
     #[derive(serde::Deserialize)]
     struct R {
         count: i64,
         added: String,
     }
-    let r: R = avro.value(&rec("evolve", 0, framed(1, &[0x0e, 2, b'z']))).await.unwrap();
+    let r: R = avro
+        .value(&rec("evolve", 0, framed(1, &[0x0e, 2, b'z'])))
+        .await
+        .unwrap();
     assert_eq!((r.count, r.added.as_str()), (7, "d"));
 }
 
@@ -303,20 +407,56 @@ async fn protobuf_message_indexes_select_nested_types() {
     let registry = stub.client();
     let de = RegistryProtobuf::new(registry.clone());
     // [0] shortcut: Order
-    let msg = de.value(&rec("shop", 0, [framed(5, &[0x00]), vec![0x08, 0x07]].concat())).await.unwrap();
+    let msg = de
+        .value(&rec(
+            "shop",
+            0,
+            [framed(5, &[0x00]), vec![0x08, 0x07]].concat(),
+        ))
+        .await
+        .unwrap();
     assert_eq!(msg.descriptor().full_name(), "shop.Order");
     // [1]: Refund
-    let msg = de.value(&rec("shop", 1, [framed(5, &[0x02, 0x02]), vec![0x08, 0x09]].concat())).await.unwrap();
+    let msg = de
+        .value(&rec(
+            "shop",
+            1,
+            [framed(5, &[0x02, 0x02]), vec![0x08, 0x09]].concat(),
+        ))
+        .await
+        .unwrap();
     assert_eq!(msg.descriptor().full_name(), "shop.Refund");
     // [0, 0]: Order.Line
-    let msg = de.value(&rec("shop", 2, [framed(5, &[0x04, 0x00, 0x00]), vec![0x0a, 0x01, b'k']].concat())).await.unwrap();
+    let msg = de
+        .value(&rec(
+            "shop",
+            2,
+            [framed(5, &[0x04, 0x00, 0x00]), vec![0x0a, 0x01, b'k']].concat(),
+        ))
+        .await
+        .unwrap();
     assert_eq!(msg.descriptor().full_name(), "shop.Order.Line");
     assert_eq!(stub.count("GET /schemas/ids/5"), 1);
 
-    let typed = RegistryProtobufTyped::<Refund>::new(registry.clone()).with_full_name("shop.Refund");
-    let r = typed.value(&rec("shop", 3, [framed(5, &[0x02, 0x02]), vec![0x08, 0x09]].concat())).await.unwrap();
+    let typed =
+        RegistryProtobufTyped::<Refund>::new(registry.clone()).with_full_name("shop.Refund");
+    let r = typed
+        .value(&rec(
+            "shop",
+            3,
+            [framed(5, &[0x02, 0x02]), vec![0x08, 0x09]].concat(),
+        ))
+        .await
+        .unwrap();
     assert_eq!(r.order_id, 9);
-    let err = typed.value(&rec("shop", 4, [framed(5, &[0x00]), vec![0x08, 0x09]].concat())).await.unwrap_err();
+    let err = typed
+        .value(&rec(
+            "shop",
+            4,
+            [framed(5, &[0x00]), vec![0x08, 0x09]].concat(),
+        ))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::SchemaMismatch);
 
     // The serializer writes the index array of the message it is given.
@@ -337,18 +477,30 @@ async fn protobuf_message_indexes_select_nested_types() {
 #[tokio::test]
 async fn protobuf_references_are_fetched_by_subject() {
     let stub = support::Stub::start().await;
-    stub.add(20, "common", Schema::protobuf("syntax = \"proto3\"; package common; message Money { int64 cents = 1; }"));
+    stub.add(
+        20,
+        "common",
+        Schema::protobuf("syntax = \"proto3\"; package common; message Money { int64 cents = 1; }"),
+    );
     let mut main = Schema::protobuf(
         "syntax = \"proto3\"; package shop; import \"common/money.proto\"; message Price { common.Money amount = 1; }",
     );
-    main.references.push(weir_formats::registry::SchemaReference {
-        name: "common/money.proto".into(),
-        subject: "common".into(),
-        version: 1,
-    });
+    main.references
+        .push(weir_formats::registry::SchemaReference {
+            name: "common/money.proto".into(),
+            subject: "common".into(),
+            version: 1,
+        });
     stub.add(21, "price-value", main);
     let de = RegistryProtobuf::new(stub.client());
-    let msg = de.value(&rec("price", 0, [framed(21, &[0]), vec![0x0a, 0x02, 0x08, 0x05]].concat())).await.unwrap();
+    let msg = de
+        .value(&rec(
+            "price",
+            0,
+            [framed(21, &[0]), vec![0x0a, 0x02, 0x08, 0x05]].concat(),
+        ))
+        .await
+        .unwrap();
     assert_eq!(msg.descriptor().full_name(), "shop.Price");
 }
 
@@ -360,13 +512,18 @@ async fn json_schema_framing() {
     let de = RegistryJson::new(registry.clone());
     let topic = "js".into();
     let ctx = Context::new(&topic, 1, 2, Part::Key);
-    let bytes = ser.serialize(&serde_json::json!({"a": 1}), &ctx).await.unwrap();
+    let bytes = ser
+        .serialize(&serde_json::json!({"a": 1}), &ctx)
+        .await
+        .unwrap();
     let v: serde_json::Value = de.deserialize(Some(&bytes), &ctx).await.unwrap();
     assert_eq!(v["a"], 1);
     assert_eq!(stub.count("POST /subjects/js-key/versions"), 1);
     // An Avro id is not a JSON Schema.
     stub.add(1, "x", Schema::avro(READING));
-    let err = Deserializer::<serde_json::Value>::deserialize(&de, Some(&framed(1, b"{}")), &ctx).await.unwrap_err();
+    let err = Deserializer::<serde_json::Value>::deserialize(&de, Some(&framed(1, b"{}")), &ctx)
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::SchemaMismatch);
 }
 

@@ -41,7 +41,9 @@ impl Drop for Stub {
 
 impl Stub {
     pub async fn start() -> Stub {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1");
         let addr = listener.local_addr().expect("local addr");
         let state = Arc::new(State {
             next_id: AtomicU32::new(100),
@@ -65,7 +67,10 @@ impl Stub {
         self.client_with(|c| c)
     }
 
-    pub fn client_with(&self, f: impl FnOnce(RegistryConfig) -> RegistryConfig) -> Arc<SchemaRegistry> {
+    pub fn client_with(
+        &self,
+        f: impl FnOnce(RegistryConfig) -> RegistryConfig,
+    ) -> Arc<SchemaRegistry> {
         let config = RegistryConfig::new(&self.url)
             .unwrap()
             .with_request_timeout(std::time::Duration::from_millis(500))
@@ -89,7 +94,10 @@ impl Stub {
     }
 
     pub fn add_guid(&self, guid: uuid::Uuid, id: u32) {
-        self.state.by_guid.lock().insert(guid.hyphenated().to_string(), id);
+        self.state
+            .by_guid
+            .lock()
+            .insert(guid.hyphenated().to_string(), id);
     }
 
     /// Requests whose path starts with `prefix`.
@@ -189,7 +197,10 @@ fn schema_json(s: &Schema) -> serde_json::Value {
 }
 
 fn not_found(code: u32, what: &str) -> (u16, serde_json::Value) {
-    (404, json!({"error_code": code, "message": format!("{what} not found")}))
+    (
+        404,
+        json!({"error_code": code, "message": format!("{what} not found")}),
+    )
 }
 
 fn route(state: &State, method: &str, path: &str, body: &[u8]) -> (u16, serde_json::Value) {
@@ -237,7 +248,10 @@ fn route(state: &State, method: &str, path: &str, body: &[u8]) -> (u16, serde_js
         ("POST", ["subjects", subject, "versions"]) => {
             let subject = percent_decode(subject);
             let Ok(schema) = serde_json::from_slice::<Schema>(body) else {
-                return (422, json!({"error_code": 42201, "message": "invalid schema"}));
+                return (
+                    422,
+                    json!({"error_code": 42201, "message": "invalid schema"}),
+                );
             };
             let existing = state
                 .by_id
@@ -254,7 +268,10 @@ fn route(state: &State, method: &str, path: &str, body: &[u8]) -> (u16, serde_js
             }
             (200, json!({"id": id}))
         }
-        _ => (404, json!({"error_code": 404, "message": "no such endpoint"})),
+        _ => (
+            404,
+            json!({"error_code": 404, "message": "no such endpoint"}),
+        ),
     }
 }
 
