@@ -5,6 +5,9 @@
 //!
 //! `cargo bench -p weir-formats --bench decode -- --warm-up-time 1 --measurement-time 3`
 
+// Test code: failing loudly is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::future::Future;
 use std::hint::black_box;
 use std::pin::pin;

@@ -28,7 +28,7 @@
 //! use weir_core::{Bytes, Record};
 //! use weir_formats::{Json, Nullable, SyncDeserializer, Utf8};
 //!
-//! #[derive(serde::Deserialize)]
+//! #[derive(Debug, serde::Deserialize)]
 //! struct Order { id: u64 }
 //!
 //! let good = Record::new("orders", 0, 1, None, Some(Bytes::from_static(br#"{"id":7}"#)));

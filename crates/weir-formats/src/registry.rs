@@ -264,6 +264,9 @@ struct ErrorBody {
 
 type Slot = Arc<OnceCell<Arc<Schema>>>;
 
+/// A remembered "not found": when, HTTP status, Confluent error code, message.
+type Miss = (Instant, u16, Option<i64>, String);
+
 /// A schema-registry client.
 ///
 /// Schemas are cached by id (and GUID) for the life of the client: however many records
@@ -283,7 +286,7 @@ pub struct SchemaRegistry {
     config: RegistryConfig,
     http: reqwest::Client,
     by_ref: Mutex<HashMap<SchemaRef, Slot>>,
-    misses: Mutex<HashMap<SchemaRef, (Instant, u16, Option<i64>, String)>>,
+    misses: Mutex<HashMap<SchemaRef, Miss>>,
     by_version: Mutex<HashMap<(String, i32), Slot>>,
     registered: Mutex<HashMap<(String, Schema), u32>>,
     requests: AtomicU64,

@@ -2,6 +2,9 @@
 //! with default, removed field, int→long (and float→double) promotion, renamed fields
 //! and records via aliases; and incompatible schemas refused.
 
+// Test code: failing loudly is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use weir_formats::avro::{parse_schema, Avro, AvroGeneric, Value};
 use weir_formats::{Context, ErrorKind, Part, SyncDeserializer, SyncSerializer};
 

@@ -3,6 +3,9 @@
 //! coordinates, with the expected kind and permanence, and the whole corpus must run in
 //! bounded memory (lengths of 2^62 allocate nothing).
 
+// Test code: failing loudly is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::future::Future;
@@ -534,7 +537,7 @@ async fn poison_corpus() {
                     .with_max_bytes(8),
             ),
             next(),
-            vec![0x18, 1].repeat(5),
+            [0x18, 1].repeat(5),
         ),
     );
     c.add(

@@ -1,5 +1,8 @@
 //! Property tests: for every format, serializer → deserializer gives back the value.
 
+// Test code: failing loudly is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::collections::HashMap;

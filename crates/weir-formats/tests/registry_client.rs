@@ -3,6 +3,9 @@
 //! 500, timeouts on a hung registry, a registry that is down (transient), unknown ids
 //! (permanent), credentials sent but never printed, GUIDs and header-carried ids.
 
+// Test code: failing loudly is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::sync::Arc;

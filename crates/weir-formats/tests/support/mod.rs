@@ -1,7 +1,7 @@
 //! A schema-registry stub for tests: the Confluent REST subset weir uses, hand-written
 //! HTTP/1.1 over a tokio listener on 127.0.0.1, with fault switches (500s, hangs, down)
 //! and request counting.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
