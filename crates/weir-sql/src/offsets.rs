@@ -44,7 +44,7 @@ pub struct StoredOffset {
 ///   $expected`; anything but one row affected means the partition was fenced.
 ///
 /// ```no_run
-/// # async fn example(pool: sqlx::SqlitePool) -> weir_sql::Result<()> {
+/// # async fn example(pool: sqlx::SqlitePool) -> Result<(), Box<dyn std::error::Error>> {
 /// use weir_core::TopicPartition;
 /// use weir_sql::{OffsetStore, TableName};
 ///
