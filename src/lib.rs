@@ -36,6 +36,11 @@ pub use weir_log as log;
 #[cfg(feature = "formats")]
 pub use weir_formats as formats;
 
+/// Exactly-once SQL sinks: offsets store, fencing, table sinks, dead letters (feature
+/// `sql`).
+#[cfg(feature = "sql")]
+pub use weir_sql as sql;
+
 /// The Kafka backend over librdkafka (feature `kafka`, off by default: it builds
 /// librdkafka from source).
 #[cfg(feature = "kafka")]
