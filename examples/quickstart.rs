@@ -73,14 +73,14 @@ struct Args {
     worker: bool,
 }
 
-fn parse_args() -> anyhow::Result<Args> {
+fn parse_args(argv: impl IntoIterator<Item = String>) -> anyhow::Result<Args> {
     let mut args = Args {
         records: 100_000,
         kills: 5,
         dir: PathBuf::from("target/weir-quickstart"),
         worker: false,
     };
-    let mut it = std::env::args().skip(1);
+    let mut it = argv.into_iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--records" => args.records = it.next().context("--records N")?.parse()?,
@@ -101,7 +101,13 @@ fn parse_args() -> anyhow::Result<Args> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = parse_args()?;
+    run(std::env::args().skip(1))
+}
+
+/// Runs the quickstart with these command-line arguments (also used by the test
+/// `tests/quickstart_crash_restart.rs`).
+pub fn run(argv: impl IntoIterator<Item = String>) -> anyhow::Result<()> {
+    let args = parse_args(argv)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
