@@ -302,7 +302,22 @@ impl LogConsumer {
             .ok_or_else(|| Error::IllegalState(format!("{what} needs a group.id")))
     }
 
-    /// The positions of partitions whose position is known (what has been delivered).
+    /// Resolves pending positions (seeks, committed offsets) so that commits and
+    /// revocations see them; a partition that cannot be resolved (e.g.
+    /// `auto.offset.reset=none`) stays pending, and the error shows at the next poll.
+    fn resolve_positions(&mut self) {
+        if let Err(e) = fetch::resolve_all(
+            &self.log,
+            &mut self.parts,
+            self.config.group_id(),
+            self.config.auto_offset_reset(),
+        ) {
+            tracing::debug!(error = %e, "position not resolved yet");
+        }
+    }
+
+    /// The positions of partitions whose position is known (what has been delivered,
+    /// or where a seek put it).
     fn consumed(&self) -> BTreeMap<TopicPartition, i64> {
         self.parts
             .iter()
@@ -357,6 +372,7 @@ impl LogConsumer {
             return;
         }
         self.last_auto_commit = now;
+        self.resolve_positions();
         let offsets = self.consumed();
         if let Err(e) = self.do_commit(&offsets) {
             tracing::warn!(group = ?self.config.group_id(), error = %e, "auto-commit failed");
@@ -378,6 +394,7 @@ impl LogConsumer {
             .filter(|tp| self.parts.contains_key(*tp))
             .cloned()
             .collect();
+        self.resolve_positions();
         let positions: BTreeMap<TopicPartition, i64> = self
             .consumed()
             .into_iter()
@@ -726,7 +743,10 @@ impl Consumer for LogConsumer {
     async fn commit_sync(&mut self, offsets: CommitOffsets) -> Result<()> {
         self.ensure_open()?;
         let map = match offsets {
-            CommitOffsets::Consumed => self.consumed(),
+            CommitOffsets::Consumed => {
+                self.resolve_positions();
+                self.consumed()
+            }
             CommitOffsets::Explicit(m) => m,
         };
         let outcome = self.do_commit(&map);
@@ -736,7 +756,10 @@ impl Consumer for LogConsumer {
 
     fn commit_async(&mut self, offsets: CommitOffsets, callback: Option<CommitCallback>) {
         let map = match offsets {
-            CommitOffsets::Consumed => self.consumed(),
+            CommitOffsets::Consumed => {
+                self.resolve_positions();
+                self.consumed()
+            }
             CommitOffsets::Explicit(m) => m,
         };
         let outcome = if self.closed {

@@ -424,3 +424,23 @@ async fn configuration_unknown_to_the_embedded_log_is_rejected_by_name() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_seek_is_what_a_consumed_commit_commits() {
+    let (_dir, log) = log_with_topic("t", 1);
+    produce(&log, "t", 0, 10);
+    let tp = TopicPartition::new("t", 0);
+    let cfg = ConsumerConfig::new()
+        .with_group_id("g-seek-commit")
+        .with_auto_offset_reset(AutoOffsetReset::Earliest)
+        .with_enable_auto_commit(false);
+    let mut c = LogConsumer::new(&log, cfg).unwrap();
+    c.assign(std::slice::from_ref(&tp)).await.unwrap();
+    assert_eq!(c.poll(Duration::from_secs(1)).await.unwrap().len(), 10);
+    c.seek(&tp, Offset::At(4)).unwrap();
+    c.commit_sync(CommitOffsets::Consumed).await.unwrap();
+    assert_eq!(log.group_offsets("g-seek-commit").unwrap()[&tp], 4);
+    c.seek_to_beginning(std::slice::from_ref(&tp)).unwrap();
+    c.commit_async(CommitOffsets::Consumed, None);
+    assert_eq!(log.group_offsets("g-seek-commit").unwrap()[&tp], 0);
+}
