@@ -69,7 +69,7 @@ use crate::Log;
 pub struct LogConsumer {
     log: Log,
     config: ConsumerConfig,
-    assignor: Arc<dyn Assignor>,
+    assignors: Vec<Arc<dyn Assignor>>,
     coordinator: Arc<Coordinator>,
     mode: Mode,
     parts: BTreeMap<TopicPartition, PartState>,
@@ -165,7 +165,9 @@ fn check_servers(log: &Log, servers: &str) -> Result<()> {
 }
 
 impl LogConsumer {
-    /// A consumer of `log` using the strategy named by `partition.assignment.strategy`.
+    /// A consumer of `log` using the strategies listed in
+    /// `partition.assignment.strategy` (the group picks the first one of its oldest
+    /// member that every member lists, as Kafka does).
     /// Fails with [`Error::Config`] on invalid settings, on keys the embedded log does
     /// not know, and on a `bootstrap.servers` that is neither empty nor this log's
     /// `log:///dir`.
@@ -184,8 +186,12 @@ impl LogConsumer {
     /// # Ok(()) }
     /// ```
     pub fn new(log: &Log, config: ConsumerConfig) -> Result<Self> {
-        let assignor = <dyn Assignor>::for_strategy(config.assignment_strategy());
-        Self::with_assignor(log, config, assignor)
+        let assignors = config
+            .assignment_strategies()
+            .iter()
+            .map(|s| <dyn Assignor>::for_strategy(*s))
+            .collect();
+        Self::build(log, config, assignors)
     }
 
     /// A consumer of `log` with a user-provided assignment strategy (every member of a
@@ -208,6 +214,10 @@ impl LogConsumer {
         config: ConsumerConfig,
         assignor: Arc<dyn Assignor>,
     ) -> Result<Self> {
+        Self::build(log, config, vec![assignor])
+    }
+
+    fn build(log: &Log, config: ConsumerConfig, assignors: Vec<Arc<dyn Assignor>>) -> Result<Self> {
         check_config(&config)?;
         check_servers(log, config.bootstrap_servers())?;
         Ok(Self {
@@ -215,7 +225,7 @@ impl LogConsumer {
             appended: Some(log.appended()),
             log: log.clone(),
             config,
-            assignor,
+            assignors,
             mode: Mode::Idle,
             parts: BTreeMap::new(),
             wakeup: WakeupHandle::new(),
@@ -486,7 +496,7 @@ impl LogConsumer {
                                 subscription: m.subscription.clone(),
                                 session_timeout: self.config.session_timeout(),
                                 max_poll_interval: self.config.max_poll_interval(),
-                                assignor: self.assignor.clone(),
+                                assignors: self.assignors.clone(),
                             };
                             let id = m.group.join(spec)?;
                             m.member = Some(id.clone());

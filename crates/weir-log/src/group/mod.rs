@@ -274,7 +274,7 @@ mod tests {
             subscription: Subscription::topics(["t"]),
             session_timeout: Duration::from_millis(600),
             max_poll_interval: Duration::from_secs(30),
-            assignor: Arc::new(CooperativeSticky),
+            assignors: vec![Arc::new(CooperativeSticky)],
         }
     }
 

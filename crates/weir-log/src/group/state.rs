@@ -65,8 +65,11 @@ pub(crate) struct MemberSpec {
     pub session_timeout: Duration,
     /// `max.poll.interval.ms`: how long it may go without polling.
     pub max_poll_interval: Duration,
-    /// Its assignment strategy; the group uses its oldest member's.
-    pub assignor: Arc<dyn Assignor>,
+    /// Its assignment strategies, preferred first (never empty). The group uses the
+    /// first strategy of its oldest member that every member supports, as Kafka's
+    /// coordinator does (so `range,cooperative-sticky` members can roll over to
+    /// `cooperative-sticky` one by one).
+    pub assignors: Vec<Arc<dyn Assignor>>,
 }
 
 #[derive(Debug)]
@@ -166,6 +169,13 @@ pub(crate) struct GroupState {
     version: u64,
 }
 
+/// Whether a member offers a strategy of this name and protocol.
+fn supports(spec: &MemberSpec, assignor: &dyn Assignor) -> bool {
+    spec.assignors
+        .iter()
+        .any(|b| b.name() == assignor.name() && b.protocol() == assignor.protocol())
+}
+
 fn resolve(sub: &Subscription, topics: &BTreeMap<String, i32>) -> BTreeSet<String> {
     topics.keys().filter(|t| sub.matches(t)).cloned().collect()
 }
@@ -201,11 +211,15 @@ impl GroupState {
         self.generation
     }
 
+    /// The strategy in use: the oldest member's first one that every member supports.
     fn leader_assignor(&self) -> Option<&Arc<dyn Assignor>> {
-        self.members
-            .values()
-            .min_by_key(|m| m.seq)
-            .map(|m| &m.spec.assignor)
+        let leader = self.members.values().min_by_key(|m| m.seq)?;
+        leader
+            .spec
+            .assignors
+            .iter()
+            .find(|a| self.members.values().all(|m| supports(&m.spec, a.as_ref())))
+            .or_else(|| leader.spec.assignors.first())
     }
 
     fn protocol(&self) -> AssignorProtocol {
@@ -222,15 +236,34 @@ impl GroupState {
         topics: &BTreeMap<String, i32>,
     ) -> Result<String> {
         self.expire(now, topics);
-        if let Some(a) = self.leader_assignor() {
-            if a.name() != spec.assignor.name() || a.protocol() != spec.assignor.protocol() {
+        if spec.assignors.is_empty() {
+            return Err(Error::config(
+                "partition.assignment.strategy",
+                "a member needs at least one assignment strategy",
+            ));
+        }
+        if !self.members.is_empty() {
+            let common = spec
+                .assignors
+                .iter()
+                .any(|a| self.members.values().all(|m| supports(&m.spec, a.as_ref())));
+            if !common {
+                let names = |s: &MemberSpec| {
+                    s.assignors
+                        .iter()
+                        .map(|a| a.name().to_owned())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
+                let group_uses = self
+                    .leader_assignor()
+                    .map_or_else(String::new, |a| a.name().to_owned());
                 return Err(Error::config(
                     "partition.assignment.strategy",
                     format!(
-                        "group `{}` uses `{}`, this consumer asked for `{}`",
+                        "group `{}` uses `{group_uses}`; this consumer offers `{}`, which not every member supports",
                         self.name,
-                        a.name(),
-                        spec.assignor.name()
+                        names(&spec)
                     ),
                 ));
             }

@@ -11,7 +11,7 @@ fn spec(assignor: Arc<dyn Assignor>, sub: Subscription) -> MemberSpec {
         subscription: sub,
         session_timeout: Duration::from_millis(600),
         max_poll_interval: Duration::from_millis(2000),
-        assignor,
+        assignors: vec![assignor],
     }
 }
 
@@ -506,4 +506,34 @@ fn join_leave_evict_storm_never_gives_a_partition_to_two_members() {
         storm(seed, || Arc::new(RoundRobin));
         storm(seed, || Arc::new(CooperativeSticky));
     }
+}
+
+#[test]
+fn strategy_lists_pick_the_leaders_first_common_one_and_roll_over() {
+    let t = topics(&[("t", 2)]);
+    let now = Instant::now();
+    let mut g = GroupState::new("g");
+    let both = || MemberSpec {
+        assignors: vec![Arc::new(Range), Arc::new(CooperativeSticky)],
+        ..spec(Arc::new(Range), Subscription::topics(["t"]))
+    };
+    let coop_only = || spec(Arc::new(CooperativeSticky), Subscription::topics(["t"]));
+    let a = g.join(both(), now, &t).unwrap();
+    assert_eq!(g.describe().assignor.as_deref(), Some("range"));
+    // A member that only speaks cooperative-sticky: the common one is chosen.
+    let b = g.join(coop_only(), now, &t).unwrap();
+    assert_eq!(g.describe().assignor.as_deref(), Some("cooperative-sticky"));
+    assert_eq!(g.protocol(), AssignorProtocol::Cooperative);
+    // A range-only member shares nothing with B: refused, naming the key.
+    let err = g
+        .join(spec(Arc::new(Range), Subscription::topics(["t"])), now, &t)
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Config { key, .. } if key == "partition.assignment.strategy"),
+        "{err}"
+    );
+    // B leaves: the group goes back to the leader's first choice.
+    g.leave(&b, now, &t);
+    assert_eq!(g.describe().assignor.as_deref(), Some("range"));
+    let _ = a;
 }
