@@ -5,12 +5,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use weir_core::{Error, Record, TopicPartition};
 
 use crate::codec::{
-    decode_records, encode_batch, verify_batch, BatchHeader, EncodeError, BATCH_HEADER,
+    decode_records, encode_batch, verify_crc, BatchHeader, EncodeError, BATCH_HEADER,
 };
 use crate::fsutil::{create_dir_durable, now_ms, sync_dir};
 use crate::segment::{parse_segment_file_name, IndexEntry, Segment, INDEX_INTERVAL};
@@ -327,7 +326,10 @@ impl Partition {
             let first = segs.partition_point(|s| s.base <= offset).saturating_sub(1);
             (end, segs[first..].to_vec())
         };
-        let mut out = Vec::with_capacity(max_records.min(1024));
+        let avg_record = segs.first().map_or(64, |s| {
+            (s.len() / (s.next_offset() - s.base).max(1) as u64).max(1) as usize
+        });
+        let mut out = Vec::with_capacity(max_records.min(max_bytes / avg_record + 1).min(8192));
         let mut budget = max_bytes;
         'segments: for (i, seg) in segs.iter().enumerate() {
             let seg_len = seg.len();
@@ -361,7 +363,7 @@ impl Partition {
                         chunk = seg.read_at(pos, h.total_len)?;
                     }
                 }
-                let buf = Bytes::from(chunk);
+                let buf = chunk;
                 let mut p = 0usize;
                 while p < buf.len() {
                     let Some(h) = BatchHeader::parse(&buf[p..]) else {
@@ -376,10 +378,17 @@ impl Partition {
                     if !out.is_empty() && h.total_len > budget {
                         break 'segments;
                     }
-                    let batch = &buf[p..p + h.total_len];
-                    let vh =
-                        verify_batch(batch).map_err(|b| b.into_error(&seg.path, pos + p as u64))?;
-                    if vh.next_offset() > offset {
+                    if h.next_offset() > offset {
+                        let at = pos + p as u64;
+                        let batch_end = at + h.total_len as u64;
+                        let vh = if batch_end <= seg.verified() {
+                            h
+                        } else {
+                            let vh = verify_crc(&buf[p..p + h.total_len])
+                                .map_err(|b| b.into_error(&seg.path, at))?;
+                            seg.mark_verified(at, batch_end);
+                            vh
+                        };
                         decode_records(
                             &buf,
                             p,
@@ -419,6 +428,11 @@ impl Partition {
             });
         }
         Ok(out)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn is_dirty(&self) -> bool {
+        self.dirty.load(Ordering::Acquire)
     }
 
     #[cfg(test)]
@@ -471,5 +485,6 @@ fn recover_active(dir: &Path, base: i64) -> Result<Segment> {
         Err(e) => return Err(Error::io(&seg.index_path, e)),
     }
     seg.set_state(end, scan.next_offset, scan.max_ts, scan.index);
+    seg.mark_verified(0, end);
     Ok(seg)
 }

@@ -62,3 +62,41 @@ fn failed_background_flush_poisons_the_log() {
         Err(Error::Poisoned { .. })
     ));
 }
+
+#[test]
+fn interval_mode_flushes_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(
+        dir.path(),
+        LogOptions::default()
+            .with_durability(Durability::Interval(std::time::Duration::from_millis(10))),
+    )
+    .unwrap();
+    log.create_topic("t", 1).unwrap();
+    let tp = TopicPartition::new("t", 0);
+    log.append(&tp, &[NewRecord::value("a")]).unwrap();
+    let p = log.partition(&tp).unwrap();
+    assert!(p.is_dirty(), "written, not yet fsynced");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while p.is_dirty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "background flusher never ran"
+        );
+        std::thread::yield_now();
+    }
+    // A failing background fsync poisons the log.
+    log.shared().inject_sync_failure();
+    log.append(&tp, &[NewRecord::value("b")]).unwrap();
+    while !log.is_poisoned() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "background flush failure not seen"
+        );
+        std::thread::yield_now();
+    }
+    assert!(matches!(
+        log.append(&tp, &[NewRecord::value("c")]),
+        Err(Error::Poisoned { .. })
+    ));
+}

@@ -178,3 +178,44 @@ fn log_is_send_sync_and_shared_within_the_process() {
         assert_eq!(seq, (0..50).collect::<Vec<_>>());
     }
 }
+
+#[test]
+fn readers_tail_a_partition_while_it_is_appended_and_rolled() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(
+        dir.path(),
+        LogOptions::default()
+            .with_durability(Durability::Os)
+            .with_segment_bytes(4096),
+    )
+    .unwrap();
+    log.create_topic("rt", 1).unwrap();
+    let tp = TopicPartition::new("rt", 0);
+    let n = 3_000i64;
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let log = log.clone();
+            let tp = tp.clone();
+            std::thread::spawn(move || {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                let mut at = 0;
+                while at < n {
+                    assert!(std::time::Instant::now() < deadline, "reader stuck at {at}");
+                    let rs = log.read(&tp, at, 50, 8 * 1024).unwrap();
+                    if rs.is_empty() {
+                        std::thread::yield_now();
+                        continue;
+                    }
+                    check(&rs, at);
+                    at += rs.len() as i64;
+                }
+            })
+        })
+        .collect();
+    for i in 0..n {
+        log.append(&tp, &[record(i)]).unwrap();
+    }
+    for r in readers {
+        r.join().unwrap();
+    }
+}
