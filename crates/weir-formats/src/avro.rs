@@ -377,7 +377,7 @@ async_ser_via_sync!(impl[] AvroGeneric => Value);
 struct RegistryCore {
     registry: Arc<SchemaRegistry>,
     reader_schema: Option<&'static Schema>,
-    codecs: RwLock<HashMap<SchemaRef, Arc<Codec>>>,
+    codecs: RwLock<framing::SchemaMap<Arc<Codec>>>,
     max_bytes: usize,
 }
 
@@ -387,9 +387,33 @@ impl RegistryCore {
         Self {
             registry,
             reader_schema: None,
-            codecs: RwLock::new(HashMap::new()),
+            codecs: RwLock::new(framing::SchemaMap::default()),
             max_bytes: crate::DEFAULT_MAX_BYTES,
         }
+    }
+
+    /// The fast path, with no future: decode with the cached codec of the record's
+    /// writer schema. `None` when that schema has not been seen yet.
+    fn cached<T>(
+        &self,
+        data: Option<&[u8]>,
+        ctx: &Context<'_>,
+        decode: impl FnOnce(&Codec, &[u8]) -> Result<T, DeserializeError>,
+    ) -> Option<Result<T, DeserializeError>> {
+        let data = match ctx.require(data) {
+            Ok(d) => d,
+            Err(e) => return Some(Err(e)),
+        };
+        if let Err(e) = ctx.check_size(data, self.max_bytes) {
+            return Some(Err(e));
+        }
+        let located = match framing::locate(data, ctx) {
+            Ok(l) => l,
+            Err(e) => return Some(Err(e)),
+        };
+        let codecs = self.codecs.read();
+        let codec = codecs.get(&located.schema)?;
+        Some(decode(codec, located.payload(data)))
     }
 
     async fn codec<'a>(
@@ -511,13 +535,21 @@ impl RegistryAvro {
 }
 
 impl<T: DeserializeOwned + Send> Deserializer<T> for RegistryAvro {
-    async fn deserialize(
+    fn deserialize(
         &self,
         data: Option<&[u8]>,
         ctx: &Context<'_>,
-    ) -> Result<T, DeserializeError> {
-        let (codec, payload) = self.core.codec(data, ctx).await?;
-        codec.typed(payload, ctx)
+    ) -> impl std::future::Future<Output = Result<T, DeserializeError>> + Send {
+        let fast = self
+            .core
+            .cached(data, ctx, |codec, payload| codec.typed(payload, ctx));
+        async move {
+            if let Some(done) = fast {
+                return done;
+            }
+            let (codec, payload) = self.core.codec(data, ctx).await?;
+            codec.typed(payload, ctx)
+        }
     }
 }
 
@@ -558,13 +590,21 @@ impl RegistryAvroGeneric {
 }
 
 impl Deserializer<Value> for RegistryAvroGeneric {
-    async fn deserialize(
+    fn deserialize(
         &self,
         data: Option<&[u8]>,
         ctx: &Context<'_>,
-    ) -> Result<Value, DeserializeError> {
-        let (codec, payload) = self.core.codec(data, ctx).await?;
-        codec.value(payload, ctx)
+    ) -> impl std::future::Future<Output = Result<Value, DeserializeError>> + Send {
+        let fast = self
+            .core
+            .cached(data, ctx, |codec, payload| codec.value(payload, ctx));
+        async move {
+            if let Some(done) = fast {
+                return done;
+            }
+            let (codec, payload) = self.core.codec(data, ctx).await?;
+            codec.value(payload, ctx)
+        }
     }
 }
 

@@ -53,6 +53,41 @@ impl fmt::Display for SchemaRef {
     }
 }
 
+/// A map keyed by schema reference with a cheap hash (ids are small integers chosen by
+/// the registry, GUIDs random): looked up once per record.
+pub(crate) type SchemaMap<V> =
+    std::collections::HashMap<SchemaRef, V, std::hash::BuildHasherDefault<RefHasher>>;
+
+/// FxHash-style multiply-rotate hasher for [`SchemaMap`].
+#[derive(Default)]
+pub(crate) struct RefHasher(u64);
+
+impl std::hash::Hasher for RefHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+
+    fn write_isize(&mut self, v: isize) {
+        self.write_u64(v as u64);
+    }
+}
+
 /// What is wrong with a framing.
 #[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -312,7 +312,7 @@ fn indexes_of(desc: &MessageDescriptor) -> Vec<usize> {
 /// One compiled registry schema: the file the framing's message indexes point into.
 struct RegistryCore {
     registry: Arc<SchemaRegistry>,
-    files: RwLock<HashMap<SchemaRef, FileDescriptor>>,
+    files: RwLock<framing::SchemaMap<FileDescriptor>>,
     max_bytes: usize,
     max_depth: usize,
 }
@@ -321,7 +321,7 @@ impl RegistryCore {
     fn new(registry: Arc<SchemaRegistry>) -> Self {
         Self {
             registry,
-            files: RwLock::new(HashMap::new()),
+            files: RwLock::new(framing::SchemaMap::default()),
             max_bytes: crate::DEFAULT_MAX_BYTES,
             max_depth: PROST_RECURSION_LIMIT,
         }

@@ -285,7 +285,7 @@ type Miss = (Instant, u16, Option<i64>, String);
 pub struct SchemaRegistry {
     config: RegistryConfig,
     http: reqwest::Client,
-    by_ref: Mutex<HashMap<SchemaRef, Slot>>,
+    by_ref: Mutex<crate::framing::SchemaMap<Slot>>,
     misses: Mutex<HashMap<SchemaRef, Miss>>,
     by_version: Mutex<HashMap<(String, i32), Slot>>,
     registered: Mutex<HashMap<(String, Schema), u32>>,
@@ -335,7 +335,7 @@ impl SchemaRegistry {
         Ok(Self {
             config,
             http,
-            by_ref: Mutex::new(HashMap::new()),
+            by_ref: Mutex::new(crate::framing::SchemaMap::default()),
             misses: Mutex::new(HashMap::new()),
             by_version: Mutex::new(HashMap::new()),
             registered: Mutex::new(HashMap::new()),

@@ -369,13 +369,22 @@ async fn poison_corpus() {
 
     // ---- JSON ----
     c.add(
+        "json nested 100k deep, low configured limit",
+        &[TooDeep],
+        dec::<Order, _>(
+            Arc::new(Json::new().with_max_depth(16)),
+            next(),
+            b"{\"x\":".repeat(100_000),
+        ),
+    );
+    c.add(
         "json nested 100k deep",
         &[TooDeep],
         dec::<serde_json::Value, _>(json.clone(), next(), vec![b'['; 100_000]),
     );
     c.add(
         "json objects nested 100k deep (typed, ignored field)",
-        &[TooDeep],
+        &[TooDeep, Malformed],
         dec::<Order, _>(json.clone(), next(), b"{\"a\":".repeat(100_000)),
     );
     c.add(
