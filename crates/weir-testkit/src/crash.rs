@@ -54,13 +54,36 @@ pub fn reference(r: &InputRecord) -> Expected {
     Expected::Rows(vec![payload.to_owned(); n.max(1)])
 }
 
+/// Where the crash job reads from.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// The embedded log in this directory (topic [`TOPIC`]); the job subscribes.
+    Log(PathBuf),
+    /// A Kafka cluster; the job assigns itself every partition of `topic`.
+    Kafka {
+        /// `host:port`.
+        bootstrap: String,
+        /// The input topic (created beforehand with `partitions` partitions).
+        topic: String,
+    },
+}
+
+impl Source {
+    fn topic(&self) -> &str {
+        match self {
+            Source::Log(_) => TOPIC,
+            Source::Kafka { topic, .. } => topic,
+        }
+    }
+}
+
 /// One crash-loop run.
 #[derive(Clone, Debug)]
 pub struct CrashConfig {
     /// The `weir-crash-job` binary.
     pub job_bin: PathBuf,
-    /// The embedded log directory.
-    pub log_dir: PathBuf,
+    /// The input.
+    pub source: Source,
     /// The database URL (`sqlite://…`, `postgres://…`, `mysql://…`).
     pub db_url: String,
     /// PostgreSQL schema for the job's tables (None: the connection's default).
@@ -117,7 +140,7 @@ impl CrashOutcome {
     }
 }
 
-fn append(dir: &Path, partitions: i32, from: u64, to: u64) -> Result<()> {
+fn append_log(dir: &Path, partitions: i32, from: u64, to: u64) -> Result<()> {
     let log = weir_log::Log::open(dir, weir_log::LogOptions::default())?;
     if log.partition_count(TOPIC).is_err() {
         log.create_topic(TOPIC, partitions)?;
@@ -134,6 +157,49 @@ fn append(dir: &Path, partitions: i32, from: u64, to: u64) -> Result<()> {
     Ok(())
 }
 
+async fn append_kafka(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    from: u64,
+    to: u64,
+) -> Result<()> {
+    use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("enable.idempotence", "false")
+        .set("max.in.flight.requests.per.connection", "1")
+        .set("linger.ms", "5")
+        .create()?;
+    // one partition at a time, awaiting each send, so the order within a partition is
+    // the order of `i`
+    for i in from..to {
+        let p = (i % partitions as u64) as i32;
+        let key = format!("k{i}");
+        let value = value_for(i);
+        let rec = FutureRecord::to(topic)
+            .partition(p)
+            .key(&key)
+            .payload(&value);
+        producer
+            .send(rec, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| anyhow::anyhow!("producing record {i} to {topic}/{p}: {e}"))?;
+    }
+    producer.flush(Duration::from_secs(30))?;
+    Ok(())
+}
+
+async fn append(cfg: &CrashConfig, from: u64, to: u64) -> Result<()> {
+    match &cfg.source {
+        Source::Log(dir) => append_log(dir, cfg.partitions, from, to),
+        Source::Kafka { bootstrap, topic } => {
+            append_kafka(bootstrap, topic, cfg.partitions, from, to).await
+        }
+    }
+}
+
 fn quoted(db_url: &str, schema: &Option<String>, table: &str) -> String {
     let q = if db_url.starts_with("mysql") {
         '`'
@@ -148,13 +214,13 @@ fn quoted(db_url: &str, schema: &Option<String>, table: &str) -> String {
 }
 
 /// Expected next offset per partition after `records` records.
-fn ends(partitions: i32, records: u64) -> BTreeMap<(String, i32), Option<i64>> {
+fn ends(topic: &str, partitions: i32, records: u64) -> BTreeMap<(String, i32), Option<i64>> {
     (0..partitions)
         .map(|p| {
             let n = (0..records)
                 .filter(|i| i % partitions as u64 == p as u64)
                 .count() as i64;
-            ((TOPIC.to_owned(), p), Some(n))
+            ((topic.to_owned(), p), Some(n))
         })
         .collect()
 }
@@ -162,7 +228,7 @@ fn ends(partitions: i32, records: u64) -> BTreeMap<(String, i32), Option<i64>> {
 async fn caught_up(db: &Db, cfg: &CrashConfig, records: u64) -> Result<bool> {
     let table = quoted(&cfg.db_url, &cfg.schema, "weir_offsets");
     match db.next_offsets(&cfg.job, &table).await {
-        Ok(got) => Ok(got == ends(cfg.partitions, records)),
+        Ok(got) => Ok(got == ends(cfg.source.topic(), cfg.partitions, records)),
         Err(_) => Ok(false), // the table does not exist yet
     }
 }
@@ -174,9 +240,13 @@ fn spawn(cfg: &CrashConfig, failpoints: bool) -> Result<tokio::process::Child> {
         .open(&cfg.stderr)
         .with_context(|| format!("opening {}", cfg.stderr.display()))?;
     let mut cmd = tokio::process::Command::new(&cfg.job_bin);
-    cmd.arg("--log")
-        .arg(&cfg.log_dir)
-        .arg("--db")
+    match &cfg.source {
+        Source::Log(dir) => cmd.arg("--log").arg(dir),
+        Source::Kafka { bootstrap, topic } => {
+            cmd.arg("--kafka").arg(bootstrap).arg("--topic").arg(topic)
+        }
+    };
+    cmd.arg("--db")
         .arg(&cfg.db_url)
         .arg("--job")
         .arg(&cfg.job)
@@ -210,7 +280,7 @@ pub async fn run(cfg: &CrashConfig) -> Result<CrashOutcome> {
         "cannot reach the database (PostgreSQL 127.0.0.1:5432, MariaDB 127.0.0.1:3306); run scripts/provision"
     })?;
     let mut records = cfg.chunk;
-    append(&cfg.log_dir, cfg.partitions, 0, records)?;
+    append(cfg, 0, records).await?;
     let (mut failpoint_kills, mut random_kills) = (0, 0);
     let started = Instant::now();
     while failpoint_kills + random_kills < cfg.kills {
@@ -241,7 +311,7 @@ pub async fn run(cfg: &CrashConfig) -> Result<CrashOutcome> {
         };
         let _ = status;
         if caught_up(&db, cfg, records).await? {
-            append(&cfg.log_dir, cfg.partitions, records, records + cfg.chunk)?;
+            append(cfg, records, records + cfg.chunk).await?;
             records += cfg.chunk;
         }
     }
@@ -267,19 +337,30 @@ pub async fn run(cfg: &CrashConfig) -> Result<CrashOutcome> {
     child.start_kill()?;
     child.wait().await?;
 
-    let log = weir_log::Log::open(&cfg.log_dir, weir_log::LogOptions::default())?;
-    let mut consumer = weir_log::LogConsumer::new(&log, ConsumerConfig::new())?;
+    let topic = cfg.source.topic().to_owned();
     let tps: Vec<TopicPartition> = (0..cfg.partitions)
-        .map(|p| TopicPartition::new(TOPIC, p))
+        .map(|p| TopicPartition::new(topic.clone(), p))
         .collect();
-    let input = read_input(&mut consumer, &tps, Duration::from_secs(60)).await?;
-    drop(consumer);
-    drop(log);
+    let input = match &cfg.source {
+        Source::Log(dir) => {
+            let log = weir_log::Log::open(dir, weir_log::LogOptions::default())?;
+            let mut consumer = weir_log::LogConsumer::new(&log, ConsumerConfig::new())?;
+            read_input(&mut consumer, &tps, Duration::from_secs(60)).await?
+        }
+        Source::Kafka { bootstrap, .. } => {
+            let mut consumer = weir_kafka::KafkaConsumer::new(
+                ConsumerConfig::new().with_bootstrap_servers(bootstrap.clone()),
+            )?;
+            let input = read_input(&mut consumer, &tps, Duration::from_secs(60)).await;
+            let _ = weir_core::Consumer::close(&mut consumer).await;
+            input?
+        }
+    };
     let spec = TableSpec {
         job: cfg.job.clone(),
         sink_table: quoted(&cfg.db_url, &cfg.schema, "crash_out"),
         sink_topic: None,
-        topic: TOPIC.to_owned(),
+        topic,
         sink_partition: "src_partition".into(),
         sink_offset: "src_offset".into(),
         sink_ordinal: Some("ordinal".into()),

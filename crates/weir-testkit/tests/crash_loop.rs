@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use anyhow::{anyhow, Result};
-use weir_testkit::crash::{run, CrashConfig};
+use weir_testkit::crash::{run, CrashConfig, Source};
 
 /// Every failpoint armed; the once-per-start ones and the COMMIT race more often.
 const FAILPOINTS: &str =
@@ -29,7 +29,7 @@ fn config(
 ) -> CrashConfig {
     CrashConfig {
         job_bin: env!("CARGO_BIN_EXE_weir-crash-job").into(),
-        log_dir: dir.path().join("log"),
+        source: Source::Log(dir.path().join("log")),
         db_url,
         schema,
         job: format!("crash-{name}"),
@@ -117,4 +117,30 @@ async fn mariadb_embedded_log_crash_loop() -> Result<()> {
         n,
     )
     .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_kafka_crash_loop() -> Result<()> {
+    let broker = weir_testkit::tansu::TansuBroker::shared()
+        .map_err(|e| anyhow!("{e} (the tansu broker comes from scripts/provision)"))?;
+    let topic = unique("crash_in");
+    broker.create_topic(&topic, 3)?;
+    let dir = tempfile::tempdir()?;
+    let url = "postgres://postgres@127.0.0.1:5432/test".to_owned();
+    let schema = unique("crash_kpg");
+    let admin = sqlx::PgPool::connect(&url).await.map_err(|e| {
+        anyhow!("cannot reach PostgreSQL at 127.0.0.1:5432: {e}; run scripts/provision")
+    })?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
+        .execute(&admin)
+        .await?;
+    let n = kills(20);
+    let mut cfg = config("kafka-pg", &dir, url, Some(schema), n);
+    cfg.source = Source::Kafka {
+        bootstrap: broker.bootstrap(),
+        topic,
+    };
+    cfg.chunk = 600;
+    cfg.max_kill_delay = Duration::from_millis(2500);
+    check_run("Kafka (tansu) + PostgreSQL", cfg, n).await
 }

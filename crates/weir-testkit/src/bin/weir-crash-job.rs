@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! weir-crash-job --log DIR --db URL --job NAME [--schema S] [--batch N]
-//! weir-crash-job --kafka HOST:PORT --db URL --job NAME ...
+//! weir-crash-job --kafka HOST:PORT --topic T --db URL --job NAME ...   (standalone assign)
 //! ```
 
 use std::sync::Arc;
@@ -57,6 +57,7 @@ struct Args {
     job: String,
     schema: Option<String>,
     batch: usize,
+    topic: String,
 }
 
 fn args() -> Result<Args> {
@@ -67,6 +68,7 @@ fn args() -> Result<Args> {
         job: "crash".into(),
         schema: None,
         batch: 50,
+        topic: "in".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -78,6 +80,7 @@ fn args() -> Result<Args> {
             "--job" => a.job = val()?,
             "--schema" => a.schema = Some(val()?),
             "--batch" => a.batch = val()?.parse()?,
+            "--topic" => a.topic = val()?,
             other => bail!("unknown argument {other}"),
         }
     }
@@ -133,9 +136,25 @@ async fn run<DB: Dialect>(
     DB::execute(&mut conn, &Arc::from(ddl), &[]).await?;
     drop(conn);
     eprintln!("crash job {} starting", args.job);
-    runner
-        .run(consumer.as_mut(), Subscription::topics(["in"]))
-        .await?;
+    if args.kafka.is_some() {
+        // Standalone assignment: a restarted process takes over at once instead of
+        // waiting for the killed member's session to time out. Claims and seeks are
+        // the runner's, as in group mode.
+        let partitions = tokio::time::timeout(
+            Duration::from_secs(30),
+            consumer.partitions_for(&args.topic),
+        )
+        .await
+        .context("reading the input topic's partitions timed out")??;
+        runner.run_assigned(consumer.as_mut(), &partitions).await?;
+    } else {
+        runner
+            .run(
+                consumer.as_mut(),
+                Subscription::topics([args.topic.as_str()]),
+            )
+            .await?;
+    }
     Ok(())
 }
 
@@ -152,7 +171,9 @@ async fn main() -> Result<()> {
             let log = weir_log::Log::open(dir, weir_log::LogOptions::default())?;
             Box::new(weir_log::LogConsumer::new(&log, config)?)
         }
-        (None, Some(_servers)) => bail!("the Kafka backend is not wired into the crash job yet"),
+        (None, Some(servers)) => Box::new(weir_kafka::KafkaConsumer::new(
+            config.with_bootstrap_servers(servers.clone()),
+        )?),
         _ => bail!("exactly one of --log or --kafka is required"),
     };
     let scheme = args.db.split(':').next().unwrap_or("");
