@@ -8,17 +8,17 @@ use std::time::{Duration, Instant};
 use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, RebalanceProtocol};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Headers as _, Message as _};
 use rdkafka::topic_partition_list::{Offset as RdOffset, TopicPartitionList};
 use weir_core::{
-    async_trait, AutoOffsetReset, Batch, Bytes, CommitCallback, CommitOffsets, Consumer,
-    ConsumerConfig, Error, Header, NoopListener, Offset, RebalanceContext, RebalanceListener,
-    Record, Result, Subscription, TopicPartition, WakeupHandle,
+    async_trait, AutoOffsetReset, Batch, CommitCallback, CommitOffsets, Consumer, ConsumerConfig,
+    Error, NoopListener, Offset, RebalanceContext, RebalanceListener, Record, Result, Subscription,
+    TopicPartition, WakeupHandle,
 };
 
 use crate::config::{to_client_config, Redactor};
 use crate::context::{RebalanceEvent, Shared, WeirContext};
 use crate::error::{code_is_retriable, from_code, from_kafka};
+use crate::fetch::{fetch, Fetched};
 
 type Rd = BaseConsumer<WeirContext>;
 
@@ -32,6 +32,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a pattern subscription looks for new matching topics.
 const PATTERN_REFRESH: Duration = Duration::from_secs(2);
+/// How long `unsubscribe()` waits for librdkafka to give the assignment up.
+const UNSUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default bound of `close()`.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -56,13 +58,6 @@ enum Mode {
         matched: Option<(BTreeSet<String>, Instant)>,
     },
     Assigned,
-}
-
-/// What one blocking fetch brought back.
-struct Fetched {
-    records: Vec<Record>,
-    error: Option<KafkaError>,
-    topics: Vec<Arc<str>>,
 }
 
 /// weir's [`Consumer`] for Kafka, over librdkafka (`rdkafka`'s `BaseConsumer`).
@@ -191,84 +186,6 @@ fn tpl_plain(tps: &[TopicPartition]) -> TopicPartitionList {
 
 fn is_cooperative(rd: &Rd) -> bool {
     matches!(rd.rebalance_protocol(), RebalanceProtocol::Cooperative)
-}
-
-/// Turn a fetched librdkafka message into a weir record (copying the payload once).
-fn to_record(m: &rdkafka::message::BorrowedMessage<'_>, topics: &mut Vec<Arc<str>>) -> Record {
-    let name = m.topic();
-    let topic = match topics.iter().find(|t| &***t == name) {
-        Some(t) => t.clone(),
-        None => {
-            let t: Arc<str> = Arc::from(name);
-            topics.push(t.clone());
-            t
-        }
-    };
-    let headers = match m.headers() {
-        Some(hs) => hs
-            .iter()
-            .map(|h| Header {
-                key: h.key.to_owned(),
-                value: h.value.map(Bytes::copy_from_slice),
-            })
-            .collect(),
-        None => Vec::new(),
-    };
-    Record {
-        topic,
-        partition: m.partition(),
-        offset: m.offset(),
-        timestamp: m.timestamp().to_millis(),
-        key: m.key().map(Bytes::copy_from_slice),
-        value: m.payload().map(Bytes::copy_from_slice),
-        headers,
-    }
-}
-
-/// One blocking fetch: wait up to `slice` for the first message, then take whatever
-/// else is queued, up to `want`; stop early when a rebalance was captured.
-fn fetch(
-    rd: &Rd,
-    shared: &Shared,
-    slice: Duration,
-    want: usize,
-    mut topics: Vec<Arc<str>>,
-) -> Fetched {
-    let deadline = Instant::now() + slice;
-    let mut records = Vec::with_capacity(want.min(4096));
-    let mut error = None;
-    loop {
-        let wait = if records.is_empty() {
-            deadline.saturating_duration_since(Instant::now())
-        } else {
-            Duration::ZERO
-        };
-        match rd.poll(wait) {
-            Some(Ok(m)) => {
-                records.push(to_record(&m, &mut topics));
-                if records.len() >= want {
-                    break;
-                }
-            }
-            Some(Err(e)) => {
-                error = Some(e);
-                break;
-            }
-            None => {
-                if !records.is_empty() || Instant::now() >= deadline {
-                    break;
-                }
-            }
-        }
-        if shared.has_rebalance() {
-            break;
-        }
-    }
-    Fetched {
-        records,
-        error,
-        topics,
-    }
 }
 
 /// Resolve start offsets to numbers: the listener's (or user's) seek, else the group's
@@ -476,13 +393,24 @@ impl KafkaConsumer {
             let fetched = h
                 .await
                 .map_err(|e| backend(format!("fetch task failed: {e}")))?;
-            self.merge(fetched);
+            self.merge(fetched, false);
         }
         Ok(())
     }
 
-    fn merge(&mut self, fetched: Fetched) {
+    /// Keep what a fetch brought. Records of partitions not assigned (any more), below
+    /// a partition's floor (fetched before a seek or assignment), or of a partition
+    /// without a resolved start are dropped. With `direct` (nothing buffered, nothing
+    /// paused: the common case while records flow) the records are returned for
+    /// delivery at once, positions advanced; otherwise they are buffered per partition.
+    fn merge(&mut self, fetched: Fetched, direct: bool) -> Vec<Record> {
         self.topics = fetched.topics;
+        let direct = direct
+            && fetched.error.is_none()
+            && !self.shared.has_rebalance()
+            && self.paused.is_empty()
+            && self.parts.values().all(|st| st.buf.is_empty());
+        let mut out = Vec::with_capacity(if direct { fetched.records.len() } else { 0 });
         let mut current: Option<(TopicPartition, bool)> = None;
         for r in fetched.records {
             let same = matches!(&current, Some((tp, _)) if tp.partition() == r.partition && tp.topic() == &*r.topic);
@@ -510,11 +438,17 @@ impl KafkaConsumer {
                 _ => {}
             }
             st.floor = Some(r.offset + 1);
-            st.buf.push_back(r);
+            if direct {
+                st.position = Some(r.offset + 1);
+                out.push(r);
+            } else {
+                st.buf.push_back(r);
+            }
         }
         if let Some(e) = fetched.error {
             self.note_fetch_error(e);
         }
+        out
     }
 
     fn note_fetch_error(&mut self, e: KafkaError) {
@@ -1219,8 +1153,44 @@ impl Consumer for KafkaConsumer {
         let mut result = Ok(());
         if matches!(self.mode, Mode::Subscribed { .. }) {
             let all: Vec<TopicPartition> = self.parts.keys().cloned().collect();
+            let had_partitions = !all.is_empty();
             result = self.on_revoke(all, false, false).await;
             rd.unsubscribe();
+            // librdkafka leaves the group only once the revoke it now raises has been
+            // carried out, which happens in a poll; the caller may not poll again, so
+            // carry it out here (the listener already ran above).
+            let shared = self.shared.clone();
+            let redactor = self.redactor.clone();
+            detached("unsubscribe", move || {
+                let started = Instant::now();
+                let deadline = started + UNSUBSCRIBE_TIMEOUT;
+                let mut handled = false;
+                while Instant::now() < deadline {
+                    let _ = rd.poll(Duration::from_millis(20));
+                    while let Some(ev) = shared.take_rebalance() {
+                        handled = true;
+                        let r = match ev {
+                            RebalanceEvent::Revoke { partitions, .. } if is_cooperative(&rd) => {
+                                rd.incremental_unassign(&tpl_plain(&partitions))
+                            }
+                            _ => rd.unassign(),
+                        };
+                        if let Err(e) = r {
+                            tracing::debug!(target: "weir_kafka", error = %from_kafka("unassigning after unsubscribe", &e, &redactor), "unsubscribe");
+                        }
+                    }
+                    let empty = rd.assignment().map(|a| a.count() == 0).unwrap_or(true);
+                    let settled = handled || (!had_partitions && started.elapsed() > Duration::from_millis(200));
+                    if empty && settled {
+                        break;
+                    }
+                }
+            })
+            .await?;
+            self.parts.clear();
+            self.paused.clear();
+            self.pending_seeks.clear();
+            self.unresolved.clear();
         }
         self.mode = Mode::Idle;
         result
@@ -1333,13 +1303,24 @@ impl Consumer for KafkaConsumer {
             }
             fetched_once = true;
             let rd = self.rd()?;
-            let shared = self.shared.clone();
-            let slice = deadline.saturating_duration_since(now).min(FETCH_SLICE);
             let want = self
                 .config
                 .max_poll_records()
                 .saturating_sub(self.buffered())
                 .max(1);
+            // First without waiting, on this thread: while records flow, no thread
+            // hop at all.
+            let quick = fetch(&rd, &self.shared, Duration::ZERO, want, self.topics.clone());
+            if !quick.records.is_empty() || quick.error.is_some() || self.shared.has_rebalance() {
+                let direct = self.merge(quick, true);
+                if !direct.is_empty() {
+                    return Ok(Batch::from(direct));
+                }
+                continue;
+            }
+            self.topics = quick.topics;
+            let shared = self.shared.clone();
+            let slice = deadline.saturating_duration_since(now).min(FETCH_SLICE);
             let topics = self.topics.clone();
             let mut handle =
                 tokio::task::spawn_blocking(move || fetch(&rd, &shared, slice, want, topics));
@@ -1351,7 +1332,10 @@ impl Consumer for KafkaConsumer {
             match outcome {
                 Some(r) => {
                     let fetched = r.map_err(|e| backend(format!("fetch task failed: {e}")))?;
-                    self.merge(fetched);
+                    let direct = self.merge(fetched, true);
+                    if !direct.is_empty() {
+                        return Ok(Batch::from(direct));
+                    }
                 }
                 None => {
                     self.inflight = Some(handle);

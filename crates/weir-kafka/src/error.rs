@@ -70,7 +70,7 @@ pub(crate) fn from_code(what: &str, code: RDKafkaErrorCode) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rdkafka::config::RDKafkaConfRes;
+    use rdkafka::types::RDKafkaConfRes;
     use weir_core::ConsumerConfig;
 
     #[test]

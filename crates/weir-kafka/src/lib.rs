@@ -66,6 +66,7 @@ mod config;
 mod consumer;
 mod context;
 mod error;
+mod fetch;
 
 pub use config::{bootstrap_servers, is_kafka_url};
 pub use consumer::KafkaConsumer;

@@ -163,11 +163,8 @@ impl Backend for KafkaBackend {
         produce_one(self.producer, topic, partition, key, value).await
     }
 
-    /// `session.timeout.ms` is 10 s here, not 6 s: tansu holds every JoinGroup round
-    /// for about 3 s (see DEVELOPERS.md), so a rebalance after `close()` takes about
-    /// one heartbeat + 3 s, and the suite wants that under half the session timeout.
     fn config(&self, group: Option<&str>) -> ConsumerConfig {
-        base_config(&self.broker.bootstrap(), group).with_session_timeout(Duration::from_secs(10))
+        base_config(&self.broker.bootstrap(), group)
     }
 
     async fn consumer(&self, config: ConsumerConfig) -> Result<Box<dyn Consumer>> {
