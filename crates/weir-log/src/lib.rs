@@ -21,7 +21,8 @@
 //! cut short by a crash) and reports damage followed by valid data as
 //! [`weir_core::Error::Corrupt`] naming the file and byte position, never silently
 //! dropping acknowledged records. Segment files are fsynced before the log rolls to a
-//! new one, and directories are fsynced after files are created, renamed or deleted.
+//! new one (except in [`Durability::Os`], which leaves fsync to [`Log::flush`] and
+//! close), and directories are fsynced after files are created, renamed or deleted.
 //! A failed write or fsync poisons the log: every later write returns
 //! [`weir_core::Error::Poisoned`]. See [`Durability`] for each mode's exact guarantee.
 //!

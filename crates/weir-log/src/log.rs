@@ -475,7 +475,7 @@ impl Log {
     pub fn append(&self, tp: &TopicPartition, records: &[NewRecord]) -> Result<i64> {
         let p = self.partition(tp)?;
         let first = p.append(records)?;
-        if !records.is_empty() {
+        if !records.is_empty() && self.inner.appended.receiver_count() > 0 {
             self.inner.appended.send_modify(|n| *n = n.wrapping_add(1));
         }
         Ok(first)
@@ -530,7 +530,9 @@ impl Log {
     }
 
     /// A watch channel whose value changes after every successful append to any
-    /// partition, so a consumer can wait for new data without spinning.
+    /// partition, so a consumer can wait for new data without spinning. Subscribe
+    /// first, then check the offsets, then wait: appends made while nobody is
+    /// subscribed notify nobody.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]

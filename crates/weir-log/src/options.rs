@@ -15,8 +15,8 @@ pub const MAX_SEGMENT_BYTES: u64 = 1 << 31;
 ///
 /// Whatever the mode, an append is either wholly present after recovery or wholly
 /// absent (every batch carries a CRC32C; a torn tail is truncated on open), records are
-/// never reordered, and sealed segments (all but the newest of a partition) are
-/// fsynced when the log rolls to a new segment.
+/// never reordered. In `Always` and `Interval` modes a segment is fsynced before the
+/// log rolls to a new one, so a power loss can only affect the newest segment.
 ///
 /// ```
 /// use std::time::Duration;
@@ -40,12 +40,14 @@ pub enum Durability {
     /// the duration of one fsync (the loss window), never earlier ones, and never
     /// anything out of order.
     Interval(Duration),
-    /// `write(2)` only: the operating system writes the page cache back when it likes.
-    /// An acknowledged record survives a process crash (kill -9), not a kernel crash or
-    /// power loss, which can lose any records written since the last roll to a new
-    /// segment or the last [`Log::flush`](crate::Log::flush). After such a loss the log
-    /// either opens with a shorter tail or, if the loss left a hole followed by
-    /// surviving data, refuses to open with [`Error::Corrupt`](weir_core::Error::Corrupt).
+    /// `write(2)` only: the operating system writes the page cache back when it likes
+    /// (segments are fsynced only by [`Log::flush`](crate::Log::flush) and when the
+    /// last handle is dropped). An acknowledged record survives a process crash
+    /// (kill -9), not a kernel crash or power loss, which can lose any record written
+    /// since the last flush. After such a loss the log either opens with a shorter
+    /// tail or, if the loss left a hole followed by surviving data, refuses to open
+    /// with [`Error::Corrupt`](weir_core::Error::Corrupt) naming the file, rather than
+    /// silently skipping records.
     Os,
 }
 

@@ -28,6 +28,8 @@ struct Writer {
     last_indexed: u64,
     next_offset: i64,
     buf: Vec<u8>,
+    /// Sealed segments not fsynced yet (`Durability::Os` only).
+    unsynced: Vec<Arc<Segment>>,
 }
 
 /// A partition of a topic.
@@ -105,6 +107,7 @@ impl Partition {
             next_offset: active.next_offset(),
             active,
             buf: Vec::new(),
+            unsynced: Vec::new(),
         };
         Ok(Partition {
             tp,
@@ -222,8 +225,12 @@ impl Partition {
     /// Seals the active segment (fsync, index file) and starts a new one.
     fn roll(&self, w: &mut Writer) -> Result<()> {
         let old = w.active.clone();
-        if !matches!(self.shared.options.durability, Durability::Always) {
-            self.sync_segment(&old)?;
+        match self.shared.options.durability {
+            Durability::Always => {}
+            Durability::Interval(_) => self.sync_segment(&old)?,
+            // Os mode promises nothing against power loss: the sealed segment is
+            // fsynced by the next flush() or the close, not on the append path.
+            Durability::Os => w.unsynced.push(old.clone()),
         }
         if let Err(e) = old.write_index() {
             self.shared.poison(&old.index_path);
@@ -249,9 +256,12 @@ impl Partition {
         if !self.dirty.load(Ordering::Acquire) {
             return Ok(());
         }
-        let w = self.writer.lock();
+        let mut w = self.writer.lock();
         self.shared.check_poisoned()?;
         if self.dirty.swap(false, Ordering::AcqRel) {
+            for seg in std::mem::take(&mut w.unsynced) {
+                self.sync_segment(&seg)?;
+            }
             self.sync_segment(&w.active)?;
         }
         Ok(())
@@ -428,6 +438,11 @@ impl Partition {
             });
         }
         Ok(out)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn unsynced_count(&self) -> usize {
+        self.writer.lock().unsynced.len()
     }
 
     #[cfg(test)]

@@ -13,6 +13,8 @@ pub(crate) struct Shared {
     pub options: LogOptions,
     /// The file whose flush failed, once one has.
     poisoned: Mutex<Option<PathBuf>>,
+    /// Fast check for `poisoned.is_some()`.
+    is_poisoned: std::sync::atomic::AtomicBool,
     #[cfg(test)]
     fail_next_sync: std::sync::atomic::AtomicBool,
 }
@@ -22,6 +24,7 @@ impl Shared {
         Self {
             options,
             poisoned: Mutex::new(None),
+            is_poisoned: std::sync::atomic::AtomicBool::new(false),
             #[cfg(test)]
             fail_next_sync: std::sync::atomic::AtomicBool::new(false),
         }
@@ -34,10 +37,15 @@ impl Shared {
         if p.is_none() {
             *p = Some(path.to_path_buf());
         }
+        self.is_poisoned
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// `Err(Error::Poisoned)` once the log is poisoned.
     pub(crate) fn check_poisoned(&self) -> Result<()> {
+        if !self.is_poisoned() {
+            return Ok(());
+        }
         match &*self.poisoned.lock() {
             Some(path) => Err(Error::Poisoned { path: path.clone() }),
             None => Ok(()),
@@ -45,7 +53,7 @@ impl Shared {
     }
 
     pub(crate) fn is_poisoned(&self) -> bool {
-        self.poisoned.lock().is_some()
+        self.is_poisoned.load(std::sync::atomic::Ordering::Acquire)
     }
 
     #[cfg(test)]

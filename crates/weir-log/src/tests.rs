@@ -100,3 +100,26 @@ fn interval_mode_flushes_in_the_background() {
         Err(Error::Poisoned { .. })
     ));
 }
+
+#[test]
+fn os_mode_flush_syncs_segments_sealed_since_the_last_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(
+        dir.path(),
+        LogOptions::default()
+            .with_durability(Durability::Os)
+            .with_segment_bytes(1024),
+    )
+    .unwrap();
+    log.create_topic("t", 1).unwrap();
+    let tp = TopicPartition::new("t", 0);
+    for _ in 0..10 {
+        log.append(&tp, &[NewRecord::value(vec![0u8; 400])])
+            .unwrap();
+    }
+    let p = log.partition(&tp).unwrap();
+    assert!(p.unsynced_count() >= 3, "rolls in Os mode do not fsync");
+    log.flush().unwrap();
+    assert_eq!(p.unsynced_count(), 0);
+    assert!(!p.is_dirty());
+}
