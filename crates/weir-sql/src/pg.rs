@@ -43,20 +43,33 @@ fn query<'q>(sql: &Arc<str>, args: &[Value<'_>]) -> Query<'q, Postgres, PgArgume
     q
 }
 
+/// Append a decimal integer.
+fn push_int(out: &mut Vec<u8>, v: i64) {
+    let mut buf = [0_u8; 20];
+    let mut i = buf.len();
+    let mut n = v.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
 /// Append `v` in COPY text format.
 fn copy_text(out: &mut Vec<u8>, v: &Value<'_>) {
     match *v {
         Value::Null(_) => out.extend_from_slice(b"\\N"),
         Value::Bool(b) => out.push(if b { b't' } else { b'f' }),
-        Value::SmallInt(i) => {
-            let _ = write!(ByteWriter(out), "{i}");
-        }
-        Value::Int(i) => {
-            let _ = write!(ByteWriter(out), "{i}");
-        }
-        Value::BigInt(i) => {
-            let _ = write!(ByteWriter(out), "{i}");
-        }
+        Value::SmallInt(i) => push_int(out, i64::from(i)),
+        Value::Int(i) => push_int(out, i64::from(i)),
+        Value::BigInt(i) => push_int(out, i),
         Value::Double(f) => {
             if f.is_nan() {
                 out.extend_from_slice(b"NaN");
@@ -67,7 +80,15 @@ fn copy_text(out: &mut Vec<u8>, v: &Value<'_>) {
             }
         }
         Value::Text(s) => {
-            for &b in s.as_bytes() {
+            let bytes = s.as_bytes();
+            if !bytes
+                .iter()
+                .any(|b| matches!(b, b'\\' | b'\n' | b'\r' | b'\t'))
+            {
+                out.extend_from_slice(bytes);
+                return;
+            }
+            for &b in bytes {
                 match b {
                     b'\\' => out.extend_from_slice(b"\\\\"),
                     b'\n' => out.extend_from_slice(b"\\n"),
@@ -208,6 +229,15 @@ impl Dialect for Postgres {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn integers_format_like_display() {
+        for v in [0, 1, -1, 9, 10, -10, i64::MAX, i64::MIN, 1234567890] {
+            let mut out = Vec::new();
+            push_int(&mut out, v);
+            assert_eq!(String::from_utf8(out).unwrap(), v.to_string());
+        }
+    }
 
     #[test]
     fn copy_text_escapes() {
