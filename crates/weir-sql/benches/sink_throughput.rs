@@ -11,6 +11,9 @@
 //! printed at the end of each group. Run: `cargo bench -p weir-sql --bench
 //! sink_throughput`. PostgreSQL must be up (`scripts/provision`).
 
+// Benchmark code: a setup failure aborts the run.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
