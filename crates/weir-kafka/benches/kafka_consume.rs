@@ -14,6 +14,7 @@
 //! cargo bench -p weir-kafka --bench kafka_consume
 //! WEIR_BENCH_RECORDS=200000 cargo bench -p weir-kafka --bench kafka_consume
 //! ```
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 use std::time::{Duration, Instant};
 

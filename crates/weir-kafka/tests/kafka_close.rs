@@ -1,5 +1,6 @@
 //! close() is bounded even when the broker is gone, and wakeup() interrupts a blocked
 //! poll without losing what the interrupted fetch brought.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 mod common;
 

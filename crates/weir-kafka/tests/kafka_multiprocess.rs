@@ -7,6 +7,7 @@
 //! per event on stdout (`ASSIGNED 0,3`, `REVOKED ...`, `LOST ...`, `REC <partition>
 //! <offset>`), commits asynchronously after every batch and synchronously in
 //! `on_partitions_revoked`, and runs until its stdin closes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Secrets canary: a configuration carrying canary passwords; the canaries never appear
 //! in Debug or Display output, in errors, or in anything logged while the consumer
 //! runs against a broker (librdkafka's own debug logging included).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 mod common;
 

@@ -7,6 +7,7 @@
 //! partition must be exactly at the offset the listener chose; every record is
 //! processed exactly once; nothing of a partition is delivered to a member that does
 //! not own it. Eager (range) and cooperative-sticky groups run side by side.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 mod common;
 

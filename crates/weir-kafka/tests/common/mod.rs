@@ -1,5 +1,7 @@
 //! The Kafka backend of the conformance suite and helpers shared by weir-kafka's
 //! integration tests: a tansu broker (one per test binary), a producer, consumers.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+// Each test binary uses a part of these helpers.
 #![allow(dead_code)]
 
 use std::collections::HashMap;

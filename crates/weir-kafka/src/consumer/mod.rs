@@ -6,19 +6,27 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::FromClientConfigAndContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, RebalanceProtocol};
+use rdkafka::consumer::{BaseConsumer, Consumer as _, RebalanceProtocol};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::topic_partition_list::{Offset as RdOffset, TopicPartitionList};
+use rdkafka::topic_partition_list::Offset as RdOffset;
 use weir_core::{
-    async_trait, AutoOffsetReset, Batch, CommitCallback, CommitOffsets, Consumer, ConsumerConfig,
-    Error, NoopListener, Offset, RebalanceContext, RebalanceListener, Record, Result, Subscription,
-    TopicPartition, WakeupHandle,
+    async_trait, Batch, CommitCallback, CommitOffsets, Consumer, ConsumerConfig, Error, Offset,
+    RebalanceListener, Record, Result, Subscription, TopicPartition, WakeupHandle,
 };
 
 use crate::config::{to_client_config, Redactor};
 use crate::context::{RebalanceEvent, Shared, WeirContext};
-use crate::error::{code_is_retriable, from_code, from_kafka};
+use crate::error::{from_code, from_kafka};
 use crate::fetch::{fetch, Fetched};
+
+mod commit;
+mod offsets;
+mod rebalance;
+
+use offsets::{clone_error, tpl_plain, watermark_error};
+
+/// Async commits waiting for their outcome: id, offsets, callback.
+type PendingCommits = VecDeque<(u64, BTreeMap<TopicPartition, i64>, Option<CommitCallback>)>;
 
 type Rd = BaseConsumer<WeirContext>;
 
@@ -116,8 +124,7 @@ pub struct KafkaConsumer {
     pending_error: Option<Error>,
     /// Async commits waiting for their outcome, by id. Mutex only to make the consumer
     /// `Sync` (callbacks are `Send`, not `Sync`).
-    async_commits:
-        parking_lot::Mutex<VecDeque<(u64, BTreeMap<TopicPartition, i64>, Option<CommitCallback>)>>,
+    async_commits: parking_lot::Mutex<PendingCommits>,
     /// The commit thread's queue (started on the first async commit).
     committer: Option<std::sync::mpsc::Sender<(u64, BTreeMap<TopicPartition, i64>)>>,
     next_commit_id: u64,
@@ -167,145 +174,8 @@ where
         .map_err(|_| backend(format!("{what}: the librdkafka call failed")))
 }
 
-fn tpl_of(map: &BTreeMap<TopicPartition, i64>) -> Result<TopicPartitionList> {
-    let mut tpl = TopicPartitionList::with_capacity(map.len());
-    for (tp, off) in map {
-        tpl.add_partition_offset(tp.topic(), tp.partition(), RdOffset::Offset(*off))
-            .map_err(|e| backend(format!("building the partition list for {tp}: {e}")))?;
-    }
-    Ok(tpl)
-}
-
-fn tpl_plain(tps: &[TopicPartition]) -> TopicPartitionList {
-    let mut tpl = TopicPartitionList::with_capacity(tps.len());
-    for tp in tps {
-        tpl.add_partition(tp.topic(), tp.partition());
-    }
-    tpl
-}
-
 fn is_cooperative(rd: &Rd) -> bool {
     matches!(rd.rebalance_protocol(), RebalanceProtocol::Cooperative)
-}
-
-/// Resolve start offsets to numbers: the listener's (or user's) seek, else the group's
-/// committed offset, else `auto.offset.reset`. Out-of-range offsets get the reset
-/// policy as well. Runs on a blocking thread.
-fn resolve(
-    rd: &Rd,
-    targets: &BTreeMap<TopicPartition, Offset>,
-    use_committed: bool,
-    reset: AutoOffsetReset,
-    redactor: &Redactor,
-) -> (
-    BTreeMap<TopicPartition, i64>,
-    BTreeMap<TopicPartition, Error>,
-) {
-    let mut out = BTreeMap::new();
-    let mut failed = BTreeMap::new();
-    let mut committed: BTreeMap<TopicPartition, i64> = BTreeMap::new();
-    let stored: Vec<TopicPartition> = targets
-        .iter()
-        .filter(|(_, o)| matches!(o, Offset::Stored))
-        .map(|(tp, _)| tp.clone())
-        .collect();
-    if use_committed && !stored.is_empty() {
-        match rd.committed_offsets(tpl_plain(&stored), REQUEST_TIMEOUT) {
-            Ok(tpl) => {
-                for e in tpl.elements() {
-                    if let RdOffset::Offset(o) = e.offset() {
-                        committed.insert(TopicPartition::new(e.topic(), e.partition()), o);
-                    }
-                }
-            }
-            Err(e) => {
-                let err = from_kafka("reading committed offsets", &e, redactor);
-                for tp in stored {
-                    failed.insert(tp, clone_error(&err));
-                }
-            }
-        }
-    }
-    for (tp, target) in targets {
-        if failed.contains_key(tp) {
-            continue;
-        }
-        let (low, high) = match rd.fetch_watermarks(tp.topic(), tp.partition(), REQUEST_TIMEOUT) {
-            Ok(w) => w,
-            Err(e) => {
-                failed.insert(tp.clone(), watermark_error(tp, &e, redactor));
-                continue;
-            }
-        };
-        let reset_to = |position: Option<i64>| match reset {
-            AutoOffsetReset::Earliest => Ok(low),
-            AutoOffsetReset::Latest => Ok(high),
-            AutoOffsetReset::None => Err(Error::NoOffset {
-                partition: tp.clone(),
-                position,
-                log_start: low,
-                log_end: high,
-            }),
-        };
-        let start = match target {
-            Offset::Beginning => Ok(low),
-            Offset::End => Ok(high),
-            Offset::At(n) if (low..=high).contains(n) => Ok(*n),
-            Offset::At(n) => reset_to(Some(*n)),
-            Offset::Stored => match committed.get(tp) {
-                Some(c) if (low..=high).contains(c) => Ok(*c),
-                Some(c) => reset_to(Some(*c)),
-                None => reset_to(None),
-            },
-        };
-        match start {
-            Ok(s) => {
-                out.insert(tp.clone(), s);
-            }
-            Err(e) => {
-                failed.insert(tp.clone(), e);
-            }
-        }
-    }
-    (out, failed)
-}
-
-fn watermark_error(tp: &TopicPartition, e: &KafkaError, redactor: &Redactor) -> Error {
-    match e.rdkafka_error_code() {
-        Some(RDKafkaErrorCode::UnknownTopicOrPartition) | Some(RDKafkaErrorCode::UnknownTopic) => {
-            Error::UnknownTopic {
-                topic: tp.topic().to_owned(),
-            }
-        }
-        Some(RDKafkaErrorCode::UnknownPartition) => Error::UnknownPartition(tp.clone()),
-        _ => from_kafka(&format!("reading the watermarks of {tp}"), e, redactor),
-    }
-}
-
-/// weir-core's `Error` is not `Clone`; the variants weir-kafka repeats are rebuilt.
-fn clone_error(e: &Error) -> Error {
-    match e {
-        Error::NoOffset {
-            partition,
-            position,
-            log_start,
-            log_end,
-        } => Error::NoOffset {
-            partition: partition.clone(),
-            position: *position,
-            log_start: *log_start,
-            log_end: *log_end,
-        },
-        Error::UnknownTopic { topic } => Error::UnknownTopic {
-            topic: topic.clone(),
-        },
-        Error::UnknownPartition(tp) => Error::UnknownPartition(tp.clone()),
-        other => Error::Backend {
-            backend: "kafka",
-            message: other.to_string(),
-            retriable: other.is_retriable(),
-        },
-    }
 }
 
 impl KafkaConsumer {
@@ -481,493 +351,12 @@ impl KafkaConsumer {
         }
     }
 
-    /// Deliver the outcomes of asynchronous commits to their callbacks.
-    fn run_commit_callbacks(&mut self) {
-        for (id, outcome) in self.shared.take_commits() {
-            let entry = {
-                let mut pending = self.async_commits.lock();
-                pending
-                    .iter()
-                    .position(|(i, _, _)| *i == id)
-                    .and_then(|i| pending.remove(i))
-            };
-            let Some((_, map, cb)) = entry else {
-                continue;
-            };
-            let result = match outcome {
-                Ok(()) => Ok(map),
-                Err((code, text)) => Err(self.commit_error(code, &text)),
-            };
-            if let Some(cb) = cb {
-                cb(result);
-            }
-        }
-    }
-
-    fn commit_error(&self, code: Option<RDKafkaErrorCode>, text: &str) -> Error {
-        match code {
-            Some(
-                RDKafkaErrorCode::RebalanceInProgress
-                | RDKafkaErrorCode::IllegalGeneration
-                | RDKafkaErrorCode::UnknownMemberId
-                | RDKafkaErrorCode::AssignmentLost
-                | RDKafkaErrorCode::StaleMemberEpoch
-                | RDKafkaErrorCode::FencedInstanceId,
-            ) => Error::CommitFailed {
-                group: self.group(),
-                reason: text.to_owned(),
-            },
-            Some(c) => from_code("committing offsets", c),
-            None => backend(format!("committing offsets: {text}")),
-        }
-    }
-
     /// Positions of all assigned partitions (what has been delivered).
     fn positions(&self) -> BTreeMap<TopicPartition, i64> {
         self.parts
             .iter()
             .filter_map(|(tp, st)| st.position.map(|p| (tp.clone(), p)))
             .collect()
-    }
-
-    /// Queue an asynchronous commit. librdkafka reports the outcome of an async
-    /// `rd_kafka_commit` only to a global callback, so weir makes its async commits
-    /// synchronously on a commit thread of its own, one after the other (a later
-    /// commit never overtakes an earlier one), and hands each outcome to its callback
-    /// during a later poll. Never retried.
-    fn start_async_commit(
-        &mut self,
-        map: BTreeMap<TopicPartition, i64>,
-        cb: Option<CommitCallback>,
-    ) {
-        let checked = self.rd().and_then(|rd| {
-            self.need_group("commit_async")?;
-            Ok(rd)
-        });
-        let rd = match checked {
-            Ok(rd) => rd,
-            Err(e) => {
-                if let Some(cb) = cb {
-                    cb(Err(e));
-                }
-                return;
-            }
-        };
-        if map.is_empty() {
-            if let Some(cb) = cb {
-                cb(Ok(map));
-            }
-            return;
-        }
-        if self.committer.is_none() {
-            let (tx, rx) = std::sync::mpsc::channel::<(u64, BTreeMap<TopicPartition, i64>)>();
-            let shared = self.shared.clone();
-            let redactor = self.redactor.clone();
-            let spawned = std::thread::Builder::new()
-                .name("weir-kafka-commit".into())
-                .spawn(move || {
-                    while let Ok((id, map)) = rx.recv() {
-                        let outcome = match tpl_of(&map) {
-                            Ok(tpl) => match rd.commit(&tpl, CommitMode::Sync) {
-                                Ok(())
-                                | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {
-                                    Ok(())
-                                }
-                                Err(e) => Err(match e.rdkafka_error_code() {
-                                    Some(c) => (Some(c), c.to_string()),
-                                    None => (None, redactor.clean(&e.to_string())),
-                                }),
-                            },
-                            Err(e) => Err((None, e.to_string())),
-                        };
-                        shared.push_commit((id, outcome));
-                    }
-                });
-            match spawned {
-                Ok(_) => self.committer = Some(tx),
-                Err(e) => {
-                    if let Some(cb) = cb {
-                        cb(Err(backend(format!("cannot start the commit thread: {e}"))));
-                    }
-                    return;
-                }
-            }
-        }
-        let id = self.next_commit_id;
-        self.next_commit_id += 1;
-        let sent = self
-            .committer
-            .as_ref()
-            .map(|tx| tx.send((id, map.clone())).is_ok())
-            .unwrap_or(false);
-        if sent {
-            self.async_commits.lock().push_back((id, map, cb));
-        } else if let Some(cb) = cb {
-            cb(Err(backend("the commit thread is gone")));
-        }
-    }
-
-    /// Kafka's auto-commit, done in `poll`: the positions of what earlier polls returned.
-    fn maybe_auto_commit(&mut self) {
-        if !self.config.enable_auto_commit()
-            || self.standalone
-            || self.last_auto_commit.elapsed() < self.config.auto_commit_interval()
-        {
-            return;
-        }
-        self.last_auto_commit = Instant::now();
-        let map: BTreeMap<TopicPartition, i64> = self
-            .positions()
-            .into_iter()
-            .filter(|(tp, p)| self.auto_committed.get(tp) != Some(p))
-            .collect();
-        if map.is_empty() {
-            return;
-        }
-        self.auto_committed.extend(map.clone());
-        self.start_async_commit(map, None);
-    }
-
-    /// Commit synchronously, retrying retriable failures until `deadline`.
-    async fn commit_map_sync(
-        &mut self,
-        map: BTreeMap<TopicPartition, i64>,
-        deadline: Instant,
-    ) -> Result<()> {
-        if map.is_empty() {
-            return Ok(());
-        }
-        // Earlier async commits first: a sync commit must not be overtaken by them.
-        self.finish_async_commits(deadline).await;
-        let rd = self.rd()?;
-        let tpl = tpl_of(&map)?;
-        let outcome = detached("commit", move || loop {
-            match rd.commit(&tpl, CommitMode::Sync) {
-                Ok(()) => return Ok(()),
-                Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => return Ok(()),
-                Err(e) => {
-                    let retriable = e.rdkafka_error_code().is_some_and(code_is_retriable);
-                    if !retriable || Instant::now() >= deadline {
-                        return Err(e);
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            }
-        })
-        .await?;
-        self.run_commit_callbacks();
-        match outcome {
-            Ok(()) => {
-                self.auto_committed.extend(map);
-                Ok(())
-            }
-            Err(e) => Err(match e.rdkafka_error_code() {
-                Some(c) => self.commit_error(Some(c), &c.to_string()),
-                None => from_kafka("committing offsets", &e, &self.redactor),
-            }),
-        }
-    }
-
-    /// Apply an assignment: run the listener, resolve starts, assign with offsets.
-    async fn on_assign(&mut self, tps: Vec<TopicPartition>, cooperative_hint: bool) -> Result<()> {
-        let rd = self.rd()?;
-        let listener = match &self.mode {
-            Mode::Subscribed { listener, .. } => listener.clone(),
-            _ => Arc::new(NoopListener),
-        };
-        let mut ctx = RebalanceContext::new(BTreeMap::new());
-        let listener_result = listener.on_partitions_assigned(&tps, &mut ctx).await;
-        let (seeks, commits) = ctx.into_parts();
-        if !commits.is_empty() {
-            if let Err(e) = self
-                .commit_map_sync(commits, Instant::now() + COMMIT_TIMEOUT)
-                .await
-            {
-                tracing::warn!(target: "weir_kafka", error = %e, "commit requested in on_partitions_assigned failed");
-            }
-        }
-        let targets: BTreeMap<TopicPartition, Offset> = tps
-            .iter()
-            .map(|tp| (tp.clone(), seeks.get(tp).copied().unwrap_or(Offset::Stored)))
-            .collect();
-        let use_committed = !self.standalone;
-        let reset = self.config.auto_offset_reset();
-        let redactor = self.redactor.clone();
-        let rd2 = rd.clone();
-        let (starts, failed) = detached("resolve", move || {
-            resolve(&rd2, &targets, use_committed, reset, &redactor)
-        })
-        .await?;
-        let mut tpl = TopicPartitionList::with_capacity(tps.len());
-        for tp in &tps {
-            let off = match starts.get(tp) {
-                Some(s) => RdOffset::Offset(*s),
-                // Unresolved: assigned paused at the beginning; a seek restarts it.
-                None => RdOffset::Beginning,
-            };
-            tpl.add_partition_offset(tp.topic(), tp.partition(), off)
-                .map_err(|e| backend(format!("building the assignment for {tp}: {e}")))?;
-        }
-        let incremental = cooperative_hint;
-        let failed_list: Vec<TopicPartition> = failed.keys().cloned().collect();
-        let assign_result = detached("assign", move || {
-            let r = if incremental {
-                rd.incremental_assign(&tpl)
-            } else {
-                rd.assign(&tpl)
-            };
-            if r.is_ok() && !failed_list.is_empty() {
-                let _ = rd.pause(&tpl_plain(&failed_list));
-            }
-            r
-        })
-        .await?;
-        if !incremental {
-            self.parts.clear();
-            self.paused.clear();
-            self.unresolved.clear();
-        }
-        for tp in &tps {
-            let start = starts.get(tp).copied();
-            self.parts.insert(
-                tp.clone(),
-                PartState {
-                    buf: VecDeque::new(),
-                    position: start,
-                    floor: start,
-                },
-            );
-            self.pending_seeks.remove(tp);
-        }
-        for (tp, e) in failed {
-            self.unresolved.insert(tp, e);
-        }
-        assign_result.map_err(|e| from_kafka("assigning partitions", &e, &self.redactor))?;
-        listener_result.map_err(|e| Error::Listener(Box::new(e)))
-    }
-
-    /// Give partitions up: stop delivering them, run the listener, commit, unassign.
-    async fn on_revoke(
-        &mut self,
-        tps: Vec<TopicPartition>,
-        lost: bool,
-        unassign: bool,
-    ) -> Result<()> {
-        let rd = self.rd()?;
-        let listener = match &self.mode {
-            Mode::Subscribed { listener, .. } => listener.clone(),
-            _ => Arc::new(NoopListener),
-        };
-        // Only what weir still holds goes through the listener (unsubscribe/close
-        // revoke before librdkafka asks).
-        let mine: Vec<TopicPartition> = tps
-            .iter()
-            .filter(|tp| self.parts.contains_key(*tp))
-            .cloned()
-            .collect();
-        let mut positions = BTreeMap::new();
-        for tp in &mine {
-            if let Some(st) = self.parts.get_mut(tp) {
-                st.buf.clear();
-                if let Some(p) = st.position {
-                    positions.insert(tp.clone(), p);
-                }
-            }
-        }
-        let mut result = Ok(());
-        if !mine.is_empty() {
-            if lost {
-                result = listener
-                    .on_partitions_lost(&mine)
-                    .await
-                    .map_err(|e| Error::Listener(Box::new(e)));
-            } else {
-                let mut ctx = RebalanceContext::new(positions.clone());
-                let r = listener.on_partitions_revoked(&mine, &mut ctx).await;
-                let (_, commits) = ctx.into_parts();
-                let mut to_commit = BTreeMap::new();
-                if self.config.enable_auto_commit() && !self.standalone {
-                    to_commit.extend(
-                        positions
-                            .into_iter()
-                            .filter(|(tp, p)| self.auto_committed.get(tp) != Some(p)),
-                    );
-                }
-                to_commit.extend(commits);
-                if !to_commit.is_empty() && !self.standalone {
-                    if let Err(e) = self
-                        .commit_map_sync(to_commit, Instant::now() + COMMIT_TIMEOUT)
-                        .await
-                    {
-                        tracing::warn!(target: "weir_kafka", error = %e, "commit before giving partitions up failed");
-                    }
-                }
-                result = r.map_err(|e| Error::Listener(Box::new(e)));
-            }
-        }
-        for tp in &tps {
-            self.parts.remove(tp);
-            self.paused.remove(tp);
-            self.unresolved.remove(tp);
-            self.pending_seeks.remove(tp);
-            self.auto_committed.remove(tp);
-        }
-        if unassign {
-            let list = tps.clone();
-            let r = detached("unassign", move || {
-                if is_cooperative(&rd) {
-                    rd.incremental_unassign(&tpl_plain(&list))
-                } else {
-                    rd.unassign()
-                }
-            })
-            .await?;
-            r.map_err(|e| from_kafka("unassigning partitions", &e, &self.redactor))?;
-        }
-        result
-    }
-
-    async fn handle_rebalance(&mut self, ev: RebalanceEvent) -> Result<()> {
-        let rd = self.rd()?;
-        match ev {
-            RebalanceEvent::Assign(tps) => {
-                let cooperative = is_cooperative(&rd);
-                self.on_assign(tps, cooperative).await
-            }
-            RebalanceEvent::Revoke { partitions, lost } => {
-                self.on_revoke(partitions, lost, true).await
-            }
-        }
-    }
-
-    /// Apply seeks asked for since the last poll: resolve, seek librdkafka, drop buffers.
-    async fn apply_seeks(&mut self) -> Result<()> {
-        if self.pending_seeks.is_empty() {
-            return Ok(());
-        }
-        let rd = self.rd()?;
-        let targets = std::mem::take(&mut self.pending_seeks);
-        let use_committed = !self.standalone;
-        let reset = self.config.auto_offset_reset();
-        let redactor = self.redactor.clone();
-        let rd2 = rd.clone();
-        let t2 = targets.clone();
-        let (starts, failed) = detached("resolve", move || {
-            resolve(&rd2, &t2, use_committed, reset, &redactor)
-        })
-        .await?;
-        let mut first_error = None;
-        for (tp, e) in failed {
-            // Unresolvable seek: the partition stops until another seek.
-            if let Some(st) = self.parts.get_mut(&tp) {
-                st.buf.clear();
-                st.position = None;
-                st.floor = None;
-            }
-            if first_error.is_none() {
-                first_error = Some(clone_error(&e));
-            }
-            self.unresolved.insert(tp, e);
-        }
-        if !starts.is_empty() {
-            let tpl = tpl_of(&starts)?;
-            let resume: Vec<TopicPartition> = starts
-                .keys()
-                .filter(|tp| self.unresolved.contains_key(*tp) && !self.paused.contains(*tp))
-                .cloned()
-                .collect();
-            let r = detached("seek", move || {
-                let r = rd.seek_partitions(tpl, REQUEST_TIMEOUT);
-                if !resume.is_empty() {
-                    let _ = rd.resume(&tpl_plain(&resume));
-                }
-                r
-            })
-            .await?;
-            match r {
-                Ok(tpl) => {
-                    for e in tpl.elements() {
-                        if let Err(err) = e.error() {
-                            let tp = TopicPartition::new(e.topic(), e.partition());
-                            if first_error.is_none() {
-                                first_error = Some(from_kafka(
-                                    &format!("seeking {tp}"),
-                                    &err,
-                                    &self.redactor,
-                                ));
-                            }
-                        }
-                    }
-                }
-                Err(e) => {
-                    first_error.get_or_insert(from_kafka("seeking", &e, &self.redactor));
-                }
-            }
-            for (tp, s) in starts {
-                self.unresolved.remove(&tp);
-                if let Some(st) = self.parts.get_mut(&tp) {
-                    st.buf.clear();
-                    st.position = Some(s);
-                    st.floor = Some(s);
-                }
-            }
-        }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
-
-    /// For pattern subscriptions: subscribe to the topics that match now.
-    async fn refresh_pattern(&mut self) -> Result<()> {
-        let (re, due) = match &self.mode {
-            Mode::Subscribed {
-                subscription: Subscription::Pattern(re),
-                matched,
-                ..
-            } => (
-                re.clone(),
-                matched
-                    .as_ref()
-                    .is_none_or(|(_, at)| at.elapsed() >= PATTERN_REFRESH),
-            ),
-            _ => return Ok(()),
-        };
-        if !due {
-            return Ok(());
-        }
-        let rd = self.rd()?;
-        let rd2 = rd.clone();
-        let md = detached("metadata", move || {
-            rd2.fetch_metadata(None, REQUEST_TIMEOUT).map(|m| {
-                m.topics()
-                    .iter()
-                    .map(|t| t.name().to_owned())
-                    .collect::<Vec<_>>()
-            })
-        })
-        .await?;
-        let names = match md {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::debug!(target: "weir_kafka", error = %from_kafka("listing topics", &e, &self.redactor), "pattern refresh failed");
-                return Ok(());
-            }
-        };
-        let now: BTreeSet<String> = names.into_iter().filter(|n| re.is_match(n)).collect();
-        let changed = match &self.mode {
-            Mode::Subscribed { matched, .. } => matched.as_ref().is_none_or(|(m, _)| *m != now),
-            _ => false,
-        };
-        if changed && !now.is_empty() {
-            let list: Vec<&str> = now.iter().map(String::as_str).collect();
-            rd.subscribe(&list)
-                .map_err(|e| from_kafka("subscribing", &e, &self.redactor))?;
-        }
-        if let Mode::Subscribed { matched, .. } = &mut self.mode {
-            *matched = Some((now, Instant::now()));
-        }
-        Ok(())
     }
 
     /// Take up to `max.poll.records` buffered records, partitions in turn, skipping
@@ -1017,29 +406,6 @@ impl KafkaConsumer {
             Err(Error::Closed)
         } else {
             Ok(())
-        }
-    }
-
-    /// Wait (until `deadline`) for the async commits queued so far.
-    async fn finish_async_commits(&mut self, deadline: Instant) {
-        loop {
-            self.run_commit_callbacks();
-            if self.async_commits.lock().is_empty() {
-                return;
-            }
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                return;
-            }
-            let shared = self.shared.clone();
-            let notified = shared.commit_done.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            self.run_commit_callbacks();
-            if self.async_commits.lock().is_empty() {
-                return;
-            }
-            let _ = tokio::time::timeout(remaining.min(Duration::from_millis(200)), notified).await;
         }
     }
 
@@ -1501,11 +867,13 @@ impl Consumer for KafkaConsumer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use weir_core::NoopListener;
 
     #[test]
-    fn consumer_is_send() {
-        fn check<T: Send + 'static>() {}
+    fn consumer_is_send_and_sync() {
+        fn check<T: Send + Sync + 'static>() {}
         check::<KafkaConsumer>();
+        check::<crate::WeirContext>();
     }
 
     #[tokio::test]
@@ -1524,7 +892,10 @@ mod tests {
             c.seek(&tp, Offset::At(1)),
             Err(Error::NotAssigned(_))
         ));
-        assert!(matches!(c.pause(&[tp.clone()]), Err(Error::NotAssigned(_))));
+        assert!(matches!(
+            c.pause(std::slice::from_ref(&tp)),
+            Err(Error::NotAssigned(_))
+        ));
         c.close().await.unwrap();
         assert!(matches!(c.poll(Duration::ZERO).await, Err(Error::Closed)));
         assert!(matches!(c.close().await, Err(Error::Closed)));
