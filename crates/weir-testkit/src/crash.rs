@@ -115,6 +115,8 @@ pub struct CrashOutcome {
     pub failpoint_kills: usize,
     /// Of which `SIGKILL` from the harness.
     pub random_kills: usize,
+    /// Failpoint kills by failpoint name.
+    pub by_failpoint: BTreeMap<String, usize>,
     /// Input records.
     pub records: u64,
     /// The checker's report.
@@ -125,11 +127,17 @@ impl CrashOutcome {
     /// `N kills, M records: D dup / L lost` plus the other anomalies.
     pub fn summary(&self) -> String {
         let c = &self.report.counters;
+        let fps: Vec<String> = self
+            .by_failpoint
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
         format!(
-            "{} kills ({} failpoint, {} random), {} records: {} dup / {} lost (dlq rows {}, sink rows {}, other anomalies {})",
+            "{} kills ({} random, {} failpoint: {}), {} records: {} dup / {} lost (dlq rows {}, sink rows {}, other anomalies {})",
             self.kills,
-            self.failpoint_kills,
             self.random_kills,
+            self.failpoint_kills,
+            fps.join(", "),
             self.records,
             c.duplicates,
             c.lost,
@@ -233,7 +241,7 @@ async fn caught_up(db: &Db, cfg: &CrashConfig, records: u64) -> Result<bool> {
     }
 }
 
-fn spawn(cfg: &CrashConfig, failpoints: bool) -> Result<tokio::process::Child> {
+fn spawn(cfg: &CrashConfig, failpoints: bool, extra: &[String]) -> Result<tokio::process::Child> {
     let stderr = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -259,6 +267,7 @@ fn spawn(cfg: &CrashConfig, failpoints: bool) -> Result<tokio::process::Child> {
     if let Some(s) = &cfg.schema {
         cmd.arg("--schema").arg(s);
     }
+    cmd.args(extra);
     if failpoints {
         cmd.env("WEIR_FAILPOINT", &cfg.failpoints);
     } else {
@@ -290,7 +299,7 @@ pub async fn run(cfg: &CrashConfig) -> Result<CrashOutcome> {
                 failpoint_kills + random_kills
             );
         }
-        let mut child = spawn(cfg, true)?;
+        let mut child = spawn(cfg, true, &[])?;
         let max = cfg.max_kill_delay.as_millis().max(31) as u64;
         let delay = Duration::from_millis(rand::random_range(30..max));
         let status = match tokio::time::timeout(delay, child.wait()).await {
@@ -316,7 +325,7 @@ pub async fn run(cfg: &CrashConfig) -> Result<CrashOutcome> {
         }
     }
     // a last run without failpoints until everything is processed
-    let mut child = spawn(cfg, false)?;
+    let mut child = spawn(cfg, false, &[])?;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         if caught_up(&db, cfg, records).await? {
@@ -337,6 +346,192 @@ pub async fn run(cfg: &CrashConfig) -> Result<CrashOutcome> {
     child.start_kill()?;
     child.wait().await?;
 
+    let report = check_tables(&db, cfg).await?;
+    let mut by_failpoint = BTreeMap::new();
+    for line in std::fs::read_to_string(&cfg.stderr)
+        .unwrap_or_default()
+        .lines()
+    {
+        if let Some(name) = line
+            .strip_prefix("weir failpoint ")
+            .and_then(|l| l.strip_suffix(": SIGKILL"))
+        {
+            *by_failpoint.entry(name.to_owned()).or_insert(0) += 1;
+        }
+    }
+    Ok(CrashOutcome {
+        kills: failpoint_kills + random_kills,
+        failpoint_kills,
+        random_kills,
+        by_failpoint,
+        records,
+        report,
+    })
+}
+
+/// A multi-instance storm: several job processes in one consumer group on Kafka,
+/// killed (`SIGKILL`) or stopped (`SIGTERM`) at random, restarted at once or after the
+/// session timeout.
+#[derive(Clone, Debug)]
+pub struct StormConfig {
+    /// The job, database and Kafka input ([`Source::Kafka`]).
+    pub base: CrashConfig,
+    /// Processes in the group.
+    pub members: usize,
+    /// Kills and terminations to inflict.
+    pub actions: usize,
+    /// The members' `session.timeout.ms`.
+    pub session_timeout: Duration,
+}
+
+/// What a storm did and found.
+#[derive(Clone, Debug)]
+pub struct StormOutcome {
+    /// `SIGKILL`s.
+    pub kills: usize,
+    /// `SIGTERM`s.
+    pub terms: usize,
+    /// Members that exited 0 after `SIGTERM` (committed their buffer, left the group).
+    pub clean_exits: usize,
+    /// Restarts delayed past the session timeout.
+    pub late_restarts: usize,
+    /// Input records.
+    pub records: u64,
+    /// The checker's report.
+    pub report: Report,
+}
+
+impl StormOutcome {
+    /// One line for the test log.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} kills + {} SIGTERMs ({} clean exits, {} restarts after the session timeout), {} records: {} anomalies",
+            self.kills,
+            self.terms,
+            self.clean_exits,
+            self.late_restarts,
+            self.records,
+            self.report.anomalies()
+        )
+    }
+}
+
+/// Run a storm and check the result.
+pub async fn storm(cfg: &StormConfig) -> Result<StormOutcome> {
+    let base = &cfg.base;
+    if !matches!(base.source, Source::Kafka { .. }) {
+        bail!("a storm needs several processes in one group: use Source::Kafka");
+    }
+    let db = Db::connect(&base.db_url)
+        .await
+        .with_context(|| "cannot reach the database; run scripts/provision")?;
+    let extra = vec![
+        "--group".to_owned(),
+        "--session-timeout-ms".to_owned(),
+        cfg.session_timeout.as_millis().to_string(),
+    ];
+    let mut records = base.chunk;
+    append(base, 0, records).await?;
+    let table = quoted(&base.db_url, &base.schema, "weir_offsets");
+    // the first member creates the tables alone (concurrent CREATE TABLE IF NOT EXISTS
+    // can fail on PostgreSQL)
+    let mut members: Vec<tokio::process::Child> = vec![spawn(base, false, &extra)?];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !db
+        .next_offsets(&base.job, &table)
+        .await
+        .is_ok_and(|m| !m.is_empty())
+    {
+        if Instant::now() > deadline {
+            bail!(
+                "the first member did not claim within 60 s:\n{}",
+                stderr_tail(base)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for _ in 1..cfg.members {
+        members.push(spawn(base, false, &extra)?);
+    }
+    let (mut kills, mut terms, mut clean_exits, mut late_restarts) = (0, 0, 0, 0);
+    for _ in 0..cfg.actions {
+        tokio::time::sleep(Duration::from_millis(rand::random_range(300..2000))).await;
+        for m in &mut members {
+            if let Some(status) = m.try_wait()? {
+                bail!(
+                    "a member exited by itself ({status}):\n{}",
+                    stderr_tail(base)
+                );
+            }
+        }
+        let i = rand::random_range(0..members.len());
+        if rand::random_bool(0.65) {
+            members[i].start_kill()?;
+            members[i].wait().await?;
+            kills += 1;
+        } else {
+            if let Some(pid) = members[i].id() {
+                let pid = nix::unistd::Pid::from_raw(i32::try_from(pid)?);
+                nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+            }
+            terms += 1;
+            match tokio::time::timeout(Duration::from_secs(30), members[i].wait()).await {
+                Ok(Ok(status)) if status.success() => clean_exits += 1,
+                Ok(status) => bail!(
+                    "a member did not stop cleanly on SIGTERM ({status:?}):\n{}",
+                    stderr_tail(base)
+                ),
+                Err(_) => bail!(
+                    "a member did not stop within 30 s of SIGTERM:\n{}",
+                    stderr_tail(base)
+                ),
+            }
+        }
+        if rand::random_bool(0.25) {
+            late_restarts += 1;
+            tokio::time::sleep(cfg.session_timeout + Duration::from_millis(500)).await;
+        }
+        members[i] = spawn(base, false, &extra)?;
+        if caught_up(&db, base, records).await? {
+            append(base, records, records + base.chunk).await?;
+            records += base.chunk;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !caught_up(&db, base, records).await? {
+        for m in &mut members {
+            if let Some(status) = m.try_wait()? {
+                bail!(
+                    "a member exited by itself ({status}):\n{}",
+                    stderr_tail(base)
+                );
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the group did not catch up within 180 s:\n{}",
+                stderr_tail(base)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for m in &mut members {
+        m.start_kill()?;
+        m.wait().await?;
+    }
+    let report = check_tables(&db, base).await?;
+    Ok(StormOutcome {
+        kills,
+        terms,
+        clean_exits,
+        late_restarts,
+        records,
+        report,
+    })
+}
+
+/// Read the input and the job's tables and run the checker.
+async fn check_tables(db: &Db, cfg: &CrashConfig) -> Result<Report> {
     let topic = cfg.source.topic().to_owned();
     let tps: Vec<TopicPartition> = (0..cfg.partitions)
         .map(|p| TopicPartition::new(topic.clone(), p))
@@ -379,11 +574,5 @@ pub async fn run(cfg: &CrashConfig) -> Result<CrashOutcome> {
         },
         reference,
     );
-    Ok(CrashOutcome {
-        kills: failpoint_kills + random_kills,
-        failpoint_kills,
-        random_kills,
-        records,
-        report,
-    })
+    Ok(report)
 }

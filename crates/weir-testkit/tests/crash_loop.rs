@@ -144,3 +144,49 @@ async fn postgres_kafka_crash_loop() -> Result<()> {
     cfg.max_kill_delay = Duration::from_millis(2500);
     check_run("Kafka (tansu) + PostgreSQL", cfg, n).await
 }
+
+/// Three job processes in one consumer group on Kafka + PostgreSQL, killed or
+/// terminated at random and restarted before or after the session timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_kafka_multi_instance_storm() -> Result<()> {
+    let broker = weir_testkit::tansu::TansuBroker::shared()
+        .map_err(|e| anyhow!("{e} (the tansu broker comes from scripts/provision)"))?;
+    let topic = unique("storm_in");
+    broker.create_topic(&topic, 6)?;
+    let dir = tempfile::tempdir()?;
+    let url = "postgres://postgres@127.0.0.1:5432/test".to_owned();
+    let schema = unique("storm_pg");
+    let admin = sqlx::PgPool::connect(&url).await.map_err(|e| {
+        anyhow!("cannot reach PostgreSQL at 127.0.0.1:5432: {e}; run scripts/provision")
+    })?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
+        .execute(&admin)
+        .await?;
+    let mut base = config("storm", &dir, url, Some(schema), 0);
+    base.source = Source::Kafka {
+        bootstrap: broker.bootstrap(),
+        topic,
+    };
+    base.partitions = 6;
+    base.chunk = 600;
+    let cfg = weir_testkit::crash::StormConfig {
+        base,
+        members: 3,
+        actions: std::env::var("WEIR_STORM_ACTIONS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(12),
+        session_timeout: Duration::from_millis(6000),
+    };
+    let outcome = weir_testkit::crash::storm(&cfg).await?;
+    println!(
+        "multi-instance storm Kafka + PostgreSQL: {}",
+        outcome.summary()
+    );
+    assert!(outcome.report.is_valid(), "{}", outcome.report.to_json());
+    assert_eq!(
+        outcome.clean_exits, outcome.terms,
+        "every SIGTERM ended in a clean exit"
+    );
+    Ok(())
+}

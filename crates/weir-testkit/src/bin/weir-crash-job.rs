@@ -9,7 +9,10 @@
 //! ```text
 //! weir-crash-job --log DIR --db URL --job NAME [--schema S] [--batch N]
 //! weir-crash-job --kafka HOST:PORT --topic T --db URL --job NAME ...   (standalone assign)
+//! weir-crash-job --kafka HOST:PORT --topic T --group [--session-timeout-ms MS] ...
 //! ```
+//!
+//! SIGTERM makes it commit what it buffered, leave the group and exit 0.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,6 +61,8 @@ struct Args {
     schema: Option<String>,
     batch: usize,
     topic: String,
+    group: bool,
+    session_timeout_ms: Option<u64>,
 }
 
 fn args() -> Result<Args> {
@@ -69,6 +74,8 @@ fn args() -> Result<Args> {
         schema: None,
         batch: 50,
         topic: "in".into(),
+        group: false,
+        session_timeout_ms: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -81,6 +88,8 @@ fn args() -> Result<Args> {
             "--schema" => a.schema = Some(val()?),
             "--batch" => a.batch = val()?.parse()?,
             "--topic" => a.topic = val()?,
+            "--group" => a.group = true,
+            "--session-timeout-ms" => a.session_timeout_ms = Some(val()?.parse()?),
             other => bail!("unknown argument {other}"),
         }
     }
@@ -136,7 +145,15 @@ async fn run<DB: Dialect>(
     DB::execute(&mut conn, &Arc::from(ddl), &[]).await?;
     drop(conn);
     eprintln!("crash job {} starting", args.job);
-    if args.kafka.is_some() {
+    // SIGTERM: stop polling, commit what is buffered, leave the group, exit 0.
+    let wake = consumer.wakeup_handle();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::spawn(async move {
+        if term.recv().await.is_some() {
+            wake.wakeup();
+        }
+    });
+    if args.kafka.is_some() && !args.group {
         // Standalone assignment: a restarted process takes over at once instead of
         // waiting for the killed member's session to time out. Claims and seeks are
         // the runner's, as in group mode.
@@ -155,6 +172,8 @@ async fn run<DB: Dialect>(
             )
             .await?;
     }
+    consumer.close().await?;
+    eprintln!("crash job {} stopped cleanly", args.job);
     Ok(())
 }
 
@@ -166,6 +185,12 @@ async fn main() -> Result<()> {
         .with_auto_offset_reset(AutoOffsetReset::Earliest)
         .with_enable_auto_commit(false)
         .with_max_poll_records(args.batch.max(1));
+    let config = match args.session_timeout_ms {
+        Some(ms) => config
+            .with_session_timeout(Duration::from_millis(ms))
+            .with_heartbeat_interval(Duration::from_millis((ms / 4).max(100))),
+        None => config,
+    };
     let consumer: Box<dyn Consumer> = match (&args.log, &args.kafka) {
         (Some(dir), None) => {
             let log = weir_log::Log::open(dir, weir_log::LogOptions::default())?;
