@@ -131,9 +131,25 @@ impl fmt::Display for ErrorKind {
 /// assert_eq!(err.coordinates().to_string(), "orders/2@41");
 /// assert!(err.to_string().starts_with("value of orders/2@41"));
 /// ```
+#[derive(Debug)]
+pub struct DeserializeError(Box<Inner>);
+
+impl fmt::Display for DeserializeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for DeserializeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&*self.0)
+    }
+}
+
+/// Boxed so that `Result<T, DeserializeError>` stays small on the hot path.
 #[derive(Debug, thiserror::Error)]
 #[error("{part} of {at}: {kind}: {detail}")]
-pub struct DeserializeError {
+struct Inner {
     at: Coordinates,
     part: Part,
     kind: ErrorKind,
@@ -145,13 +161,13 @@ pub struct DeserializeError {
 impl DeserializeError {
     /// An error about `part` of the record at `at`.
     pub fn new(at: Coordinates, part: Part, kind: ErrorKind, detail: impl Into<String>) -> Self {
-        Self {
+        Self(Box::new(Inner {
             at,
             part,
             kind,
             detail: detail.into(),
             source: None,
-        }
+        }))
     }
 
     /// Attach the underlying cause.
@@ -159,33 +175,33 @@ impl DeserializeError {
         mut self,
         source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
     ) -> Self {
-        self.source = Some(source.into());
+        self.0.source = Some(source.into());
         self
     }
 
     /// The record's topic, partition and offset.
     pub fn coordinates(&self) -> &Coordinates {
-        &self.at
+        &self.0.at
     }
 
     /// Key or value.
     pub fn part(&self) -> Part {
-        self.part
+        self.0.part
     }
 
     /// Why it failed.
     pub fn kind(&self) -> ErrorKind {
-        self.kind
+        self.0.kind
     }
 
     /// A human-readable description (never the payload itself).
     pub fn detail(&self) -> &str {
-        &self.detail
+        &self.0.detail
     }
 
     /// Permanent or transient.
     pub fn permanence(&self) -> Permanence {
-        self.kind.permanence()
+        self.0.kind.permanence()
     }
 
     /// `true` for poison: route the record to the dead letters.
