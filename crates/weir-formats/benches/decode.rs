@@ -359,7 +359,7 @@ fn paired_ratios() {
         "\nweir throughput / direct throughput (thread CPU time, median of 21 interleaved rounds):"
     );
     for (name, bytes, mut direct, mut weir) in pairs(&f, &ctx, &reader) {
-        let mut time = |g: &mut Box<dyn FnMut() + '_>| {
+        let time = |g: &mut Box<dyn FnMut() + '_>| {
             let start = thread_cpu_seconds();
             for _ in 0..BLOCK {
                 g();
