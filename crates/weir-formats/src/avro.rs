@@ -878,3 +878,50 @@ mod aliases {
         Schema::parse(&writer_json).map_err(Error::schema)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aliases_rename_nested_records_and_their_references() {
+        let writer = parse_schema(
+            r#"{"type":"record","name":"Outer","namespace":"n","fields":[
+                {"name":"a","type":{"type":"record","name":"Old","fields":[{"name":"x","type":"int"}]}},
+                {"name":"b","type":"Old"}]}"#,
+        )
+        .unwrap();
+        let reader = parse_schema(
+            r#"{"type":"record","name":"Outer","namespace":"n","fields":[
+                {"name":"a","type":{"type":"record","name":"New","aliases":["Old"],"fields":[{"name":"y","aliases":["x"],"type":"long"}]}},
+                {"name":"b","type":"New"}]}"#,
+        )
+        .unwrap();
+        let renamed = aliases::apply(&writer, &reader).unwrap();
+        let text = serde_json::to_string(&renamed).unwrap();
+        assert!(text.contains("n.New") && !text.contains("Old"), "{text}");
+        assert!(text.contains(r#""name":"y""#), "{text}");
+        // and the pair now passes the compatibility check and decodes
+        let avro = AvroGeneric::new(&writer)
+            .unwrap()
+            .with_reader_schema(&reader)
+            .unwrap();
+        let topic: Arc<str> = "t".into();
+        let ctx = Context::new(&topic, 0, 0, crate::Part::Value);
+        let v = avro.decode(Some(&[0x02, 0x04]), &ctx).unwrap();
+        let Value::Record(fields) = v else {
+            panic!("not a record")
+        };
+        assert_eq!(
+            fields[1].1,
+            Value::Record(vec![("y".into(), Value::Long(2))])
+        );
+    }
+
+    #[test]
+    fn interning_keeps_one_copy_per_schema() {
+        let a = intern(&parse_schema(r#""long""#).unwrap()).unwrap();
+        let b = intern(&parse_schema(r#""long""#).unwrap()).unwrap();
+        assert!(std::ptr::eq(a, b));
+    }
+}

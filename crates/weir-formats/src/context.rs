@@ -131,3 +131,40 @@ impl<'a> Context<'a> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use weir_core::Bytes;
+
+    use super::*;
+
+    #[test]
+    fn last_header_wins_and_null_headers_are_absent() {
+        let mut r = Record::new("t", 0, 1, None, Some(Bytes::from_static(b"v")));
+        r.headers.push(Header::new("h", &b"first"[..]));
+        r.headers.push(Header::new("h", &b"second"[..]));
+        r.headers.push(Header {
+            key: "null".into(),
+            value: None,
+        });
+        let ctx = Context::for_value(&r);
+        assert_eq!(ctx.header("h"), Some(&b"second"[..]));
+        assert_eq!(ctx.header("null"), None);
+        assert_eq!(ctx.header("missing"), None);
+    }
+
+    #[test]
+    fn errors_carry_the_context() {
+        let r = Record::new("orders", 4, 99, None, None);
+        let e = Context::for_key(&r).error(ErrorKind::Framing, "x");
+        assert_eq!(e.coordinates(), &Coordinates::new("orders", 4, 99));
+        assert_eq!(e.part(), Part::Key);
+        assert_eq!(
+            e.to_string(),
+            "key of orders/4@99: bad schema-registry framing: x"
+        );
+        let big = [0u8; 11];
+        let e = Context::for_value(&r).check_size(&big, 10).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::TooLarge);
+    }
+}

@@ -250,5 +250,76 @@ async_ser_via_sync!(impl[] ByteArray => [u8]);
 async_ser_via_sync!(impl[] ByteArray => Vec<u8>);
 async_via_sync!(impl[] UuidFormat => uuid::Uuid);
 async_ser_via_sync!(impl[] UuidFormat => uuid::Uuid);
-async_via_sync!(impl[T: Send, D: SyncDeserializer<T>] Nullable<D> => Option<T>);
+/// Works around any [`Deserializer`](crate::Deserializer), registry-backed ones too.
+impl<T: Send, D: crate::Deserializer<T>> crate::Deserializer<Option<T>> for Nullable<D> {
+    fn deserialize(
+        &self,
+        data: Option<&[u8]>,
+        ctx: &Context<'_>,
+    ) -> impl std::future::Future<Output = Result<Option<T>, DeserializeError>> + Send {
+        let inner = data.map(|_| self.0.deserialize(data, ctx));
+        async move {
+            match inner {
+                None => Ok(None),
+                Some(decoding) => decoding.await.map(Some),
+            }
+        }
+    }
+}
 async_ser_via_sync!(impl[T: Sync, S: SyncSerializer<T>] Nullable<S> => Option<T>);
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{Deserializer, Part};
+
+    fn ctx_do<R>(f: impl FnOnce(&Context<'_>) -> R) -> R {
+        let topic: Arc<str> = "t".into();
+        f(&Context::new(&topic, 1, 2, Part::Key))
+    }
+
+    #[test]
+    fn null_is_an_error_unless_nullable() {
+        let e = ctx_do(|c| Utf8.decode(None, c)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Null);
+        assert_eq!(e.part(), Part::Key);
+        assert_eq!(ctx_do(|c| Nullable(Utf8).decode(None, c)).unwrap(), None);
+        assert!(Nullable(I32).encode(&None).is_err());
+    }
+
+    #[test]
+    fn fixed_widths_are_exact() {
+        for len in [0usize, 3, 5, 8] {
+            let data = vec![0u8; len];
+            assert!(ctx_do(|c| I32.decode(Some(&data), c)).is_err(), "{len}");
+        }
+        assert_eq!(
+            ctx_do(|c| F64.decode(Some(&2.5f64.to_be_bytes()), c)).unwrap(),
+            2.5
+        );
+    }
+
+    #[test]
+    fn uuid_forms() {
+        let text = b"67e55044-10b1-426f-9247-bb680e5fe0c8";
+        let id = ctx_do(|c| UuidFormat.decode(Some(text), c)).unwrap();
+        assert_eq!(id.to_string().as_bytes(), text);
+        assert!(ctx_do(|c| UuidFormat.decode(Some(&[0xff; 36]), c)).is_err());
+    }
+
+    #[tokio::test]
+    async fn nullable_wraps_async_deserializers() {
+        let topic: Arc<str> = "t".into();
+        let ctx = Context::new(&topic, 0, 0, Part::Value);
+        let d = Nullable(I64);
+        let none: Option<i64> = d.deserialize(None, &ctx).await.unwrap();
+        assert_eq!(none, None);
+        let some: Option<i64> = d
+            .deserialize(Some(&7i64.to_be_bytes()), &ctx)
+            .await
+            .unwrap();
+        assert_eq!(some, Some(7));
+    }
+}

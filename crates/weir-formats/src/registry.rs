@@ -603,3 +603,64 @@ pub(crate) fn to_deserialize_error(
 pub fn topic_subject(topic: &str, part: crate::Part) -> String {
     format!("{topic}-{part}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_validation_and_credentials() {
+        assert!(RegistryConfig::new("localhost:8081").is_err());
+        assert!(RegistryConfig::new("ftp://h").is_err());
+        assert!(RegistryConfig::new("http://").is_err());
+        let c = RegistryConfig::new(" http://u:secret-pw@h:1/prefix/ ").unwrap();
+        assert_eq!(c.url(), "http://h:1/prefix");
+        assert!(
+            matches!(&c.auth, Some(Auth::Basic { user, password }) if user == "u" && password == "secret-pw")
+        );
+        assert!(!format!("{c:?}").contains("secret-pw"));
+        assert!(!format!("{:?}", Auth::bearer("tok-secret")).contains("tok-secret"));
+    }
+
+    #[test]
+    fn subjects_are_percent_encoded() {
+        assert_eq!(encode_segment("a/b c-d_e.f~"), "a%2Fb%20c-d_e.f~");
+        assert_eq!(encode_segment("é"), "%C3%A9");
+    }
+
+    #[test]
+    fn schema_json_shape() {
+        let s: Schema = serde_json::from_str(r#"{"schema":"\"long\""}"#).unwrap();
+        assert_eq!(s.schema_type, SchemaType::Avro);
+        let s: Schema = serde_json::from_str(
+            r#"{"schemaType":"PROTOBUF","schema":"syntax","references":[{"name":"a.proto","subject":"a","version":2}]}"#,
+        )
+        .unwrap();
+        assert_eq!(s.schema_type, SchemaType::Protobuf);
+        assert_eq!(s.references[0].version, 2);
+        let out = serde_json::to_string(&Schema::json("{}")).unwrap();
+        assert_eq!(out, r#"{"schemaType":"JSON","schema":"{}"}"#);
+    }
+
+    #[test]
+    fn registry_errors_map_to_permanence() {
+        let topic: Arc<str> = "t".into();
+        let ctx = Context::new(&topic, 0, 0, crate::Part::Value);
+        let kind = |e: Error| to_deserialize_error(e, SchemaRef::Id(1), &ctx).kind();
+        let reg = |status, code| Error::Registry {
+            status,
+            error_code: code,
+            reason: String::new(),
+        };
+        assert_eq!(kind(reg(404, Some(40403))), ErrorKind::UnknownSchema);
+        assert_eq!(kind(reg(404, None)), ErrorKind::RegistryUnavailable);
+        assert_eq!(kind(reg(401, None)), ErrorKind::RegistryUnavailable);
+        assert_eq!(
+            kind(Error::RegistryUnavailable {
+                reason: String::new()
+            }),
+            ErrorKind::RegistryUnavailable
+        );
+        assert_eq!(kind(Error::schema("x")), ErrorKind::SchemaMismatch);
+    }
+}
