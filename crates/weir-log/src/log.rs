@@ -64,13 +64,13 @@ impl Drop for Inner {
                 tracing::error!(dir = %self.dir.display(), error = %e, "final flush on close failed");
             }
         }
+        // Release the directory lock before taking the registry: an open racing with
+        // this drop holds the registry while it waits for the lock.
+        self.lock.lock().take();
         let mut reg = registry();
         if reg.get(&self.dir).is_some_and(|w| w.strong_count() == 0) {
             reg.remove(&self.dir);
         }
-        // Release the directory lock while holding the registry, so that an open
-        // racing with this drop finds either this log or a free lock.
-        self.lock.lock().take();
     }
 }
 

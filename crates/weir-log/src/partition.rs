@@ -16,6 +16,8 @@ use crate::segment::{parse_segment_file_name, IndexEntry, Segment, INDEX_INTERVA
 use crate::shared::Shared;
 use crate::{Durability, NewRecord, Result};
 
+/// Most segments one read call visits.
+const MAX_SEGMENTS_PER_READ: usize = 8;
 /// Largest buffer one read call fills at a time.
 const READ_CHUNK_MAX: usize = 1 << 20;
 
@@ -334,7 +336,10 @@ impl Partition {
                 return Ok(Vec::new());
             }
             let first = segs.partition_point(|s| s.base <= offset).saturating_sub(1);
-            (end, segs[first..].to_vec())
+            // A read spans few segments: cloning them all would cost a reference
+            // count per segment of the partition.
+            let last = segs.len().min(first + MAX_SEGMENTS_PER_READ);
+            (end, segs[first..last].to_vec())
         };
         let avg_record = segs.first().map_or(64, |s| {
             (s.len() / (s.next_offset() - s.base).max(1) as u64).max(1) as usize

@@ -219,3 +219,17 @@ fn readers_tail_a_partition_while_it_is_appended_and_rolled() {
         r.join().unwrap();
     }
 }
+
+#[test]
+fn reopening_while_the_last_handle_is_dropped_on_another_thread_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..50 {
+        let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+        log.create_topic("race", 1).unwrap();
+        let dropper = std::thread::spawn(move || drop(log));
+        let again = Log::open(dir.path(), LogOptions::default())
+            .unwrap_or_else(|e| panic!("round {i}: reopen racing a drop failed: {e}"));
+        assert_eq!(again.partition_count("race").unwrap(), 1);
+        dropper.join().unwrap();
+    }
+}
