@@ -532,16 +532,29 @@ where
             }
         }
         let paused = consumer.paused();
-        if !paused.is_empty() {
+        let (resume, pause): (Vec<TopicPartition>, Vec<TopicPartition>) = {
             let st = self.state.lock();
-            let resume: Vec<TopicPartition> = paused
-                .into_iter()
-                .filter(|tp| st.parts.get(tp).is_some_and(|s| !s.fenced))
+            let resume = paused
+                .iter()
+                .filter(|tp| st.parts.get(*tp).is_some_and(|s| !s.fenced))
+                .cloned()
                 .collect();
-            drop(st);
-            if !resume.is_empty() {
-                consumer.resume(&resume)?;
-            }
+            // A fenced partition stays assigned until the group moves it: stop
+            // fetching it (a new claim, after a rebalance, resumes it).
+            let pause = st
+                .parts
+                .iter()
+                .filter(|(tp, s)| s.fenced && !paused.contains(*tp))
+                .map(|(tp, _)| tp.clone())
+                .collect();
+            (resume, pause)
+        };
+        if !resume.is_empty() {
+            consumer.resume(&resume)?;
+        }
+        if !pause.is_empty() {
+            tracing::warn!(partitions = ?pause, "pausing fenced partitions");
+            consumer.pause(&pause)?;
         }
         self.stats.claims = self.state.lock().claims;
         Ok(skip)
