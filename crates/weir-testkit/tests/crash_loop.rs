@@ -1,8 +1,9 @@
 //! kill -9 crash loops: the `weir-crash-job` process over the embedded log is killed by
 //! its failpoints and by random SIGKILLs, restarted at once, and the independent checker
 //! verifies every record landed exactly once. `WEIR_CRASH_KILLS=N` overrides the number
-//! of kills (the soak: `WEIR_CRASH_KILLS=200 cargo test -p weir-testkit --release --test
-//! crash_loop -- --nocapture`).
+//! of kills (the soak: `WEIR_CRASH_KILLS=200 cargo test -p weir-testkit --test crash_loop
+//! -- --nocapture crash_loop`); `WEIR_STORM_ACTIONS=N` sets the storm's kills and
+//! terminations.
 
 use std::time::Duration;
 
