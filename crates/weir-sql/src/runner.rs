@@ -509,6 +509,7 @@ where
         if !missing.is_empty() {
             match self.store.claim(&self.pool, &missing, &self.owner).await {
                 Ok(claims) => {
+                    crate::failpoint::hit("between_claim_and_assign");
                     let mut st = self.state.lock();
                     for (tp, c) in claims {
                         if let Some(next) = c.next_offset {
