@@ -483,7 +483,9 @@ impl Log {
 
     /// Up to `max_records` records of a partition starting at `offset`, stopping
     /// before a batch that would take the bytes read past `max_bytes`. At least one
-    /// record is returned when one exists at `offset`, however big. `offset` equal to
+    /// record is returned when one exists at `offset`, however big; fewer than
+    /// `max_records` may come back even when more exist (read again from the next
+    /// offset). `offset` equal to
     /// the log end returns an empty vector; an offset below the log start or beyond
     /// the end is [`Error::OffsetOutOfRange`]. Every batch read is CRC-checked: damage
     /// is [`Error::Corrupt`] naming the segment file and position.

@@ -17,7 +17,7 @@ use crate::shared::Shared;
 use crate::{Durability, NewRecord, Result};
 
 /// Most segments one read call visits.
-const MAX_SEGMENTS_PER_READ: usize = 8;
+const MAX_SEGMENTS_PER_READ: usize = 32;
 /// Largest buffer one read call fills at a time.
 const READ_CHUNK_MAX: usize = 1 << 20;
 
