@@ -78,8 +78,7 @@ impl TansuBroker {
     pub fn binary() -> io::Result<PathBuf> {
         let path = match std::env::var_os("WEIR_TANSU") {
             Some(p) => PathBuf::from(p),
-            None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../.cache/tansu/bin/tansu"),
+            None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/tansu/bin/tansu"),
         };
         if path.is_file() {
             Ok(path)
@@ -159,10 +158,12 @@ impl TansuBroker {
             .ok_or_else(|| other("no stdout pipe from the tansu wrapper"))?;
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line)?;
-        let pid: u32 = line
-            .trim()
-            .parse()
-            .map_err(|_| other(format!("tansu wrapper printed `{}`, not a pid", line.trim())))?;
+        let pid: u32 = line.trim().parse().map_err(|_| {
+            other(format!(
+                "tansu wrapper printed `{}`, not a pid",
+                line.trim()
+            ))
+        })?;
         let broker = TansuBroker {
             bin,
             port,
@@ -172,9 +173,8 @@ impl TansuBroker {
             proxy,
             log,
         };
-        wait_for_port(broker_port, Duration::from_secs(30)).map_err(|e| {
-            other(format!("{e}; broker log: {}", broker.log.display()))
-        })?;
+        wait_for_port(broker_port, Duration::from_secs(30))
+            .map_err(|e| other(format!("{e}; broker log: {}", broker.log.display())))?;
         Ok(broker)
     }
 
@@ -240,12 +240,22 @@ impl TansuBroker {
             .as_ref()
             .ok_or_else(|| other("cut_client needs a broker started with start_proxied"))?;
         let conns = {
-            let mut cut = state.cut.lock().map_err(|_| other("proxy state poisoned"))?;
+            let mut cut = state
+                .cut
+                .lock()
+                .map_err(|_| other("proxy state poisoned"))?;
             cut.insert(client_id.to_owned());
-            let conns = state.conns.lock().map_err(|_| other("proxy state poisoned"))?;
+            let conns = state
+                .conns
+                .lock()
+                .map_err(|_| other("proxy state poisoned"))?;
             conns
                 .iter()
-                .filter(|(id, _)| id.lock().map(|i| i.as_deref() == Some(client_id)).unwrap_or(false))
+                .filter(|(id, _)| {
+                    id.lock()
+                        .map(|i| i.as_deref() == Some(client_id))
+                        .unwrap_or(false)
+                })
                 .map(|(_, n)| n.clone())
                 .collect::<Vec<_>>()
         };
@@ -309,7 +319,11 @@ fn client_id_of(frame: &[u8]) -> Option<String> {
     Some(String::from_utf8_lossy(bytes).into_owned())
 }
 
-async fn relay(client: tokio::net::TcpStream, upstream: u16, state: Arc<ProxyState>) -> io::Result<()> {
+async fn relay(
+    client: tokio::net::TcpStream,
+    upstream: u16,
+    state: Arc<ProxyState>,
+) -> io::Result<()> {
     let server = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await?;
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
