@@ -458,7 +458,9 @@ impl Log {
     /// first (an empty slice appends nothing and returns the log end). Returns once
     /// the batch is durable as the [`Durability`] mode promises; readers see it from
     /// then on. After a failed write or fsync the log is poisoned and every later
-    /// write returns [`Error::Poisoned`].
+    /// write returns [`Error::Poisoned`]. A failed append was not acknowledged: its
+    /// records may or may not be present after the log is reopened (as with any
+    /// producer, retrying can duplicate them).
     ///
     /// ```
     /// # let dir = tempfile::tempdir()?;

@@ -226,3 +226,26 @@ fn missing_segment_in_the_middle_is_an_error() {
     assert!(matches!(err, Error::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains("records are missing"), "{err}");
 }
+
+#[test]
+fn garbage_after_a_sealed_segment_is_an_error_not_a_truncation() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 200);
+    let segs = segments(dir.path());
+    let sealed = &segs[1];
+    let len = std::fs::metadata(sealed).unwrap().len();
+    append_bytes(sealed, &[0u8; 100]);
+    let err = Log::open(dir.path(), options()).unwrap_err();
+    match &err {
+        Error::Corrupt { path, position, .. } => {
+            assert_eq!(path.file_name(), sealed.file_name());
+            assert_eq!(*position, len);
+        }
+        other => panic!("expected Corrupt, got {other}"),
+    }
+    assert_eq!(
+        std::fs::metadata(sealed).unwrap().len(),
+        len + 100,
+        "nothing truncated"
+    );
+}
