@@ -166,6 +166,7 @@ fn acknowledged_records_survive_kill_9_during_appends_and_rolls() {
     let mut truncated_tails = 0usize;
     let mut injected_tails = 0usize;
     let mut kills_in_rolls = 0usize;
+    let mut early_kills = 0usize;
     let mut unacked_survivors = 0i64;
     for kill in 0..kills {
         let mut child = Command::new(exe)
@@ -192,7 +193,17 @@ fn acknowledged_records_survive_kill_9_during_appends_and_rolls() {
         });
         // Kill after a random number of acknowledged appends, plus a random delay of
         // up to 3 ms: the kill lands anywhere in an append, an fsync or a roll.
-        let target = rng.random_range(1..=40usize);
+        // One kill in six lands early, before any ack: during process start, open,
+        // recovery or topic creation.
+        let early = kill > 0 && rng.random_bool(1.0 / 6.0);
+        let target = if early {
+            0
+        } else {
+            rng.random_range(1..=40usize)
+        };
+        if early {
+            early_kills += 1;
+        }
         let extra = Duration::from_micros(rng.random_range(0..3000));
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut seen = 0usize;
@@ -252,7 +263,7 @@ fn acknowledged_records_survive_kill_9_during_appends_and_rolls() {
     drop(log);
     verify(dir.path(), acked_end + 1);
     println!(
-        "crash test: {kills} kills ({kills_in_rolls} at or inside a segment roll), {} records acknowledged and verified byte-identical, \
+        "crash test: {kills} kills ({kills_in_rolls} at or inside a segment roll, {early_kills} before the first ack), {} records acknowledged and verified byte-identical, \
          {truncated_tails} torn tails truncated ({injected_tails} injected), {unacked_survivors} unacknowledged records survived, \
          {segments} segments, 0 anomalies",
         acked_end + 1
