@@ -138,6 +138,15 @@ pub trait Backend: Send + Sync + 'static {
         Duration::from_secs(30)
     }
 
+    /// How long this backend's group coordinator holds every rebalance round beyond
+    /// what the protocol needs (zero by default). Scenarios that time a rebalance
+    /// (after `close()` or `unsubscribe()`) allow this much on top of their bound. The
+    /// tansu broker used for Kafka tests holds each JoinGroup round for about half
+    /// `session.timeout.ms` (see DEVELOPERS.md).
+    fn rebalance_delay(&self) -> Duration {
+        Duration::ZERO
+    }
+
     /// A fresh name for a topic or a group: `prefix` followed by a suffix unique in
     /// this process and unlikely to repeat across processes. Only ASCII letters,
     /// digits, `-` and `_` (safe in topic names and regular expressions).

@@ -499,9 +499,14 @@ impl Consumer for KafkaConsumer {
                 if topics.is_empty() {
                     return self.unsubscribe().await;
                 }
-                let list: Vec<&str> = topics.iter().map(String::as_str).collect();
-                rd.subscribe(&list)
-                    .map_err(|e| from_kafka("subscribing", &e, &self.redactor))?;
+                // rd_kafka_subscribe waits for librdkafka's main thread: off the runtime.
+                let list = topics.clone();
+                detached("subscribe", move || {
+                    let names: Vec<&str> = list.iter().map(String::as_str).collect();
+                    rd.subscribe(&names)
+                })
+                .await?
+                .map_err(|e| from_kafka("subscribing", &e, &self.redactor))?;
             }
             Subscription::Pattern(_) => {}
         }
@@ -521,13 +526,13 @@ impl Consumer for KafkaConsumer {
             let all: Vec<TopicPartition> = self.parts.keys().cloned().collect();
             let had_partitions = !all.is_empty();
             result = self.on_revoke(all, false, false).await;
-            rd.unsubscribe();
             // librdkafka leaves the group only once the revoke it now raises has been
             // carried out, which happens in a poll; the caller may not poll again, so
             // carry it out here (the listener already ran above).
             let shared = self.shared.clone();
             let redactor = self.redactor.clone();
             detached("unsubscribe", move || {
+                rd.unsubscribe();
                 let started = Instant::now();
                 let deadline = started + UNSUBSCRIBE_TIMEOUT;
                 let mut handled = false;

@@ -316,9 +316,13 @@ impl KafkaConsumer {
             _ => false,
         };
         if changed && !now.is_empty() {
-            let list: Vec<&str> = now.iter().map(String::as_str).collect();
-            rd.subscribe(&list)
-                .map_err(|e| from_kafka("subscribing", &e, &self.redactor))?;
+            let list: Vec<String> = now.iter().cloned().collect();
+            detached("subscribe", move || {
+                let names: Vec<&str> = list.iter().map(String::as_str).collect();
+                rd.subscribe(&names)
+            })
+            .await?
+            .map_err(|e| from_kafka("subscribing", &e, &self.redactor))?;
         }
         if let Mode::Subscribed { matched, .. } = &mut self.mode {
             *matched = Some((now, Instant::now()));

@@ -222,4 +222,10 @@ impl Backend for KafkaBackend {
     fn patience(&self) -> Duration {
         Duration::from_secs(30)
     }
+
+    /// tansu holds every JoinGroup round for about half `session.timeout.ms`
+    /// (measured: 3 s → 2.0 s, 6 s → 3.1 s, 12 s → 6.1 s); see DEVELOPERS.md.
+    fn rebalance_delay(&self) -> Duration {
+        self.config(None).session_timeout() / 2
+    }
 }
