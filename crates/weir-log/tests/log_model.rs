@@ -8,9 +8,12 @@ use proptest::prelude::*;
 use weir_core::{Header, TopicPartition};
 use weir_log::{Durability, Log, LogOptions, NewRecord};
 
+/// Key, value and whether the record gets a header.
+type Rec = (Option<Vec<u8>>, Option<Vec<u8>>, bool);
+
 #[derive(Clone, Debug)]
 enum Op {
-    Append(Vec<(Option<Vec<u8>>, Option<Vec<u8>>, bool)>),
+    Append(Vec<Rec>),
     Read {
         at: u16,
         max_records: u8,
@@ -30,7 +33,7 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn to_record(i: usize, (k, v, h): &(Option<Vec<u8>>, Option<Vec<u8>>, bool)) -> NewRecord {
+fn to_record(i: usize, (k, v, h): &Rec) -> NewRecord {
     NewRecord {
         key: k.clone().map(Bytes::from),
         value: v.clone().map(Bytes::from),
