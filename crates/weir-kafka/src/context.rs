@@ -78,8 +78,11 @@ impl Shared {
     }
 }
 
-/// weir-kafka's librdkafka context: captures rebalances and commit results, and sends
-/// librdkafka's log lines to `tracing` with secrets removed.
+/// weir-kafka's librdkafka context (the `C` of [`KafkaConsumer::rdkafka`](crate::KafkaConsumer::rdkafka)'s
+/// `BaseConsumer<C>`): captures rebalances for the consumer's task instead of assigning,
+/// and sends librdkafka's log lines and errors to `tracing` (target `librdkafka`) with
+/// secret configuration values replaced by `***`. Made by [`KafkaConsumer::new`](crate::KafkaConsumer::new);
+/// users never build one.
 pub struct WeirContext {
     pub(crate) shared: Arc<Shared>,
     pub(crate) redactor: Redactor,

@@ -43,7 +43,11 @@ fn main() {
         }
         return;
     }
-    // Honour a name filter given to `cargo test` (flags are ignored).
+    if std::env::args().any(|a| a == "--list") {
+        println!("{TEST_NAME}: test");
+        return;
+    }
+    // Honour a name filter given to `cargo test` (other flags are ignored).
     let filters: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))

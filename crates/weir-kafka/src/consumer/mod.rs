@@ -228,6 +228,13 @@ impl KafkaConsumer {
 
     /// Bound `close()` to `timeout` (10 s by default): whatever is not done by then
     /// (a final commit, leaving the group) is abandoned.
+    ///
+    /// ```
+    /// let config = weir_core::ConsumerConfig::new().with_bootstrap_servers("kafka://127.0.0.1:9092");
+    /// let mut consumer = weir_kafka::KafkaConsumer::new(config)?;
+    /// consumer.set_close_timeout(std::time::Duration::from_secs(3));
+    /// # Ok::<(), weir_core::Error>(())
+    /// ```
     pub fn set_close_timeout(&mut self, timeout: Duration) {
         self.close_timeout = timeout;
     }
@@ -235,6 +242,15 @@ impl KafkaConsumer {
     /// The underlying rdkafka consumer, for what weir does not cover (statistics,
     /// group metadata). Assigning, seeking or committing through it bypasses weir's
     /// bookkeeping. `None` after `close`.
+    ///
+    /// ```
+    /// use rdkafka::consumer::Consumer as _;
+    /// let config = weir_core::ConsumerConfig::new().with_bootstrap_servers("127.0.0.1:9092");
+    /// let consumer = weir_kafka::KafkaConsumer::new(config)?;
+    /// let rd = consumer.rdkafka().expect("open consumer");
+    /// assert!(rd.assignment().map(|a| a.count() == 0).unwrap_or(true));
+    /// # Ok::<(), weir_core::Error>(())
+    /// ```
     pub fn rdkafka(&self) -> Option<&BaseConsumer<WeirContext>> {
         self.rd.as_deref()
     }
