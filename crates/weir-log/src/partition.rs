@@ -346,6 +346,7 @@ impl Partition {
         });
         let mut out = Vec::with_capacity(max_records.min(max_bytes / avg_record + 1).min(8192));
         let mut budget = max_bytes;
+        let mut expect: Option<i64> = None;
         'segments: for (i, seg) in segs.iter().enumerate() {
             let seg_len = seg.len();
             let mut pos = if i == 0 { seg.lookup(offset) } else { 0 };
@@ -404,6 +405,24 @@ impl Partition {
                             seg.mark_verified(at, batch_end);
                             vh
                         };
+                        // Offsets must continue exactly where the read started
+                        // or the previous batch ended.
+                        let continues = match expect {
+                            Some(e) => vh.base_offset == e,
+                            None => vh.base_offset <= offset,
+                        };
+                        if !continues {
+                            return Err(corrupt(
+                                seg,
+                                at,
+                                format!(
+                                    "batch starts at offset {} where {} was expected",
+                                    vh.base_offset,
+                                    expect.unwrap_or(offset)
+                                ),
+                            ));
+                        }
+                        expect = Some(vh.next_offset());
                         decode_records(
                             &buf,
                             p,
