@@ -22,6 +22,9 @@ pub(crate) struct PartState {
     pub generation: u64,
     /// A commit found another owner: stop processing until claimed again.
     pub fenced: bool,
+    /// Whether a record of this claim was processed yet (to check the first one is
+    /// the one sought to).
+    pub started: bool,
 }
 
 /// Partition ownership shared by the listener (which runs inside `poll`) and the
@@ -44,6 +47,7 @@ impl Ownership {
                 expected,
                 generation: self.next_generation,
                 fenced: false,
+                started: false,
             },
         );
     }

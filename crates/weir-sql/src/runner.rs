@@ -83,6 +83,9 @@ pub struct RunStats {
     pub retries: u64,
     /// Batches in which a refused row was isolated.
     pub isolations: u64,
+    /// Claims whose first processed record was not at the claimed `next_offset`
+    /// (expected 0 on logs without offset gaps: the seek on assignment took effect).
+    pub seek_mismatches: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -588,14 +591,16 @@ where
     ) -> Vec<(TopicPartition, i64)> {
         let mut seeks: Vec<(TopicPartition, i64)> = Vec::new();
         let mut stopped: BTreeSet<TopicPartition> = BTreeSet::new();
-        let owned: std::collections::HashMap<TopicPartition, crate::listener::PartState> =
+        let mut owned: std::collections::HashMap<TopicPartition, crate::listener::PartState> =
             self.state.lock().parts.clone();
         for record in batch {
             let tp = record.topic_partition();
             if skip.contains(&tp) || stopped.contains(&tp) {
                 continue;
             }
-            let Some(st) = owned.get(&tp) else { continue };
+            let Some(st) = owned.get(&tp).copied() else {
+                continue;
+            };
             if st.fenced {
                 continue;
             }
@@ -605,6 +610,16 @@ where
             };
             if position.is_some_and(|p| record.offset < p) {
                 continue; // delivered before the seek took effect
+            }
+            if !st.started {
+                if let Some(s) = self.state.lock().parts.get_mut(&tp) {
+                    s.started = true;
+                }
+                if st.expected.is_some_and(|e| record.offset != e) {
+                    self.stats.seek_mismatches += 1;
+                    tracing::warn!(at = %record.coordinates(), expected = ?st.expected, "first record after a claim is not the one sought to");
+                }
+                owned.entry(tp.clone()).and_modify(|s| s.started = true);
             }
             match (self.decode)(&record) {
                 Ok(values) => {

@@ -23,6 +23,7 @@ async fn end_to_end<DB: TestDb>(pool: sqlx::Pool<DB>, job_name: &str) -> anyhow:
         "second run reprocessed old records: {s2:?}"
     );
     verify(&pool, 2000).await?;
+    assert_eq!(s1.seek_mismatches + s2.seek_mismatches, 0);
     println!(
         "{job_name}: 2000 records, refused rows isolated in {} + {} batches (bisection, no endless retry), dead letters {} + {}, 0 anomalies",
         s1.isolations, s2.isolations, s1.dead_letters, s2.dead_letters

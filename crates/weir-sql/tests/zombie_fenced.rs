@@ -183,6 +183,11 @@ async fn zombie<DB: TestDb>(pool: sqlx::Pool<DB>, gate_in_transaction: bool) -> 
         "the zombie's commit was fenced: {stats_a:?}"
     );
     assert!(stats_b.commits >= 1, "{stats_b:?}");
+    assert_eq!(
+        stats_a.seek_mismatches + stats_b.seek_mismatches,
+        0,
+        "first record after each claim is the one sought to"
+    );
     let dups = DB::scalar(
         &pool,
         "SELECT COUNT(*) FROM (SELECT src_partition, src_offset, ordinal FROM out_rows \
