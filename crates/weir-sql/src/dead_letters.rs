@@ -14,6 +14,10 @@ use crate::{Column, ColumnType, DialectKind, Error, Result, TableName, Value};
 pub const MAX_ERROR_CHARS: usize = 4000;
 
 /// Where in the pipeline a record failed.
+///
+/// ```
+/// assert_eq!(weir_sql::Stage::Decode.as_str(), "decode");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Stage {
@@ -34,6 +38,13 @@ impl Stage {
 }
 
 /// One record for the dead-letter table.
+///
+/// ```
+/// use weir_sql::{DeadLetter, Stage};
+/// let r = weir_core::Record::new("orders", 0, 9, None, None);
+/// let d = DeadLetter::new(r, Stage::Decode, "bad\0magic");
+/// assert_eq!(d.error, "badmagic"); // NUL bytes are removed
+/// ```
 #[derive(Clone, Debug)]
 pub struct DeadLetter {
     /// The record as it was read.

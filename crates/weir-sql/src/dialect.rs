@@ -9,6 +9,15 @@ use crate::{Column, DialectKind, Value};
 /// A database weir can keep offsets in: implemented for [`sqlx::Postgres`],
 /// [`sqlx::Sqlite`] and [`sqlx::MySql`] (each behind the crate feature of the same
 /// name). Its methods are weir's plumbing; users only name the type.
+///
+/// ```
+/// fn store_for<DB: weir_sql::Dialect>(job: &str) -> weir_sql::Result<weir_sql::OffsetStore<DB>> {
+///     weir_sql::OffsetStore::<DB>::new(job)
+/// }
+/// let store = store_for::<sqlx::Sqlite>("job")?;
+/// assert_eq!(store.job(), "job");
+/// # Ok::<(), weir_sql::Error>(())
+/// ```
 #[async_trait]
 pub trait Dialect: sqlx::Database + Sized {
     /// Which dialect this is.

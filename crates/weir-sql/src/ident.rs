@@ -9,6 +9,11 @@ use crate::{Error, Result};
 pub const MAX_IDENT_BYTES: usize = 63;
 
 /// Which SQL dialect a statement is written for.
+///
+/// ```
+/// use weir_sql::{Dialect, DialectKind};
+/// assert_eq!(<sqlx::Postgres as Dialect>::KIND, DialectKind::Postgres);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum DialectKind {

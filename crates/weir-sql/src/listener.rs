@@ -63,6 +63,15 @@ impl Ownership {
 ///
 /// [`ExactlyOnceRunner`](crate::ExactlyOnceRunner) creates and subscribes it; build one
 /// yourself only when driving the consumer by hand.
+///
+/// ```no_run
+/// # async fn example(pool: sqlx::PgPool, mut consumer: Box<dyn weir_core::Consumer>) -> weir_sql::Result<()> {
+/// use std::sync::Arc;
+/// use weir_sql::{ExactlyOnceListener, OffsetStore};
+/// let listener = Arc::new(ExactlyOnceListener::new(pool, OffsetStore::new("job")?, "worker-1"));
+/// consumer.subscribe(weir_core::Subscription::topics(["orders"]), listener.clone()).await?;
+/// # Ok(()) }
+/// ```
 pub struct ExactlyOnceListener<DB: Dialect> {
     pool: Pool<DB>,
     store: OffsetStore<DB>,

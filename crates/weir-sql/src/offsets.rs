@@ -14,6 +14,11 @@ use crate::{DialectKind, Error, Result, TableName, Value};
 pub const MAX_JOB_BYTES: usize = 255;
 
 /// What a claim returned for one partition.
+///
+/// ```
+/// let fresh = weir_sql::Claim { epoch: 1, next_offset: None };
+/// assert!(fresh.next_offset.is_none()); // never committed: auto.offset.reset decides
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Claim {
     /// The epoch this owner now holds; every commit must present it.
@@ -23,7 +28,12 @@ pub struct Claim {
     pub next_offset: Option<i64>,
 }
 
-/// One row of the offsets table.
+/// One row of the offsets table, as [`OffsetStore::read`] returns it.
+///
+/// ```
+/// let row = weir_sql::StoredOffset { next_offset: Some(42), epoch: 3, owner: Some("worker-2".into()) };
+/// assert_eq!(row.next_offset, Some(42));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredOffset {
     /// The next offset to process; `None` before the first commit.

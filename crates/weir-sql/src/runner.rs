@@ -61,6 +61,11 @@ impl Reject {
 }
 
 /// Counters of a runner, for logs and tests.
+///
+/// ```
+/// let s = weir_sql::RunStats::default();
+/// assert_eq!(s.fenced + s.seek_mismatches, 0);
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RunStats {

@@ -12,6 +12,12 @@ use crate::dialect::{BulkPlan, Dialect};
 use crate::{DialectKind, Error, Result, Row, TableName, Value};
 
 /// One output value of a batch, with the record it came from.
+///
+/// ```
+/// use weir_core::Coordinates;
+/// let item = weir_sql::Item { at: Coordinates::new("orders", 0, 7), ordinal: 0, value: "row" };
+/// assert_eq!(item.at.offset, 7);
+/// ```
 #[derive(Clone, Debug)]
 pub struct Item<T> {
     /// The source record's coordinates.

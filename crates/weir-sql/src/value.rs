@@ -3,6 +3,12 @@
 use crate::{DialectKind, Ident, Result};
 
 /// The SQL type of a column, as weir maps it to each dialect.
+///
+/// ```
+/// use weir_sql::{ColumnType, DialectKind};
+/// assert_eq!(ColumnType::Bytes.sql_name(DialectKind::Postgres, false), "BYTEA");
+/// assert_eq!(ColumnType::Text.sql_name(DialectKind::MySql, true), "VARCHAR(255)");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ColumnType {
@@ -67,6 +73,12 @@ impl ColumnType {
 }
 
 /// One SQL value, borrowed from the row it comes from.
+///
+/// ```
+/// use weir_sql::{ToValue, Value};
+/// let name = String::from("ada");
+/// assert_eq!(name.to_value(), Value::Text("ada"));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum Value<'a> {
@@ -150,6 +162,13 @@ impl<T: ToValue + ?Sized> ToValue for &T {
 }
 
 /// A column of a table a [`Row`] is written to.
+///
+/// ```
+/// use weir_sql::{Column, ColumnType};
+/// let c = Column::new("order id", ColumnType::BigInt, false)?;
+/// assert_eq!(c.name.as_str(), "order id");
+/// # Ok::<(), weir_sql::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Column {
     /// The column's name (validated, always quoted).
