@@ -178,7 +178,16 @@ impl Partition {
             self.roll(w)?;
         }
         let pos = w.written;
-        if let Err(e) = w.active.write_at(batch, pos) {
+        #[cfg(test)]
+        let write = if self.shared.take_injected_write_failure() {
+            let _ = w.active.write_at(&batch[..batch.len() / 2], pos);
+            Err(std::io::Error::other("injected short write"))
+        } else {
+            w.active.write_at(batch, pos)
+        };
+        #[cfg(not(test))]
+        let write = w.active.write_at(batch, pos);
+        if let Err(e) = write {
             self.shared.poison(&w.active.path);
             return Err(Error::io(&w.active.path, e));
         }

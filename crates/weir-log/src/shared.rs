@@ -17,6 +17,8 @@ pub(crate) struct Shared {
     is_poisoned: std::sync::atomic::AtomicBool,
     #[cfg(test)]
     fail_next_sync: std::sync::atomic::AtomicBool,
+    #[cfg(test)]
+    fail_next_write: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -27,6 +29,8 @@ impl Shared {
             is_poisoned: std::sync::atomic::AtomicBool::new(false),
             #[cfg(test)]
             fail_next_sync: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(test)]
+            fail_next_write: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -65,6 +69,19 @@ impl Shared {
     #[cfg(test)]
     pub(crate) fn take_injected_sync_failure(&self) -> bool {
         self.fail_next_sync
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The next segment write stores half its bytes and fails.
+    #[cfg(test)]
+    pub(crate) fn inject_write_failure(&self) {
+        self.fail_next_write
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn take_injected_write_failure(&self) -> bool {
+        self.fail_next_write
             .swap(false, std::sync::atomic::Ordering::SeqCst)
     }
 }

@@ -123,3 +123,43 @@ fn os_mode_flush_syncs_segments_sealed_since_the_last_flush() {
     assert_eq!(p.unsynced_count(), 0);
     assert!(!p.is_dirty());
 }
+
+#[test]
+fn failed_write_poisons_and_reopen_truncates_the_partial_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let tp = TopicPartition::new("t", 0);
+    {
+        let log = Log::open(
+            dir.path(),
+            LogOptions::default().with_durability(Durability::Os),
+        )
+        .unwrap();
+        log.create_topic("t", 1).unwrap();
+        log.append(&tp, &[NewRecord::value("a"), NewRecord::value("b")])
+            .unwrap();
+        log.shared().inject_write_failure();
+        let err = log
+            .append(&tp, &[NewRecord::value(vec![7u8; 5000])])
+            .unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "{err}");
+        assert!(matches!(
+            log.append(&tp, &[NewRecord::value("c")]),
+            Err(Error::Poisoned { .. })
+        ));
+        // Readers never see the half-written batch.
+        assert_eq!(log.offsets(&tp).unwrap(), (0, 2));
+        assert_eq!(log.read(&tp, 0, 10, 1 << 20).unwrap().len(), 2);
+    }
+    // Reopened (every handle dropped): recovery truncates the partial batch.
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    assert!(!log.is_poisoned());
+    assert_eq!(log.offsets(&tp).unwrap(), (0, 2));
+    assert_eq!(log.append(&tp, &[NewRecord::value("c")]).unwrap(), 2);
+    let values: Vec<_> = log
+        .read(&tp, 0, 10, 1 << 20)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.value.unwrap())
+        .collect();
+    assert_eq!(values, ["a", "b", "c"]);
+}
