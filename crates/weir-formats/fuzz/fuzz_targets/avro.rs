@@ -20,10 +20,35 @@ struct Resolved {
     tags: Vec<String>,
 }
 
+/// Matches WRITER: decoded by apache-avro's schema-aware serde path (no reader schema).
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct Event {
+    id: i64,
+    count: i32,
+    name: String,
+    flag: bool,
+    score: f64,
+    raw: serde_json::Value,
+    tags: Vec<String>,
+    attrs: std::collections::HashMap<String, i64>,
+    maybe: Option<serde_json::Value>,
+    kind: String,
+    hash: serde_json::Value,
+    child: Option<Child>,
+}
+
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct Child {
+    x: f32,
+}
+
 struct Decoders {
     generic: AvroGeneric,
     resolving: AvroGeneric,
     typed: Avro,
+    direct: Avro,
 }
 
 fn decoders() -> &'static Decoders {
@@ -35,6 +60,7 @@ fn decoders() -> &'static Decoders {
             generic: AvroGeneric::new(&writer).unwrap(),
             resolving: AvroGeneric::new(&writer).unwrap().with_reader_schema(&reader).unwrap(),
             typed: Avro::new(&writer).unwrap().with_reader_schema(&reader).unwrap(),
+            direct: Avro::new(&writer).unwrap(),
         }
     })
 }
@@ -46,4 +72,6 @@ fuzz_target!(|data: &[u8]| {
     let _: Result<Value, _> = d.generic.decode(Some(data), &ctx);
     let _: Result<Value, _> = d.resolving.decode(Some(data), &ctx);
     let _: Result<Resolved, _> = d.typed.decode(Some(data), &ctx);
+    let _: Result<Event, _> = d.direct.decode(Some(data), &ctx);
+    let _: Result<serde_json::Value, _> = d.direct.decode(Some(data), &ctx);
 });
