@@ -653,3 +653,58 @@ async fn poison_corpus() {
         "{total} poison classes: all Err with coordinates, right kind and permanence, 0 panics"
     );
 }
+
+/// Oversized records: just under, at and over the configured limit give the same
+/// outcome every time (decoded, decoded, permanent TooLarge), for every format.
+#[test]
+fn size_limits_at_the_boundary() {
+    let topic = "sizes".into();
+    let ctx = weir_formats::Context::new(&topic, 0, 5, weir_formats::Part::Value);
+    let limit = 64;
+    // JSON: a string padded with spaces to the exact length.
+    let json = Json::new().with_max_bytes(limit);
+    let json_of = |len: usize| {
+        let mut v = b"\"x\"".to_vec();
+        v.resize(len, b' ');
+        v
+    };
+    // Avro "bytes": one length byte + payload.
+    let avro = AvroGeneric::new(&parse_schema(r#""bytes""#).unwrap())
+        .unwrap()
+        .with_max_bytes(limit);
+    let avro_of = |len: usize| {
+        let mut v = zz(len as i64 - 1);
+        v.resize(len, 7);
+        v
+    };
+    // Protobuf: field 2 (string) of Node, 2-byte header + payload.
+    let pool = compile(&[("poison.proto", PROTO)]).unwrap();
+    let pb = ProtobufDynamic::new(pool.get_message_by_name("poison.Node").unwrap())
+        .with_max_bytes(limit);
+    let pb_of = |len: usize| {
+        let mut v = vec![0x12, (len - 2) as u8];
+        v.resize(len, b'a');
+        v
+    };
+    for _run in 0..3 {
+        for (len, ok) in [(limit - 1, true), (limit, true), (limit + 1, false)] {
+            let j = SyncDeserializer::<serde_json::Value>::decode(&json, Some(&json_of(len)), &ctx);
+            let a = avro.decode(Some(&avro_of(len)), &ctx);
+            let p = pb.decode(Some(&pb_of(len)), &ctx);
+            for (name, r) in [
+                ("json", j.map(|_| ())),
+                ("avro", a.map(|_| ())),
+                ("protobuf", p.map(|_| ())),
+            ] {
+                match r {
+                    Ok(()) => assert!(ok, "{name} {len} bytes decoded over the limit"),
+                    Err(e) => {
+                        assert!(!ok, "{name} {len} bytes: {e}");
+                        assert_eq!(e.kind(), ErrorKind::TooLarge);
+                        assert!(e.is_permanent());
+                    }
+                }
+            }
+        }
+    }
+}

@@ -58,8 +58,14 @@ fn decoders() -> &'static Decoders {
         let reader = parse_schema(READER).unwrap();
         Decoders {
             generic: AvroGeneric::new(&writer).unwrap(),
-            resolving: AvroGeneric::new(&writer).unwrap().with_reader_schema(&reader).unwrap(),
-            typed: Avro::new(&writer).unwrap().with_reader_schema(&reader).unwrap(),
+            resolving: AvroGeneric::new(&writer)
+                .unwrap()
+                .with_reader_schema(&reader)
+                .unwrap(),
+            typed: Avro::new(&writer)
+                .unwrap()
+                .with_reader_schema(&reader)
+                .unwrap(),
             direct: Avro::new(&writer).unwrap(),
         }
     })

@@ -18,5 +18,9 @@ fuzz_target!(|data: &[u8]| {
     let ctx = Context::new(&topic, 0, 0, Part::Value);
     let _ = SyncDeserializer::<serde_json::Value>::decode(&Json::new(), Some(data), &ctx);
     let _ = SyncDeserializer::<Order>::decode(&Json::new(), Some(data), &ctx);
-    let _ = SyncDeserializer::<serde_json::Value>::decode(&Json::new().with_max_depth(8), Some(data), &ctx);
+    let _ = SyncDeserializer::<serde_json::Value>::decode(
+        &Json::new().with_max_depth(8),
+        Some(data),
+        &ctx,
+    );
 });

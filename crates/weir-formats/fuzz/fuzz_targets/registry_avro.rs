@@ -36,7 +36,10 @@ fn state() -> &'static State {
             SchemaRef::Id(2),
             Schema::avro(r#"{"type":"array","items":["null","long"]}"#),
         );
-        registry.preload(SchemaRef::Guid(uuid::Uuid::from_u128(1)), Schema::avro(r#""string""#));
+        registry.preload(
+            SchemaRef::Guid(uuid::Uuid::from_u128(1)),
+            Schema::avro(r#""string""#),
+        );
         let reader = parse_schema(READER).unwrap();
         State {
             plain: RegistryAvroGeneric::new(registry.clone()),
