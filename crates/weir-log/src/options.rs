@@ -38,7 +38,8 @@ pub enum Durability {
     /// fsyncs at once). An acknowledged record survives a process crash; a kernel crash
     /// or power loss can lose the records acknowledged during the last interval plus
     /// the duration of one fsync (the loss window), never earlier ones, and never
-    /// anything out of order.
+    /// anything out of order. Readers see a record once it is written, before its
+    /// fsync.
     Interval(Duration),
     /// `write(2)` only: the operating system writes the page cache back when it likes
     /// (segments are fsynced only by [`Log::flush`](crate::Log::flush) and when the
@@ -47,7 +48,7 @@ pub enum Durability {
     /// since the last flush. After such a loss the log either opens with a shorter
     /// tail or, if the loss left a hole followed by surviving data, refuses to open
     /// with [`Error::Corrupt`](weir_core::Error::Corrupt) naming the file, rather than
-    /// silently skipping records.
+    /// silently skipping records. Readers see a record once it is written.
     Os,
 }
 
