@@ -443,9 +443,8 @@ impl RegistryCore {
             return Err(mismatch(format!("is {:?}, not Avro", fetched.schema_type)));
         }
         let writer = self
-            .parse_with_references(&fetched, ctx)
-            .await
-            .map_err(|e| mismatch(e.to_string()))?;
+            .parse_with_references(&fetched, located.schema, ctx)
+            .await?;
         let codec = Codec::new(&writer, self.reader_schema)
             .map_err(|e| mismatch(format!("cannot be read with the reader schema: {e}")))?;
         let codec = Arc::new(codec);
@@ -453,32 +452,41 @@ impl RegistryCore {
         Ok((codec, payload))
     }
 
+    /// The writer schema, made self-contained: schemas it references (other subjects)
+    /// are fetched, transitively, and each referenced named type is defined inline at
+    /// its first use. Registry failures keep their permanence (unavailable stays
+    /// transient); unparsable schemas are a permanent mismatch.
     async fn parse_with_references(
         &self,
         schema: &registry::Schema,
+        at: SchemaRef,
         ctx: &Context<'_>,
-    ) -> Result<Schema> {
+    ) -> Result<Schema, DeserializeError> {
+        let mismatch = |reason: String| {
+            ctx.error(
+                ErrorKind::SchemaMismatch,
+                format!("writer schema {at}: {reason}"),
+            )
+        };
         if schema.references.is_empty() {
-            return parse_schema(&schema.schema);
+            return parse_schema(&schema.schema).map_err(|e| mismatch(e.to_string()));
         }
         let mut texts = Vec::new();
-        for r in &schema.references {
+        let mut seen = std::collections::HashSet::new();
+        let mut pending = schema.references.clone();
+        while let Some(r) = pending.pop() {
+            if !seen.insert((r.subject.clone(), r.version)) || seen.len() > 256 {
+                continue;
+            }
             let referenced = self
                 .registry
                 .referenced(&r.subject, r.version)
                 .await
-                .map_err(|e| {
-                    Error::schema(format!(
-                        "reference `{}` at {}: {e}",
-                        r.name,
-                        ctx.coordinates()
-                    ))
-                })?;
+                .map_err(|e| registry::to_deserialize_error(e, at, ctx))?;
+            pending.extend(referenced.references.iter().cloned());
             texts.push(referenced.schema.clone());
         }
-        Schema::parse_str_with_list(&schema.schema, texts.iter().map(String::as_str))
-            .map(|(s, _)| s)
-            .map_err(Error::schema)
+        references::inline(&schema.schema, &texts).map_err(|e| mismatch(e.to_string()))
     }
 }
 
@@ -923,5 +931,131 @@ mod tests {
         let a = intern(&parse_schema(r#""long""#).unwrap()).unwrap();
         let b = intern(&parse_schema(r#""long""#).unwrap()).unwrap();
         assert!(std::ptr::eq(a, b));
+    }
+}
+
+/// Avro schema references: named types defined in other registered schemas.
+mod references {
+    use std::collections::{HashMap, HashSet};
+
+    use serde_json::Value as Json;
+
+    use super::Schema;
+    use crate::{Error, Result};
+
+    const MAX_DEPTH: usize = 64;
+
+    fn full_name(o: &serde_json::Map<String, Json>, ns: Option<&str>) -> Option<String> {
+        let name = o.get("name")?.as_str()?;
+        let ns = o.get("namespace").and_then(Json::as_str).or(ns);
+        Some(match ns {
+            Some(ns) if !name.contains('.') && !ns.is_empty() => format!("{ns}.{name}"),
+            _ => name.to_string(),
+        })
+    }
+
+    /// Named types a schema text defines at its top level.
+    fn definitions(text: &str) -> Result<Vec<(String, Json)>> {
+        let json: Json = serde_json::from_str(text).map_err(Error::schema)?;
+        let items = match json {
+            Json::Array(items) => items,
+            other => vec![other],
+        };
+        Ok(items
+            .into_iter()
+            .filter_map(|item| {
+                let name = item.as_object().and_then(|o| full_name(o, None))?;
+                Some((name, item))
+            })
+            .collect())
+    }
+
+    struct Inliner {
+        defs: HashMap<String, Json>,
+        defined: HashSet<String>,
+    }
+
+    impl Inliner {
+        fn lookup(&self, name: &str, ns: Option<&str>) -> Option<String> {
+            if self.defs.contains_key(name) {
+                return Some(name.to_string());
+            }
+            let qualified = format!("{}.{name}", ns?);
+            self.defs.contains_key(&qualified).then_some(qualified)
+        }
+
+        /// Walk type positions; replace the first reference to each referenced type by
+        /// its definition.
+        fn walk(&mut self, v: &mut Json, ns: Option<&str>, depth: usize) -> Result<()> {
+            if depth > MAX_DEPTH {
+                return Err(Error::schema("schema references nested too deep"));
+            }
+            match v {
+                Json::String(name) => {
+                    if let Some(full) = self.lookup(name, ns) {
+                        if self.defined.insert(full.clone()) {
+                            let mut def = self.defs.get(&full).cloned().unwrap_or(Json::Null);
+                            let def_ns = full.rsplit_once('.').map(|(n, _)| n.to_string());
+                            self.walk(&mut def, def_ns.as_deref(), depth + 1)?;
+                            *v = def;
+                        }
+                    }
+                }
+                Json::Array(items) => {
+                    for i in items {
+                        self.walk(i, ns, depth + 1)?;
+                    }
+                }
+                Json::Object(o) => {
+                    let own = full_name(o, ns);
+                    if let Some(own) = &own {
+                        self.defined.insert(own.clone());
+                    }
+                    let inner_ns = own
+                        .as_deref()
+                        .and_then(|n| n.rsplit_once('.').map(|(ns, _)| ns.to_string()))
+                        .or_else(|| ns.map(str::to_string));
+                    let is_record = matches!(
+                        o.get("type").and_then(Json::as_str),
+                        Some("record" | "error")
+                    );
+                    for (k, child) in o.iter_mut() {
+                        match k.as_str() {
+                            "fields" if is_record => {
+                                for f in child.as_array_mut().into_iter().flatten() {
+                                    if let Some(t) = f.get_mut("type") {
+                                        self.walk(t, inner_ns.as_deref(), depth + 1)?;
+                                    }
+                                }
+                            }
+                            "items" | "values" => {
+                                self.walk(child, inner_ns.as_deref(), depth + 1)?
+                            }
+                            "type" if child.is_object() || child.is_array() => {
+                                self.walk(child, inner_ns.as_deref(), depth + 1)?
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+            Ok(())
+        }
+    }
+
+    /// `main` with the named types of `referenced` defined inline at first use.
+    pub(super) fn inline(main: &str, referenced: &[String]) -> Result<Schema> {
+        let mut defs = HashMap::new();
+        for text in referenced {
+            defs.extend(definitions(text)?);
+        }
+        let mut json: Json = serde_json::from_str(main).map_err(Error::schema)?;
+        let mut inliner = Inliner {
+            defs,
+            defined: HashSet::new(),
+        };
+        inliner.walk(&mut json, None, 0)?;
+        Schema::parse(&json).map_err(Error::schema)
     }
 }

@@ -642,3 +642,50 @@ mod depth {
         Ok(())
     }
 }
+
+/// Serializes a typed `prost::Message` framed for a registry: registers `proto_source`
+/// under the record's TopicNameStrategy subject once, then writes `0x00` + id + the
+/// message-index array of `full_name` in that source + the message.
+pub struct RegistryProtobufTypedSerializer<M> {
+    registry: Arc<SchemaRegistry>,
+    schema: registry::Schema,
+    indexes: Vec<usize>,
+    _m: PhantomData<fn(&M)>,
+}
+
+impl<M> std::fmt::Debug for RegistryProtobufTypedSerializer<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryProtobufTypedSerializer")
+            .field("type", &std::any::type_name::<M>())
+            .field("indexes", &self.indexes)
+            .finish()
+    }
+}
+
+impl<M> RegistryProtobufTypedSerializer<M> {
+    /// Serialize `M`, the message `full_name` (e.g. `shop.Order.Line`) of `proto_source`.
+    pub fn new(registry: Arc<SchemaRegistry>, proto_source: &str, full_name: &str) -> Result<Self> {
+        let pool = compile(&[("weir-typed.proto", proto_source)])?;
+        let desc = pool
+            .get_message_by_name(full_name)
+            .ok_or_else(|| Error::schema(format!("no message `{full_name}` in the source")))?;
+        Ok(Self {
+            registry,
+            schema: registry::Schema::protobuf(proto_source),
+            indexes: indexes_of(&desc),
+            _m: PhantomData,
+        })
+    }
+}
+
+impl<M: prost::Message + Sync> Serializer<M> for RegistryProtobufTypedSerializer<M> {
+    async fn serialize(&self, value: &M, ctx: &Context<'_>) -> Result<Vec<u8>> {
+        let subject = registry::topic_subject(ctx.topic(), ctx.part());
+        let id = self.registry.register(&subject, &self.schema).await?;
+        let mut out = Vec::with_capacity(8 + value.encoded_len());
+        framing::write_prefix(&SchemaRef::Id(id), &mut out);
+        framing::write_message_indexes(&self.indexes, &mut out);
+        value.encode(&mut out).map_err(Error::serialize)?;
+        Ok(out)
+    }
+}

@@ -19,6 +19,7 @@ use weir_formats::framing::{write_prefix, SchemaRef};
 use weir_formats::json::{RegistryJson, RegistryJsonSerializer};
 use weir_formats::protobuf::{
     compile, ReflectMessage, RegistryProtobuf, RegistryProtobufSerializer, RegistryProtobufTyped,
+    RegistryProtobufTypedSerializer,
 };
 use weir_formats::registry::{Auth, Schema};
 use weir_formats::{Context, Deserializer, ErrorKind, Part, Serializer};
@@ -541,4 +542,97 @@ fn public_types_are_send_and_sync() {
     check::<weir_formats::avro::Avro>();
     check::<weir_formats::protobuf::ProtobufDynamic>();
     check::<weir_formats::DeserializeError>();
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Line {
+    #[prost(string, tag = "1")]
+    sku: String,
+    #[prost(int32, tag = "2")]
+    qty: i32,
+}
+
+#[tokio::test]
+async fn typed_protobuf_serializer_and_header_ids() {
+    let stub = support::Stub::start().await;
+    let registry = stub.client();
+    let ser =
+        RegistryProtobufTypedSerializer::<Line>::new(registry.clone(), PROTO, "shop.Order.Line")
+            .unwrap();
+    assert!(
+        RegistryProtobufTypedSerializer::<Line>::new(registry.clone(), PROTO, "shop.Nope").is_err()
+    );
+    let topic = "lines".into();
+    let ctx = Context::new(&topic, 0, 0, Part::Value);
+    let line = Line {
+        sku: "k-1".into(),
+        qty: 3,
+    };
+    let bytes = ser.serialize(&line, &ctx).await.unwrap();
+    // 0x00 + id + [0, 0] + message
+    assert_eq!(&bytes[5..8], &[0x04, 0x00, 0x00]);
+    let typed =
+        RegistryProtobufTyped::<Line>::new(registry.clone()).with_full_name("shop.Order.Line");
+    assert_eq!(typed.deserialize(Some(&bytes), &ctx).await.unwrap(), line);
+
+    // The same message with the id and indexes in the value-schema header instead.
+    let header = bytes[..8].to_vec();
+    let mut record = rec("lines", 1, prost::Message::encode_to_vec(&line));
+    record
+        .headers
+        .push(Header::new("__value_schema_id", header));
+    assert_eq!(typed.value(&record).await.unwrap(), line);
+    // A header with only the id selects message [0] (shop.Order): a mismatch here.
+    let mut record = rec("lines", 2, prost::Message::encode_to_vec(&line));
+    record
+        .headers
+        .push(Header::new("__value_schema_id", bytes[..5].to_vec()));
+    let err = typed.value(&record).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SchemaMismatch);
+    assert_eq!(stub.count("POST /subjects/lines-value/versions"), 1);
+}
+
+#[tokio::test]
+async fn avro_references_are_fetched_by_subject() {
+    let stub = support::Stub::start().await;
+    stub.add(
+        30,
+        "money",
+        Schema::avro(r#"{"type":"record","name":"Money","namespace":"common","fields":[{"name":"cents","type":"long"}]}"#),
+    );
+    let mut price = Schema::avro(
+        r#"{"type":"record","name":"Price","fields":[{"name":"amount","type":"common.Money"}]}"#,
+    );
+    price
+        .references
+        .push(weir_formats::registry::SchemaReference {
+            name: "common.Money".into(),
+            subject: "money".into(),
+            version: 1,
+        });
+    stub.add(31, "price-value", price.clone());
+
+    // The reference cannot be fetched (500s past the retries): transient, not poison.
+    let flaky = stub.client();
+    flaky.preload(SchemaRef::Id(31), price);
+    stub.fail_next(3);
+    let err = RegistryAvroGeneric::new(flaky)
+        .value(&rec("price", 0, framed(31, &[0x0a])))
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "{err}");
+
+    let de = RegistryAvroGeneric::new(stub.client());
+    let v = de
+        .value(&rec("price", 0, framed(31, &[0x0a])))
+        .await
+        .unwrap();
+    let Value::Record(fields) = v else {
+        panic!("not a record: {v:?}")
+    };
+    assert_eq!(
+        fields[0].1,
+        Value::Record(vec![("cents".into(), Value::Long(5))])
+    );
+    assert_eq!(stub.count("GET /subjects/money/versions/1"), 3 + 1);
 }
