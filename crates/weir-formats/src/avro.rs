@@ -9,6 +9,22 @@
 //! to [`DEFAULT_MAX_ALLOCATION_BYTES`] (16 MiB) the first time an Avro (de)serializer is
 //! built, unless [`set_max_allocation_bytes`] was called before. Exceeding it is a
 //! permanent [`ErrorKind::TooLarge`] error.
+//!
+//! ## Schema resolution
+//! With a reader schema, each writer schema is first checked with apache-avro's
+//! compatibility checker (an incompatible pair is refused when the deserializer is
+//! built, or, for a registry id, is a permanent [`ErrorKind::SchemaMismatch`] for its
+//! records), then each datum is resolved: defaults fill added fields, removed fields
+//! are skipped, int→long→float→double promotions apply, and records and fields renamed
+//! with `aliases` in the reader schema are matched (apache-avro matches by name only;
+//! weir renames the writer's names first, as Java's `Schema.applyAliases` does).
+//!
+//! ## Guards beyond apache-avro
+//! - A datum must be consumed exactly: trailing bytes (data of another schema) and a
+//!   truncated string or boolean (which apache-avro reads as `null`) are errors.
+//! - Registry schemas with `references` are fetched (transitively) and inlined.
+//! - Each distinct schema is parsed once and kept for the life of the process (its
+//!   compiled reader borrows it), however many deserializers use it.
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
