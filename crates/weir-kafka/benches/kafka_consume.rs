@@ -7,8 +7,9 @@
 //!   (c) weir-kafka's `KafkaConsumer` (`poll` returns batches of `max.poll.records`).
 //! Every reader touches each payload (sums the lengths) and must see every record.
 //! Each reader runs `WEIR_BENCH_ROUNDS` times (default 2, interleaved); the best round
-//! counts (`WEIR_BENCH_ONLY=c` runs only reader c, e.g. under a profiler). The clock starts at the first record, so connecting and joining are not
-//! measured. Prints records/s and the ratios c/a and c/b.
+//! counts. `WEIR_BENCH_ONLY=c` runs only reader c (e.g. under a profiler). The clock
+//! starts at the first record, so connecting and joining are not measured. Prints
+//! records/s and the ratios c/a and c/b.
 //!
 //! ```text
 //! cargo bench -p weir-kafka --bench kafka_consume
