@@ -263,6 +263,97 @@ fn at_least<T: PartialOrd + fmt::Display + Copy>(key: &str, v: T, min: T) -> Res
     }
 }
 
+/// One `(line, key, value)` of a Java properties text, or `(line, what is wrong)`.
+type PropertyLine = std::result::Result<(usize, String, String), (usize, String)>;
+
+/// Splits a Java properties text into logical lines and those into keys and values
+/// (the format of `java.util.Properties::load`, minus its lenience for lines with a
+/// key and no value, which are reported: they are usually a mistake).
+fn parse_properties(text: &str) -> Vec<PropertyLine> {
+    let mut out = Vec::new();
+    let mut lines = text.lines().enumerate();
+    while let Some((n, first)) = lines.next() {
+        let start = first.trim_start();
+        if start.is_empty() || start.starts_with('#') || start.starts_with('!') {
+            continue;
+        }
+        let mut logical = start.to_owned();
+        while ends_with_odd_backslashes(&logical) {
+            logical.pop();
+            match lines.next() {
+                Some((_, next)) => logical.push_str(next.trim_start()),
+                None => break,
+            }
+        }
+        out.push(
+            split_property(&logical)
+                .map_or_else(|reason| Err((n + 1, reason)), |(k, v)| Ok((n + 1, k, v))),
+        );
+    }
+    out
+}
+
+fn ends_with_odd_backslashes(s: &str) -> bool {
+    s.chars().rev().take_while(|&c| c == '\\').count() % 2 == 1
+}
+
+/// Splits one logical line at the first unescaped `=`, `:` or blank, and decodes
+/// escapes in both halves.
+fn split_property(line: &str) -> std::result::Result<(String, String), String> {
+    let mut chars = line.char_indices();
+    let mut key_end = line.len();
+    while let Some((i, c)) = chars.next() {
+        if c == '\\' {
+            chars.next();
+        } else if c == '=' || c == ':' || c.is_whitespace() {
+            key_end = i;
+            break;
+        }
+    }
+    let raw_key = &line[..key_end];
+    let mut rest = line[key_end..].trim_start();
+    let had_separator = key_end < line.len();
+    if let Some(r) = rest.strip_prefix(['=', ':']) {
+        rest = r.trim_start();
+    }
+    if raw_key.is_empty() {
+        return Err("expected `key=value`, found no key".to_owned());
+    }
+    if !had_separator {
+        return Err("expected `key=value`, found a key without a value".to_owned());
+    }
+    Ok((unescape(raw_key)?, unescape(rest)?))
+}
+
+fn unescape(s: &str) -> std::result::Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('t') => out.push('\t'),
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('f') => out.push('\u{c}'),
+            Some('u') => {
+                let hex: String = chars.by_ref().take(4).collect();
+                let decoded = u32::from_str_radix(&hex, 16)
+                    .ok()
+                    .filter(|_| hex.len() == 4)
+                    .and_then(char::from_u32)
+                    .ok_or_else(|| "malformed \\uXXXX escape".to_owned())?;
+                out.push(decoded);
+            }
+            Some(other) => out.push(other),
+            None => {}
+        }
+    }
+    Ok(out)
+}
+
 impl ConsumerConfig {
     /// Kafka's defaults, no group.
     pub fn new() -> Self {
@@ -295,28 +386,49 @@ impl ConsumerConfig {
         Ok(c)
     }
 
-    /// Read a Java-style properties file (`key=value` or `key: value`, `#`/`!`
-    /// comments). Errors name the file and line.
+    /// Read a Java properties file, as Kafka's tools do: `key=value`, `key: value` or
+    /// `key value`; `#` and `!` start comment lines; a line ending in `\` continues on
+    /// the next (leading blanks of the continuation dropped), which is how multi-line
+    /// `sasl.jaas.config` values are usually written; `\t`, `\n`, `\uXXXX` and
+    /// `\<char>` escapes are decoded. Errors name the file and line, and never quote
+    /// the line itself (it may hold a secret).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("consumer.properties");
+    /// std::fs::write(&path, "# billing consumer\n\
+    ///     group.id = billing\n\
+    ///     max.poll.records: 100\n\
+    ///     sasl.jaas.config org.apache.kafka.common.security.plain.PlainLoginModule required \\\n\
+    ///         username=\"billing\" \\\n\
+    ///         password=\"hunter2\";\n")?;
+    /// let config = weir_core::ConsumerConfig::from_file(&path)?;
+    /// assert_eq!(config.group_id(), Some("billing"));
+    /// assert_eq!(config.max_poll_records(), 100);
+    /// assert!(config.other()["sasl.jaas.config"].ends_with("password=\"hunter2\";"));
+    /// assert!(!format!("{config:?}").contains("hunter2"));
+    ///
+    /// std::fs::write(&path, "group.id=billing\nmax.poll.records=lots\n")?;
+    /// let err = weir_core::ConsumerConfig::from_file(&path).unwrap_err().to_string();
+    /// assert!(err.contains("max.poll.records") && err.contains("consumer.properties:2"), "{err}");
+    /// # Ok(()) }
+    /// ```
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let mut c = Self::default();
-        for (n, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
-                continue;
-            }
-            let Some(split) = line.find(['=', ':']) else {
-                return Err(Error::config(
-                    line,
-                    format!("{}:{}: expected `key=value`", path.display(), n + 1),
-                ));
-            };
-            let (k, v) = (line[..split].trim(), line[split + 1..].trim());
-            c.set(k, v).map_err(|e| match e {
+        for entry in parse_properties(&text) {
+            let (line, k, v) = entry.map_err(|(line, reason)| {
+                Error::config(
+                    format!("{}:{line}", path.display()),
+                    format!("{reason} (the line is not shown: it may hold a secret)"),
+                )
+            })?;
+            c.set(&k, &v).map_err(|e| match e {
                 Error::Config { key, reason } => Error::Config {
                     key,
-                    reason: format!("{} (in {}:{})", reason, path.display(), n + 1),
+                    reason: format!("{} (in {}:{})", reason, path.display(), line),
                 },
                 other => other,
             })?;
@@ -736,5 +848,48 @@ mod tests {
         assert!(e.contains("fetch.min.bytes") && e.contains(":2"), "{e}");
         let missing = ConsumerConfig::from_file(dir.join("nope.properties")).unwrap_err();
         assert!(missing.to_string().contains("nope.properties"));
+    }
+
+    #[test]
+    fn properties_file_follows_java_syntax() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("java.properties");
+        std::fs::write(
+            &path,
+            "  # indented comment\n\
+             group.id billing\n\
+             client.id\t=\tworker-\\u0031\n\
+             my\\ odd\\=key = a\\tb\n\
+             sasl.jaas.config = org.example.Login required \\\n    user=\"u\" \\\n    password=\"canary-77\";\n\
+             bootstrap.servers: log:///tmp/x\n",
+        )
+        .unwrap();
+        let c = ConsumerConfig::from_file(&path).unwrap();
+        assert_eq!(c.group_id(), Some("billing"));
+        assert_eq!(c.client_id(), "worker-1");
+        assert_eq!(c.other()["my odd=key"], "a\tb");
+        assert_eq!(
+            c.other()["sasl.jaas.config"],
+            "org.example.Login required user=\"u\" password=\"canary-77\";"
+        );
+        assert_eq!(c.bootstrap_servers(), "log:///tmp/x");
+        assert!(!format!("{c:?}").contains("canary"));
+    }
+
+    #[test]
+    fn malformed_properties_lines_name_file_and_line_but_never_their_text() {
+        let dir = tempfile::tempdir().unwrap();
+        for (text, line) in [
+            ("group.id=g\ncanary-secret-1\n", 2),
+            ("=canary-secret-2\n", 1),
+            ("a=1\n\nb=2\nsasl.password=canary-secret-3\\u12\n", 4),
+        ] {
+            let path = dir.path().join("bad.properties");
+            std::fs::write(&path, text).unwrap();
+            let e = ConsumerConfig::from_file(&path).unwrap_err();
+            let shown = format!("{e} {e:?}");
+            assert!(shown.contains(&format!("bad.properties:{line}")), "{shown}");
+            assert!(!shown.contains("canary"), "{shown}");
+        }
     }
 }
