@@ -147,6 +147,15 @@ pub trait Backend: Send + Sync + 'static {
         Duration::ZERO
     }
 
+    /// `Some(reason)` when this backend's test broker cannot add partitions to an
+    /// existing topic (a documented broker fault, not a weir limitation). The two
+    /// scenarios that grow a topic then check that the broker still refuses, and fail
+    /// the moment it succeeds, so that the exception is removed as soon as the broker
+    /// learns the feature. `None` (the default): growing a topic must work.
+    fn cannot_add_partitions(&self) -> Option<&'static str> {
+        None
+    }
+
     /// A fresh name for a topic or a group: `prefix` followed by a suffix unique in
     /// this process and unlikely to repeat across processes. Only ASCII letters,
     /// digits, `-` and `_` (safe in topic names and regular expressions).

@@ -225,6 +225,12 @@ impl Backend for KafkaBackend {
 
     /// tansu holds every JoinGroup round for about half `session.timeout.ms`
     /// (measured: 3 s → 2.0 s, 6 s → 3.1 s, 12 s → 6.1 s); see DEVELOPERS.md.
+    fn cannot_add_partitions(&self) -> Option<&'static str> {
+        // Broker fault, see DEVELOPERS.md: tansu 0.6 does not implement CreatePartitions;
+        // librdkafka reports UnsupportedFeature. The scenarios check it still refuses.
+        Some("tansu 0.6 does not implement CreatePartitions (librdkafka: UnsupportedFeature)")
+    }
+
     fn rebalance_delay(&self) -> Duration {
         self.config(None).session_timeout() / 2
     }

@@ -72,3 +72,35 @@ pub use positions::{
 };
 pub use reset::{auto_offset_reset_earliest, auto_offset_reset_latest, auto_offset_reset_none};
 pub use standalone::{partitions_for_sees_added_partitions, standalone_assign_without_a_group};
+
+/// Grows `topic` to `total` partitions. `Ok(false)` when the backend declared (through
+/// [`Backend::cannot_add_partitions`]) that its broker cannot, and the broker indeed
+/// refused: the calling scenario then has nothing more it can check on this broker.
+pub(crate) async fn grow_topic(
+    backend: &dyn crate::Backend,
+    topic: &str,
+    total: i32,
+) -> anyhow::Result<bool> {
+    match (
+        backend.add_partitions(topic, total).await,
+        backend.cannot_add_partitions(),
+    ) {
+        (Ok(()), None) => Ok(true),
+        (Ok(()), Some(reason)) => anyhow::bail!(
+            "{}: declared unable to add partitions ({reason}), yet growing {topic} to {total} \
+             succeeded: drop Backend::cannot_add_partitions so the scenario runs",
+            backend.name()
+        ),
+        (Err(e), Some(reason)) => {
+            println!(
+                "{}: known broker fault, scenario cannot run here: {reason} (broker said: {e})",
+                backend.name()
+            );
+            Ok(false)
+        }
+        (Err(e), None) => Err(anyhow::Error::new(e).context(format!(
+            "{}: growing {topic} to {total} partitions",
+            backend.name()
+        ))),
+    }
+}
