@@ -369,6 +369,9 @@ async fn driver(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A good record's expected row: (id, customer, amount_cents). `None` in the map: poison.
+type Expected = (i64, String, i64);
+
 #[derive(Default)]
 struct Report {
     poison: u64,
@@ -391,7 +394,7 @@ impl Report {
 async fn check(dir: &Path, pool: &SqlitePool) -> anyhow::Result<Report> {
     // What the log holds: (partition, offset) → expected (id, customer, amount) or poison.
     let log = Log::open(dir.join("log"), LogOptions::default())?;
-    let mut expected: BTreeMap<(i32, i64), Option<(i64, String, i64)>> = BTreeMap::new();
+    let mut expected: BTreeMap<(i32, i64), Option<Expected>> = BTreeMap::new();
     for p in 0..PARTITIONS {
         let tp = TopicPartition::new(TOPIC, p);
         let (mut next, end) = log.offsets(&tp)?;
