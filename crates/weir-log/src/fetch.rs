@@ -155,9 +155,20 @@ pub(crate) fn fetch(
     let n = order.len();
     let share = limits.max_records.div_ceil(n).max(1);
     // Each partition's records stay contiguous and in order; partitions appear in
-    // the order they were first served.
-    let mut served: Vec<(TopicPartition, Vec<Record>)> = Vec::new();
+    // the order they were first served, with the position they had before.
+    let mut served: Vec<(TopicPartition, i64, Vec<Record>)> = Vec::new();
     let mut count = 0usize;
+    // A poll that fails part-way delivers nothing, so the positions of partitions
+    // already read in it go back to where they were: their records are read again by
+    // the next poll instead of being skipped (and auto-committed past).
+    let undo = |parts: &mut BTreeMap<TopicPartition, PartState>,
+                served: &[(TopicPartition, i64, Vec<Record>)]| {
+        for (tp, before, _) in served {
+            if let Some(st) = parts.get_mut(tp) {
+                st.pos = Pos::At(*before);
+            }
+        }
+    };
     for pass in 0..2 {
         for i in 0..n {
             let remaining = limits.max_records.saturating_sub(count);
@@ -184,19 +195,28 @@ pub(crate) fn fetch(
                     };
                     st.pos = Pos::At(last.offset + 1);
                     count += records.len();
-                    match served.iter_mut().find(|(t, _)| t == tp) {
-                        Some((_, v)) => v.extend(records),
-                        None => served.push((tp.clone(), records)),
+                    match served.iter_mut().find(|(t, _, _)| t == tp) {
+                        Some((_, _, v)) => v.extend(records),
+                        None => served.push((tp.clone(), pos, records)),
                     }
                 }
                 Err(Error::OffsetOutOfRange { .. }) => {
                     // Retention moved the log start past us (or the topic was
                     // recreated): resolve again with auto.offset.reset.
-                    st.pos = Pos::At(resolve(log, tp, Offset::At(pos), None, policy)?);
+                    match resolve(log, tp, Offset::At(pos), None, policy) {
+                        Ok(o) => st.pos = Pos::At(o),
+                        Err(e) => {
+                            undo(parts, &served);
+                            return Err(e);
+                        }
+                    }
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    undo(parts, &served);
+                    return Err(e);
+                }
             }
         }
     }
-    Ok(served.into_iter().flat_map(|(_, v)| v).collect())
+    Ok(served.into_iter().flat_map(|(_, _, v)| v).collect())
 }

@@ -444,3 +444,65 @@ async fn a_seek_is_what_a_consumed_commit_commits() {
     c.commit_async(CommitOffsets::Consumed, None);
     assert_eq!(log.group_offsets("g-seek-commit").unwrap()[&tp], 0);
 }
+
+/// A poll that fails part-way (here: `auto.offset.reset=none` on a partition that
+/// retention moved past) must not advance the positions of partitions read earlier in
+/// the same poll: their records were never delivered, and skipping them (or
+/// auto-committing past them) would lose them.
+#[tokio::test]
+async fn a_poll_failing_on_one_partition_does_not_skip_records_of_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LogOptions::default()
+        .with_segment_bytes(weir_log::MIN_SEGMENT_BYTES)
+        .with_retention_bytes(Some(weir_log::MIN_SEGMENT_BYTES));
+    let log = Log::open(dir.path(), options).unwrap();
+    log.create_topic("t", 2).unwrap();
+    let (p0, p1) = (TopicPartition::new("t", 0), TopicPartition::new("t", 1));
+    let cfg = ConsumerConfig::new().with_auto_offset_reset(AutoOffsetReset::None);
+    let mut c = LogConsumer::new(&log, cfg).unwrap();
+    c.assign(&[p0.clone(), p1.clone()]).await.unwrap();
+    for tp in [&p0, &p1] {
+        c.seek(tp, Offset::At(0)).unwrap();
+        assert_eq!(c.position(tp).await.unwrap(), 0);
+    }
+    produce(&log, "t", 0, 5);
+    for i in 0..200 {
+        log.append(
+            &p1,
+            &[NewRecord::value(format!("record number {i:04} padding"))],
+        )
+        .unwrap();
+    }
+    log.apply_retention().unwrap();
+    let (start, _) = log.offsets(&p1).unwrap();
+    assert!(
+        start > 0,
+        "retention should have deleted old segments of {p1}"
+    );
+    // Successive polls visit the partitions in turn, so one of them reads t-0 before
+    // failing on t-1.
+    for _ in 0..4 {
+        let err = c.poll(Duration::from_millis(10)).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::NoOffset { partition, .. } if *partition == p1),
+            "{err}"
+        );
+        assert_eq!(
+            c.position(&p0).await.unwrap(),
+            0,
+            "a failed poll delivered nothing of {p0}, so its position must not move"
+        );
+    }
+    c.seek_to_beginning(std::slice::from_ref(&p1)).unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + DEADLINE;
+    while got.len() < 5 && Instant::now() < deadline {
+        let batch = c.poll(Duration::from_millis(50)).await.unwrap();
+        got.extend(batch.records(&p0).map(|r| r.offset));
+    }
+    assert_eq!(
+        got,
+        vec![0, 1, 2, 3, 4],
+        "every record of {p0}, once, in order"
+    );
+}
