@@ -45,3 +45,8 @@ pub use weir_sql as sql;
 /// librdkafka from source).
 #[cfg(feature = "kafka")]
 pub use weir_kafka as kafka;
+
+/// The README's code blocks, compiled as doctests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
