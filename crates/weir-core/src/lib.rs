@@ -47,6 +47,30 @@ pub use offset::Offset;
 pub use record::{Coordinates, Header, Record, TopicPartition};
 pub use wakeup::WakeupHandle;
 
+// Types users move across tasks and threads stay `Send + Sync` (a consumer is `Send`:
+// one task drives it, and `Box<dyn Consumer>` moves into a spawned task). Checked at
+// compile time, so a field that breaks this fails the build, not a user's code.
+const _: () = {
+    const fn send_sync<T: Send + Sync + ?Sized>() {}
+    const fn send<T: Send + ?Sized>() {}
+    send_sync::<Record>();
+    send_sync::<Batch>();
+    send_sync::<TopicPartition>();
+    send_sync::<Coordinates>();
+    send_sync::<Header>();
+    send_sync::<Offset>();
+    send_sync::<ConsumerConfig>();
+    send_sync::<Subscription>();
+    send_sync::<CommitOffsets>();
+    send_sync::<RebalanceContext>();
+    send_sync::<WakeupHandle>();
+    send_sync::<Error>();
+    send_sync::<dyn RebalanceListener>();
+    send_sync::<dyn Assignor>();
+    send::<dyn Consumer>();
+    send::<CommitCallback>();
+};
+
 /// Re-exported so that implementors of [`Consumer`] and [`RebalanceListener`] use the
 /// same macro version as weir.
 pub use async_trait::async_trait;

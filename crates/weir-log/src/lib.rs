@@ -70,6 +70,18 @@ pub use options::{Durability, LogOptions, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
 pub use producer::{murmur2, partition_for_key, Producer};
 pub use record::NewRecord;
 
+// Handles users share across tasks and threads stay `Send + Sync`; checked at compile
+// time.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Log>();
+    send_sync::<Producer>();
+    send_sync::<LogConsumer>();
+    send_sync::<LogOptions>();
+    send_sync::<NewRecord>();
+    send_sync::<GroupDescription>();
+};
+
 /// The result type of this crate: errors are [`weir_core::Error`].
 pub type Result<T> = weir_core::Result<T>;
 
