@@ -144,6 +144,27 @@ fn is_secret(key: &str) -> bool {
         || k.ends_with("key")
         || k.contains("credentials")
         || k.contains("oauthbearer.config")
+        || k.ends_with("user.info")
+}
+
+/// `scheme://user:password@host/...` → `scheme://***@host/...`, for every
+/// comma-separated item of a value (URLs of any property can carry credentials).
+fn redact_userinfo(value: &str) -> String {
+    value
+        .split(',')
+        .map(|item| {
+            let Some(scheme_end) = item.find("://").map(|i| i + 3) else {
+                return item.to_owned();
+            };
+            let rest = &item[scheme_end..];
+            let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            match rest[..authority_end].rfind('@') {
+                Some(at) => format!("{}***{}", &item[..scheme_end], &rest[at..]),
+                None => item.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Consumer configuration: Kafka's property names, Kafka's defaults.
@@ -152,8 +173,9 @@ fn is_secret(key: &str) -> bool {
 /// unchanged) or with typed `with_*` setters. Every known value is checked when set;
 /// the error names the key. Keys weir does not know are kept as they are: the Kafka
 /// backend passes them to librdkafka, the embedded log rejects them by name.
-/// `Debug` prints secrets (`*password*`, `*secret*`, `*token*`, `sasl.jaas.config`, ...)
-/// as `***`.
+/// `Debug` prints secrets (`*password*`, `*secret*`, `*token*`, `sasl.jaas.config`,
+/// `*user.info`, ...) as `***`, and the credentials of `scheme://user:pass@host` URLs
+/// in any value as `***`.
 ///
 /// | key | default |
 /// |---|---|
@@ -748,7 +770,7 @@ impl fmt::Debug for ConsumerConfig {
             if is_secret(&k) {
                 m.entry(&k, &"***");
             } else {
-                m.entry(&k, &v);
+                m.entry(&k, &redact_userinfo(&v));
             }
         }
         m.finish()
@@ -827,6 +849,27 @@ mod tests {
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("canary"), "{dbg}");
         assert!(dbg.contains("SASL_SSL"));
+    }
+
+    #[test]
+    fn credentials_in_urls_and_user_info_are_redacted() {
+        let c = ConsumerConfig::from_properties([
+            (
+                "schema.registry.url",
+                "https://reg:canary-1@registry:8081/x,http://plain:8081",
+            ),
+            ("basic.auth.user.info", "reg:canary-2"),
+            ("bootstrap.servers", "kafka:9092"),
+        ])
+        .unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("canary"), "{dbg}");
+        assert!(
+            dbg.contains("https://***@registry:8081/x,http://plain:8081"),
+            "{dbg}"
+        );
+        assert!(dbg.contains("kafka:9092"), "{dbg}");
+        assert_eq!(redact_userinfo("log:///tmp/a@b"), "log:///tmp/a@b");
     }
 
     #[test]
