@@ -8,7 +8,17 @@ use std::time::Duration;
 
 use crate::{Error, Result};
 
-/// Where to start when a partition has no valid committed offset (`auto.offset.reset`).
+/// Where to start when a partition has no valid committed offset (`auto.offset.reset`):
+/// none was committed, or the committed one (or a seek) lies outside the log, e.g.
+/// below the log start after retention deleted old records.
+///
+/// ```
+/// use weir_core::AutoOffsetReset;
+/// assert_eq!("earliest".parse::<AutoOffsetReset>(), Ok(AutoOffsetReset::Earliest));
+/// assert_eq!("none".parse::<AutoOffsetReset>(), Ok(AutoOffsetReset::None));
+/// assert_eq!(AutoOffsetReset::default().to_string(), "latest");
+/// assert!("middle".parse::<AutoOffsetReset>().is_err());
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub enum AutoOffsetReset {
     /// Start at the log start offset.
@@ -43,6 +53,16 @@ impl fmt::Display for AutoOffsetReset {
 }
 
 /// `partition.assignment.strategy`: how a group spreads partitions over members.
+/// Kafka's Java class names are accepted too.
+///
+/// ```
+/// use weir_core::AssignmentStrategy;
+/// let s: AssignmentStrategy = "org.apache.kafka.clients.consumer.CooperativeStickyAssignor".parse()?;
+/// assert_eq!(s, AssignmentStrategy::CooperativeSticky);
+/// assert_eq!(s.to_string(), "cooperative-sticky");
+/// assert_eq!("roundrobin".parse::<AssignmentStrategy>()?, AssignmentStrategy::RoundRobin);
+/// # Ok::<(), String>(())
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub enum AssignmentStrategy {
     /// Per topic, contiguous ranges of partitions (Kafka's default).
@@ -82,6 +102,12 @@ impl fmt::Display for AssignmentStrategy {
 }
 
 /// `isolation.level`: whether records of aborted transactions are visible.
+///
+/// ```
+/// use weir_core::IsolationLevel;
+/// assert_eq!("read_committed".parse::<IsolationLevel>(), Ok(IsolationLevel::ReadCommitted));
+/// assert_eq!(IsolationLevel::default().to_string(), "read_uncommitted");
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub enum IsolationLevel {
     /// Every record, transactional or not (Kafka's Java default).
@@ -114,6 +140,15 @@ impl fmt::Display for IsolationLevel {
 }
 
 /// The properties weir itself understands, with their defaults (Kafka's).
+///
+/// ```
+/// let (key, default) = weir_core::KNOWN_KEYS
+///     .iter()
+///     .find(|(k, _)| *k == "max.poll.records")
+///     .copied()
+///     .unwrap_or_default();
+/// assert_eq!((key, default), ("max.poll.records", "500"));
+/// ```
 pub const KNOWN_KEYS: &[(&str, &str)] = &[
     ("bootstrap.servers", ""),
     ("group.id", ""),
@@ -461,6 +496,19 @@ impl ConsumerConfig {
 
     /// Set one property by its Kafka name. Known keys are parsed and checked here;
     /// other keys are kept for the backend (see [`other`](Self::other)).
+    ///
+    /// ```
+    /// use weir_core::{ConsumerConfig, Error};
+    /// let mut config = ConsumerConfig::new();
+    /// config.set("group.id", "billing")?.set("max.poll.records", "100")?;
+    /// config.set("security.protocol", "SSL")?; // not weir's: kept for the backend
+    /// assert_eq!(config.max_poll_records(), 100);
+    /// assert_eq!(config.other()["security.protocol"], "SSL");
+    ///
+    /// let err = config.set("enable.auto.commit", "sometimes").unwrap_err();
+    /// assert!(matches!(err, Error::Config { ref key, .. } if key == "enable.auto.commit"));
+    /// # Ok::<(), weir_core::Error>(())
+    /// ```
     pub fn set(&mut self, key: &str, value: &str) -> Result<&mut Self> {
         let key = key.trim();
         let v = value.trim();
@@ -523,6 +571,15 @@ impl ConsumerConfig {
 
     /// Check the values together (e.g. `heartbeat.interval.ms` below
     /// `session.timeout.ms`). Backends call this when they create a consumer.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let config = weir_core::ConsumerConfig::new()
+    ///     .with_session_timeout(Duration::from_secs(3))
+    ///     .with_heartbeat_interval(Duration::from_secs(5));
+    /// let err = config.validate().unwrap_err();
+    /// assert!(err.to_string().contains("heartbeat.interval.ms"), "{err}");
+    /// ```
     pub fn validate(&self) -> Result<()> {
         if self.heartbeat_interval_ms >= self.session_timeout_ms {
             return Err(Error::config(
@@ -754,9 +811,17 @@ impl ConsumerConfig {
         self.isolation_level = level;
         self
     }
-    /// Set any property by name; an invalid value is reported by
-    /// [`validate`](Self::validate)-time errors of [`set`](Self::set). Prefer `set`
-    /// when the value comes from a user.
+    /// Set any property by name, builder style; fails as [`set`](Self::set) does,
+    /// with [`Error::Config`] naming the key.
+    ///
+    /// ```
+    /// let config = weir_core::ConsumerConfig::new()
+    ///     .with("group.id", "billing")?
+    ///     .with("auto.offset.reset", "earliest")?;
+    /// assert_eq!(config.auto_offset_reset(), weir_core::AutoOffsetReset::Earliest);
+    /// assert!(weir_core::ConsumerConfig::new().with("fetch.min.bytes", "0").is_err());
+    /// # Ok::<(), weir_core::Error>(())
+    /// ```
     pub fn with(mut self, key: &str, value: &str) -> Result<Self> {
         self.set(key, value)?;
         Ok(self)

@@ -181,6 +181,13 @@ impl Error {
     }
 
     /// Whether trying the same operation again may succeed.
+    ///
+    /// ```
+    /// use weir_core::Error;
+    /// assert!(Error::Timeout("fetch".into()).is_retriable());
+    /// assert!(!Error::Wakeup.is_retriable());
+    /// assert!(!Error::config("group.id", "empty").is_retriable());
+    /// ```
     pub fn is_retriable(&self) -> bool {
         match self {
             Error::Timeout(_) | Error::CommitFailed { .. } => true,

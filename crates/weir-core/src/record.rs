@@ -103,6 +103,15 @@ impl fmt::Display for Coordinates {
 }
 
 /// A record header: a name and an optional byte value, as in Kafka.
+///
+/// ```
+/// use weir_core::{Header, Record};
+/// let mut r = Record::new("orders", 0, 1, None, None);
+/// r.headers.push(Header::new("trace-id", &b"abc"[..]));
+/// r.headers.push(Header { key: "empty".into(), value: None });
+/// assert_eq!(r.header("trace-id").and_then(|h| h.value.as_deref()), Some(&b"abc"[..]));
+/// assert_eq!(r.header("empty").map(|h| h.value.is_none()), Some(true));
+/// ```
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Header {
     /// The header's name.
