@@ -666,7 +666,12 @@ impl Log {
         Ok(self.partition(tp)?.dir().to_path_buf())
     }
 
-    /// Whether a failed write or flush has poisoned the log.
+    /// Whether a failed write or flush has poisoned the log. A poisoned log refuses
+    /// every write with [`Error::Poisoned`] until it is reopened; as [`Log::open`]
+    /// returns the already open log while any handle to it exists in this process
+    /// (clones, [`Producer`](crate::Producer)s, [`LogConsumer`](crate::LogConsumer)s),
+    /// drop them all first: the reopen then runs recovery, which truncates whatever
+    /// the failed write left behind.
     ///
     /// ```
     /// # let dir = tempfile::tempdir()?;
