@@ -11,6 +11,9 @@ use weir_core::{Error, TopicPartition};
 use crate::fsutil::{create_dir_durable, write_atomic};
 use crate::Result;
 
+/// The format version written to, and accepted from, group offsets files.
+const GROUP_FILE_VERSION: u32 = 1;
+
 #[derive(Serialize, Deserialize)]
 struct GroupFile {
     version: u32,
@@ -68,6 +71,16 @@ impl GroupStore {
             position: 0,
             reason: format!("unreadable group offsets file: {e}"),
         })?;
+        if file.version != GROUP_FILE_VERSION {
+            return Err(Error::Corrupt {
+                path,
+                position: 0,
+                reason: format!(
+                    "group offsets file version {} (this weir reads version {GROUP_FILE_VERSION})",
+                    file.version
+                ),
+            });
+        }
         if file.group != group {
             return Err(Error::Corrupt {
                 path,
@@ -108,7 +121,7 @@ impl GroupStore {
             merged.insert(tp.clone(), o);
         }
         let file = GroupFile {
-            version: 1,
+            version: GROUP_FILE_VERSION,
             group: group.to_owned(),
             offsets: merged
                 .iter()

@@ -506,3 +506,55 @@ async fn a_poll_failing_on_one_partition_does_not_skip_records_of_another() {
         "every record of {p0}, once, in order"
     );
 }
+
+/// Bad arguments to commits, positions, seeks and pauses are errors naming the
+/// partition; a rejected commit stores nothing.
+#[tokio::test]
+async fn bad_commit_position_seek_and_pause_arguments_are_errors() {
+    let (_dir, log) = log_with_topic("t", 2);
+    let (p0, p1) = (TopicPartition::new("t", 0), TopicPartition::new("t", 1));
+    let cfg = ConsumerConfig::new()
+        .with_group_id("g-bad-args")
+        .with_enable_auto_commit(false);
+    let mut c = LogConsumer::new(&log, cfg).unwrap();
+    c.assign(std::slice::from_ref(&p0)).await.unwrap();
+
+    let err = c
+        .commit_sync(CommitOffsets::from([(p0.clone(), -5)]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::IllegalState(m) if m.contains("t-0") && m.contains("-5")),
+        "{err}"
+    );
+    assert_eq!(
+        c.committed(std::slice::from_ref(&p0)).await.unwrap()[&p0],
+        None
+    );
+
+    assert!(matches!(c.position(&p1).await, Err(Error::NotAssigned(tp)) if tp == p1));
+    assert!(matches!(c.seek(&p1, Offset::At(0)), Err(Error::NotAssigned(tp)) if tp == p1));
+    assert!(matches!(c.pause(&[p0.clone(), p1.clone()]), Err(Error::NotAssigned(tp)) if tp == p1));
+    assert!(c.paused().is_empty(), "a rejected pause pauses nothing");
+    assert!(matches!(c.resume(std::slice::from_ref(&p1)), Err(Error::NotAssigned(tp)) if tp == p1));
+
+    let err = c.assign(&[TopicPartition::new("t", 2)]).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::UnknownPartition(tp) if tp.partition() == 2),
+        "{err}"
+    );
+    let err = c
+        .assign(&[TopicPartition::new("nope", 0)])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::UnknownTopic { topic } if topic == "nope"),
+        "{err}"
+    );
+    assert_eq!(
+        c.assignment(),
+        std::collections::BTreeSet::from([p0.clone()]),
+        "a rejected assign keeps the previous assignment"
+    );
+    c.close().await.unwrap();
+}

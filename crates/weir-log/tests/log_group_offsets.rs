@@ -64,3 +64,28 @@ fn corrupt_group_file_is_an_error_naming_the_file() {
         "{err}"
     );
 }
+
+#[test]
+fn group_file_of_an_unknown_version_is_an_error_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+        log.commit_group_offsets("g", &BTreeMap::from([(TopicPartition::new("t", 0), 1)]))
+            .unwrap();
+    }
+    let file = std::fs::read_dir(dir.path().join("groups"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("\"version\": 1"), "{text}");
+    std::fs::write(&file, text.replace("\"version\": 1", "\"version\": 2")).unwrap();
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    let err = log.group_offsets("g").unwrap_err();
+    assert!(
+        matches!(&err, Error::Corrupt { path, reason, .. } if *path == file && reason.contains("version 2")),
+        "{err}"
+    );
+}
