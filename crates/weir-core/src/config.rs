@@ -206,7 +206,8 @@ fn redact_userinfo(value: &str) -> String {
 ///
 /// Build it from a properties map or file (a Kafka user's `consumer.properties` works
 /// unchanged) or with typed `with_*` setters. Every known value is checked when set;
-/// the error names the key. Keys weir does not know are kept as they are: the Kafka
+/// the error names the key. `*.ms` values range up to 2147483647 (Kafka's `int`); the
+/// typed setters clamp longer durations to that. Keys weir does not know are kept as they are: the Kafka
 /// backend passes them to librdkafka, the embedded log rejects them by name.
 /// `Debug` prints secrets (`*password*`, `*secret*`, `*token*`, `sasl.jaas.config`,
 /// `*user.info`, ...) as `***`, and the credentials of `scheme://user:pass@host` URLs
@@ -307,6 +308,27 @@ fn parse_bool(key: &str, value: &str) -> Result<bool> {
             format!("expected true or false, got `{other}`"),
         )),
     }
+}
+
+/// The largest accepted `*.ms` value: Kafka's properties are Java `int`s (about 24.8
+/// days). Larger values would also overflow deadlines computed from them.
+const MAX_MS: u64 = i32::MAX as u64;
+
+/// A `*.ms` property: milliseconds from 0 to [`MAX_MS`].
+fn millis(key: &str, value: &str) -> Result<u64> {
+    let v: u64 = parse(key, value, "milliseconds")?;
+    if v > MAX_MS {
+        return Err(Error::config(
+            key,
+            format!("must be at most {MAX_MS} ms, got {v}"),
+        ));
+    }
+    Ok(v)
+}
+
+/// A typed setter's duration in milliseconds, clamped to [`MAX_MS`].
+fn clamp_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(MAX_MS).min(MAX_MS)
 }
 
 fn at_least<T: PartialOrd + fmt::Display + Copy>(key: &str, v: T, min: T) -> Result<T> {
@@ -519,23 +541,19 @@ impl ConsumerConfig {
             "fetch.min.bytes" => {
                 self.fetch_min_bytes = at_least(key, parse(key, v, "a byte count")?, 1)?
             }
-            "fetch.max.wait.ms" => self.fetch_max_wait_ms = parse(key, v, "milliseconds")?,
+            "fetch.max.wait.ms" => self.fetch_max_wait_ms = millis(key, v)?,
             "max.partition.fetch.bytes" => {
                 self.max_partition_fetch_bytes = at_least(key, parse(key, v, "a byte count")?, 1)?
             }
-            "session.timeout.ms" => {
-                self.session_timeout_ms = at_least(key, parse(key, v, "milliseconds")?, 1)?
-            }
+            "session.timeout.ms" => self.session_timeout_ms = at_least(key, millis(key, v)?, 1)?,
             "heartbeat.interval.ms" => {
-                self.heartbeat_interval_ms = at_least(key, parse(key, v, "milliseconds")?, 1)?
+                self.heartbeat_interval_ms = at_least(key, millis(key, v)?, 1)?
             }
             "auto.offset.reset" => {
                 self.auto_offset_reset = v.parse().map_err(|r| Error::config(key, r))?
             }
             "enable.auto.commit" => self.enable_auto_commit = parse_bool(key, v)?,
-            "auto.commit.interval.ms" => {
-                self.auto_commit_interval_ms = parse(key, v, "milliseconds")?
-            }
+            "auto.commit.interval.ms" => self.auto_commit_interval_ms = millis(key, v)?,
             "partition.assignment.strategy" => {
                 let mut list = Vec::new();
                 for part in v.split(',').filter(|p| !p.trim().is_empty()) {
@@ -550,7 +568,7 @@ impl ConsumerConfig {
                 self.max_poll_records = at_least(key, parse(key, v, "a record count")?, 1)?
             }
             "max.poll.interval.ms" => {
-                self.max_poll_interval_ms = at_least(key, parse(key, v, "milliseconds")?, 1)?
+                self.max_poll_interval_ms = at_least(key, millis(key, v)?, 1)?
             }
             "receive.buffer.bytes" => {
                 self.receive_buffer_bytes = at_least(key, parse(key, v, "a byte count")?, -1)?
@@ -758,7 +776,7 @@ impl ConsumerConfig {
     }
     /// Set `fetch.max.wait.ms`.
     pub fn with_fetch_max_wait(mut self, wait: Duration) -> Self {
-        self.fetch_max_wait_ms = wait.as_millis() as u64;
+        self.fetch_max_wait_ms = clamp_ms(wait);
         self
     }
     /// Set `max.partition.fetch.bytes` (at least 1).
@@ -768,12 +786,12 @@ impl ConsumerConfig {
     }
     /// Set `session.timeout.ms`.
     pub fn with_session_timeout(mut self, timeout: Duration) -> Self {
-        self.session_timeout_ms = (timeout.as_millis() as u64).max(1);
+        self.session_timeout_ms = clamp_ms(timeout).max(1);
         self
     }
     /// Set `heartbeat.interval.ms`.
     pub fn with_heartbeat_interval(mut self, interval: Duration) -> Self {
-        self.heartbeat_interval_ms = (interval.as_millis() as u64).max(1);
+        self.heartbeat_interval_ms = clamp_ms(interval).max(1);
         self
     }
     /// Set `auto.offset.reset`.
@@ -788,7 +806,7 @@ impl ConsumerConfig {
     }
     /// Set `auto.commit.interval.ms`.
     pub fn with_auto_commit_interval(mut self, interval: Duration) -> Self {
-        self.auto_commit_interval_ms = interval.as_millis() as u64;
+        self.auto_commit_interval_ms = clamp_ms(interval);
         self
     }
     /// Set `partition.assignment.strategy` to one strategy.
@@ -803,7 +821,7 @@ impl ConsumerConfig {
     }
     /// Set `max.poll.interval.ms`.
     pub fn with_max_poll_interval(mut self, interval: Duration) -> Self {
-        self.max_poll_interval_ms = (interval.as_millis() as u64).max(1);
+        self.max_poll_interval_ms = clamp_ms(interval).max(1);
         self
     }
     /// Set `isolation.level`.
@@ -869,6 +887,9 @@ mod tests {
             ("partition.assignment.strategy", "sticky-ish"),
             ("session.timeout.ms", "-5"),
             ("isolation.level", "serializable"),
+            ("max.poll.interval.ms", "2147483648"),
+            ("session.timeout.ms", "18446744073709551615"),
+            ("fetch.max.wait.ms", "99999999999"),
         ] {
             let e = ConsumerConfig::from_properties([(k, v)]).unwrap_err();
             match e {
@@ -876,6 +897,21 @@ mod tests {
                 other => panic!("{k}={v}: {other}"),
             }
         }
+    }
+
+    #[test]
+    fn millisecond_values_stay_within_kafkas_int_range() {
+        let c = ConsumerConfig::from_properties([("max.poll.interval.ms", "2147483647")]).unwrap();
+        assert_eq!(c.max_poll_interval(), Duration::from_millis(2_147_483_647));
+        let c = ConsumerConfig::new()
+            .with_max_poll_interval(Duration::MAX)
+            .with_session_timeout(Duration::MAX)
+            .with_fetch_max_wait(Duration::MAX);
+        assert_eq!(c.max_poll_interval(), Duration::from_millis(MAX_MS));
+        assert_eq!(c.session_timeout(), Duration::from_millis(MAX_MS));
+        assert_eq!(c.fetch_max_wait(), Duration::from_millis(MAX_MS));
+        // Deadlines computed from any accepted value do not overflow.
+        let _ = std::time::Instant::now() + c.max_poll_interval() + c.session_timeout();
     }
 
     #[test]
