@@ -712,7 +712,8 @@ impl Consumer for LogConsumer {
                 "poll before subscribe() or assign()".into(),
             ));
         }
-        let deadline = Instant::now() + timeout;
+        // `None`: a timeout too long to represent (e.g. `Duration::MAX`) waits forever.
+        let deadline = Instant::now().checked_add(timeout);
         // Commits what earlier polls returned (never this poll's records).
         self.maybe_auto_commit(false);
         // A poll waiting for records heartbeats at least this often, so that the
@@ -733,10 +734,11 @@ impl Consumer for LogConsumer {
                 return Ok(batch);
             }
             let now = Instant::now();
-            if now >= deadline {
+            if deadline.is_some_and(|d| now >= d) {
                 return Ok(batch);
             }
-            let mut until = deadline.min(now + beat_every);
+            let next_beat = now + beat_every;
+            let mut until = deadline.map_or(next_beat, |d| d.min(next_beat));
             if let Mode::Subscribed(m) = &self.mode {
                 if let Some(t) = m.next_expiry {
                     // Wake a moment after the next possible eviction.

@@ -558,3 +558,31 @@ async fn bad_commit_position_seek_and_pause_arguments_are_errors() {
     );
     c.close().await.unwrap();
 }
+
+/// `poll(Duration::MAX)` ("block until something happens", as Java users write
+/// `poll(Long.MAX_VALUE)`) neither panics nor spins: it returns the first record
+/// appended, or a wakeup.
+#[tokio::test]
+async fn poll_with_an_unbounded_timeout_returns_a_record_or_a_wakeup() {
+    let (_dir, log) = log_with_topic("t", 1);
+    let tp = TopicPartition::new("t", 0);
+    let mut c = standalone(&log);
+    c.assign(std::slice::from_ref(&tp)).await.unwrap();
+    produce(&log, "t", 0, 1);
+    let batch = tokio::time::timeout(DEADLINE, c.poll(Duration::MAX))
+        .await
+        .expect("a record is there")
+        .unwrap();
+    assert_eq!(batch.len(), 1);
+
+    let handle = c.wakeup_handle();
+    let waker = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        handle.wakeup();
+    });
+    let woken = tokio::time::timeout(DEADLINE, c.poll(Duration::MAX))
+        .await
+        .expect("the wakeup ends the poll");
+    assert!(matches!(woken, Err(Error::Wakeup)), "{woken:?}");
+    waker.await.unwrap();
+}
