@@ -100,6 +100,16 @@ impl RegistryConfig {
     /// A registry at `url` (`http://host:port`, optionally with a path prefix).
     /// Credentials written as `user:password@` are moved into [`Auth::Basic`].
     /// Defaults: 10 s per request, 3 retries, backoff 100 ms doubling up to 5 s.
+    ///
+    /// weir is built without TLS: an `https://` URL is a configuration error here
+    /// (naming the scheme), not a transient failure at the first request.
+    ///
+    /// ```
+    /// use weir_formats::registry::RegistryConfig;
+    /// let err = RegistryConfig::new("https://registry.example:8081").unwrap_err();
+    /// assert!(err.to_string().contains("`https`"), "{err}");
+    /// assert!(RegistryConfig::new("ftp://h").is_err());
+    /// ```
     pub fn new(url: impl AsRef<str>) -> Result<Self> {
         let raw = url.as_ref().trim().trim_end_matches('/');
         let Some((scheme, rest)) = raw.split_once("://") else {
@@ -108,10 +118,21 @@ impl RegistryConfig {
                 reason: "expected http://host:port".into(),
             });
         };
-        if scheme != "http" && scheme != "https" {
+        if scheme == "https" {
+            // reqwest is built without a TLS backend (see the workspace Cargo.toml):
+            // an https URL would fail at every connection, looking like a registry
+            // outage (transient). Say so once, here.
             return Err(Error::Config {
                 key: "schema.registry.url".into(),
-                reason: format!("unsupported scheme `{scheme}`"),
+                reason: "scheme `https` is not supported: this build has no TLS; use \
+                         http:// (e.g. through a TLS-terminating proxy on loopback)"
+                    .into(),
+            });
+        }
+        if scheme != "http" {
+            return Err(Error::Config {
+                key: "schema.registry.url".into(),
+                reason: format!("unsupported scheme `{scheme}` (expected http)"),
             });
         }
         let (auth, host) = match rest.split_once('@') {
@@ -613,6 +634,12 @@ mod tests {
         assert!(RegistryConfig::new("localhost:8081").is_err());
         assert!(RegistryConfig::new("ftp://h").is_err());
         assert!(RegistryConfig::new("http://").is_err());
+        let tls = RegistryConfig::new("https://u:secret-pw@h:1").unwrap_err();
+        assert!(
+            matches!(&tls, Error::Config { key, reason } if key == "schema.registry.url" && reason.contains("`https`")),
+            "{tls}"
+        );
+        assert!(!tls.to_string().contains("secret-pw"));
         let c = RegistryConfig::new(" http://u:secret-pw@h:1/prefix/ ").unwrap();
         assert_eq!(c.url(), "http://h:1/prefix");
         assert!(
