@@ -578,6 +578,25 @@ impl<T: DeserializeOwned + Send> Deserializer<T> for RegistryAvro {
 }
 
 /// Like [`RegistryAvro`], decoding into the generic [`Value`].
+///
+/// ```
+/// use std::sync::Arc;
+/// use weir_core::{Bytes, Record};
+/// use weir_formats::avro::{RegistryAvroGeneric, Value};
+/// use weir_formats::framing::SchemaRef;
+/// use weir_formats::registry::{RegistryConfig, Schema, SchemaRegistry};
+/// use weir_formats::Deserializer;
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let registry = Arc::new(SchemaRegistry::new(RegistryConfig::new("http://127.0.0.1:8081").unwrap()).unwrap());
+/// registry.preload(SchemaRef::Id(1), Schema::avro(r#""long""#)); // as if fetched
+/// let avro = RegistryAvroGeneric::new(registry);
+/// // 0x00 + schema id 1 + the Avro long 5 (zig-zag 0x0a)
+/// let record = Record::new("t", 0, 0, None, Some(Bytes::from_static(&[0, 0, 0, 0, 1, 0x0a])));
+/// assert_eq!(avro.value(&record).await.unwrap(), Value::Long(5));
+/// let bad_magic = Record::new("t", 0, 1, None, Some(Bytes::from_static(&[7, 0, 0, 0, 1, 0x0a])));
+/// assert!(avro.value(&bad_magic).await.unwrap_err().is_permanent());
+/// # }
+/// ```
 pub struct RegistryAvroGeneric {
     core: RegistryCore,
 }
@@ -635,6 +654,22 @@ impl Deserializer<Value> for RegistryAvroGeneric {
 /// Serializes `T` with a fixed schema, registers that schema under the record's
 /// TopicNameStrategy subject (`<topic>-value` / `<topic>-key`) once, and frames the
 /// datum with `0x00` + the id.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use weir_formats::avro::{parse_schema, RegistryAvroSerializer};
+/// use weir_formats::registry::{RegistryConfig, SchemaRegistry};
+/// use weir_formats::{Context, Part, Serializer};
+/// # async fn f() -> anyhow::Result<()> {
+/// let registry = Arc::new(SchemaRegistry::new(RegistryConfig::new("http://127.0.0.1:8081")?)?);
+/// let schema = parse_schema(r#""string""#)?;
+/// let ser = RegistryAvroSerializer::<String>::new(registry, &schema)?;
+/// let topic = "names".into();
+/// // registers under `names-value` (once), then frames: 0x00 + id + datum
+/// let bytes = ser.serialize(&"Ada".to_string(), &Context::new(&topic, 0, 0, Part::Value)).await?;
+/// assert_eq!(bytes[0], 0x00);
+/// # Ok(()) }
+/// ```
 pub struct RegistryAvroSerializer<T> {
     registry: Arc<SchemaRegistry>,
     schema: registry::Schema,

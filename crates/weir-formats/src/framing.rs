@@ -36,6 +36,12 @@ pub const VALUE_SCHEMA_ID_HEADER: &str = "__value_schema_id";
 pub const MAX_MESSAGE_INDEXES: usize = 64;
 
 /// How a framed record names its writer schema.
+///
+/// ```
+/// use weir_formats::framing::SchemaRef;
+/// assert_eq!(SchemaRef::Id(42).to_string(), "id 42");
+/// assert_eq!(SchemaRef::Guid(uuid::Uuid::nil()).to_string(), "guid 00000000-0000-0000-0000-000000000000");
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum SchemaRef {
     /// A registry schema id.
@@ -251,6 +257,27 @@ pub fn schema_id_header(part: Part) -> &'static str {
 /// Find the writer schema of `data`: in the `__key_schema_id` / `__value_schema_id`
 /// header when present, else in the prefix. Errors are permanent
 /// [`ErrorKind::Framing`] errors with the record's coordinates.
+///
+/// ```
+/// use weir_core::{Bytes, Header, Record};
+/// use weir_formats::framing::{locate, SchemaRef};
+/// use weir_formats::{Context, ErrorKind};
+/// // id in the prefix
+/// let r = Record::new("t", 0, 5, None, Some(Bytes::from_static(&[0, 0, 0, 0, 9, b'x'])));
+/// let data = r.value.as_deref().unwrap();
+/// let l = locate(data, &Context::for_value(&r)).unwrap();
+/// assert_eq!((l.schema, l.payload(data)), (SchemaRef::Id(9), &b"x"[..]));
+/// // id in the `__value_schema_id` header: the payload is the whole value
+/// let mut r = Record::new("t", 0, 6, None, Some(Bytes::from_static(b"x")));
+/// r.headers.push(Header::new("__value_schema_id", &[0u8, 0, 0, 0, 3][..]));
+/// let data = r.value.as_deref().unwrap();
+/// let l = locate(data, &Context::for_value(&r)).unwrap();
+/// assert_eq!((l.schema, l.payload(data)), (SchemaRef::Id(3), &b"x"[..]));
+/// // too short: a permanent framing error naming the record
+/// let r = Record::new("t", 0, 7, None, Some(Bytes::from_static(&[0, 0])));
+/// let e = locate(r.value.as_deref().unwrap(), &Context::for_value(&r)).unwrap_err();
+/// assert_eq!((e.kind(), e.coordinates().to_string()), (ErrorKind::Framing, "t/0@7".to_string()));
+/// ```
 pub fn locate<'a>(data: &'a [u8], ctx: &Context<'a>) -> Result<Located<'a>, DeserializeError> {
     let header = ctx.header(schema_id_header(ctx.part()));
     let (framed, from_header) = match header {

@@ -181,6 +181,25 @@ mod tests {
 /// must name a JSON Schema in the registry (fetched once per id; unknown ids are
 /// permanent errors, an unreachable registry transient). The JSON is decoded into `T`;
 /// it is not validated against the JSON Schema.
+///
+/// ```
+/// use std::sync::Arc;
+/// use weir_core::{Bytes, Record};
+/// use weir_formats::framing::SchemaRef;
+/// use weir_formats::json::RegistryJson;
+/// use weir_formats::registry::{RegistryConfig, Schema, SchemaRegistry};
+/// use weir_formats::Deserializer;
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let registry = Arc::new(SchemaRegistry::new(RegistryConfig::new("http://127.0.0.1:8081").unwrap()).unwrap());
+/// registry.preload(SchemaRef::Id(4), Schema::json(r#"{"type":"object"}"#)); // as if fetched
+/// let json = RegistryJson::new(registry);
+/// let mut value = vec![0, 0, 0, 0, 4];
+/// value.extend_from_slice(br#"{"id":7}"#);
+/// let record = Record::new("orders", 0, 0, None, Some(Bytes::from(value)));
+/// let v: serde_json::Value = json.value(&record).await.unwrap();
+/// assert_eq!(v["id"], 7);
+/// # }
+/// ```
 pub struct RegistryJson {
     registry: std::sync::Arc<crate::registry::SchemaRegistry>,
     known: parking_lot::RwLock<std::collections::HashSet<crate::framing::SchemaRef>>,
@@ -245,6 +264,21 @@ impl<T: DeserializeOwned + Send> crate::Deserializer<T> for RegistryJson {
 
 /// Serializes `T` as JSON framed with `0x00` + the id of a JSON Schema, registered
 /// under the record's TopicNameStrategy subject once.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use weir_formats::json::RegistryJsonSerializer;
+/// use weir_formats::registry::{RegistryConfig, SchemaRegistry};
+/// use weir_formats::{Context, Part, Serializer};
+/// # async fn f() -> anyhow::Result<()> {
+/// let registry = Arc::new(SchemaRegistry::new(RegistryConfig::new("http://127.0.0.1:8081")?)?);
+/// let ser = RegistryJsonSerializer::new(registry, r#"{"type":"object"}"#);
+/// let topic = "orders".into();
+/// // registers under `orders-value` (once), then frames: 0x00 + id + JSON text
+/// let bytes = ser.serialize(&serde_json::json!({"id": 7}), &Context::new(&topic, 0, 0, Part::Value)).await?;
+/// assert_eq!(bytes[0], 0x00);
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct RegistryJsonSerializer {
     registry: std::sync::Arc<crate::registry::SchemaRegistry>,

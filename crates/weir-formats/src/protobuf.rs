@@ -404,6 +404,33 @@ impl RegistryCore {
 /// Registry-framed Protobuf (`0x00` + id + message indexes, `0x01` + GUID + message
 /// indexes, or the id in a header), decoded into [`DynamicMessage`]s of the type the
 /// message indexes select in the writer schema, compiled once per id.
+///
+/// ```
+/// use std::sync::Arc;
+/// use weir_core::{Bytes, Record};
+/// use weir_formats::framing::SchemaRef;
+/// use weir_formats::protobuf::{ReflectMessage, RegistryProtobuf};
+/// use weir_formats::registry::{RegistryConfig, Schema, SchemaRegistry};
+/// use weir_formats::{Deserializer, ErrorKind};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let registry = Arc::new(SchemaRegistry::new(RegistryConfig::new("http://127.0.0.1:8081").unwrap()).unwrap());
+/// registry.preload(SchemaRef::Id(3), Schema::protobuf(
+///     "syntax = \"proto3\"; package shop; message Order { int64 id = 1; message Line { string sku = 1; } }",
+/// )); // as if fetched
+/// let proto = RegistryProtobuf::new(registry);
+/// // 0x00 + id 3 + indexes [0] (the single byte 0x00) + Order { id: 7 }
+/// let order = Record::new("t", 0, 0, None, Some(Bytes::from_static(&[0, 0, 0, 0, 3, 0x00, 0x08, 0x07])));
+/// let m = proto.value(&order).await.unwrap();
+/// assert_eq!(m.descriptor().full_name(), "shop.Order");
+/// // indexes [0, 0] (count 2, zig-zag 0x04) select the nested shop.Order.Line
+/// let line = Record::new("t", 0, 1, None, Some(Bytes::from_static(&[0, 0, 0, 0, 3, 0x04, 0, 0, 0x0a, 0x01, b'a'])));
+/// let m = proto.value(&line).await.unwrap();
+/// assert_eq!(m.descriptor().full_name(), "shop.Order.Line");
+/// // index [5] selects nothing: permanent
+/// let bad = Record::new("t", 0, 2, None, Some(Bytes::from_static(&[0, 0, 0, 0, 3, 0x02, 0x0a])));
+/// assert_eq!(proto.value(&bad).await.unwrap_err().kind(), ErrorKind::SchemaMismatch);
+/// # }
+/// ```
 pub struct RegistryProtobuf {
     core: RegistryCore,
 }
@@ -451,6 +478,26 @@ impl Deserializer<DynamicMessage> for RegistryProtobuf {
 /// Registry-framed Protobuf decoded into a typed `prost::Message` `M`. The framing is
 /// checked (the id must exist, the message indexes must select a message whose full
 /// name is `M`'s when [`with_full_name`](Self::with_full_name) is given).
+///
+/// ```
+/// use std::sync::Arc;
+/// use weir_core::{Bytes, Record};
+/// use weir_formats::framing::SchemaRef;
+/// use weir_formats::protobuf::RegistryProtobufTyped;
+/// use weir_formats::registry::{RegistryConfig, Schema, SchemaRegistry};
+/// use weir_formats::Deserializer;
+/// #[derive(Clone, PartialEq, prost::Message)]
+/// struct Order { #[prost(int64, tag = "1")] id: i64 }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let registry = Arc::new(SchemaRegistry::new(RegistryConfig::new("http://127.0.0.1:8081").unwrap()).unwrap());
+/// registry.preload(SchemaRef::Id(3), Schema::protobuf(
+///     "syntax = \"proto3\"; package shop; message Order { int64 id = 1; }",
+/// )); // as if fetched
+/// let proto = RegistryProtobufTyped::<Order>::new(registry).with_full_name("shop.Order");
+/// let record = Record::new("t", 0, 0, None, Some(Bytes::from_static(&[0, 0, 0, 0, 3, 0x00, 0x08, 0x07])));
+/// assert_eq!(proto.value(&record).await.unwrap(), Order { id: 7 });
+/// # }
+/// ```
 pub struct RegistryProtobufTyped<M> {
     core: RegistryCore,
     full_name: Option<String>,
@@ -512,6 +559,23 @@ impl<M: prost::Message + Default + Send> Deserializer<M> for RegistryProtobufTyp
 /// Serializes [`DynamicMessage`]s framed for a registry: registers the message's
 /// `.proto` source under the record's TopicNameStrategy subject once, then writes
 /// `0x00` + id + the message's index array + the message.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use weir_formats::protobuf::{compile, DynamicMessage, RegistryProtobufSerializer};
+/// use weir_formats::registry::{RegistryConfig, SchemaRegistry};
+/// use weir_formats::{Context, Part, Serializer};
+/// # async fn f() -> anyhow::Result<()> {
+/// let source = "syntax = \"proto3\"; package shop; message Order { int64 id = 1; }";
+/// let desc = compile(&[("shop.proto", source)])?.get_message_by_name("shop.Order").unwrap();
+/// let registry = Arc::new(SchemaRegistry::new(RegistryConfig::new("http://127.0.0.1:8081")?)?);
+/// let ser = RegistryProtobufSerializer::new(registry, source, desc.clone());
+/// let topic = "orders".into();
+/// // registers under `orders-value` (once): 0x00 + id + indexes [0] as 0x00 + message
+/// let bytes = ser.serialize(&DynamicMessage::new(desc), &Context::new(&topic, 0, 0, Part::Value)).await?;
+/// assert_eq!(bytes[5], 0x00);
+/// # Ok(()) }
+/// ```
 pub struct RegistryProtobufSerializer {
     registry: Arc<SchemaRegistry>,
     schema: registry::Schema,
@@ -646,6 +710,23 @@ mod depth {
 /// Serializes a typed `prost::Message` framed for a registry: registers `proto_source`
 /// under the record's TopicNameStrategy subject once, then writes `0x00` + id + the
 /// message-index array of `full_name` in that source + the message.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use weir_formats::protobuf::RegistryProtobufTypedSerializer;
+/// use weir_formats::registry::{RegistryConfig, SchemaRegistry};
+/// use weir_formats::{Context, Part, Serializer};
+/// #[derive(Clone, PartialEq, prost::Message)]
+/// struct Order { #[prost(int64, tag = "1")] id: i64 }
+/// # async fn f() -> anyhow::Result<()> {
+/// let source = "syntax = \"proto3\"; package shop; message Order { int64 id = 1; }";
+/// let registry = Arc::new(SchemaRegistry::new(RegistryConfig::new("http://127.0.0.1:8081")?)?);
+/// let ser = RegistryProtobufTypedSerializer::<Order>::new(registry, source, "shop.Order")?;
+/// let topic = "orders".into();
+/// let bytes = ser.serialize(&Order { id: 7 }, &Context::new(&topic, 0, 0, Part::Value)).await?;
+/// assert_eq!(&bytes[5..], &[0x00, 0x08, 0x07]);
+/// # Ok(()) }
+/// ```
 pub struct RegistryProtobufTypedSerializer<M> {
     registry: Arc<SchemaRegistry>,
     schema: registry::Schema,
