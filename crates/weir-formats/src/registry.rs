@@ -584,9 +584,12 @@ impl SchemaRegistry {
     }
 }
 
-/// Turn a registry error met while decoding into a record error: unavailable (and
-/// authentication problems, which are not the record's fault) are transient; an unknown
-/// id is permanent.
+/// Turn a registry error met while decoding into a record error. Only Confluent's
+/// "not found" answers (404 with error code 40401..40403) say something about the
+/// record (its id is unknown): permanent. Everything else the registry answers —
+/// unreachable, authentication problems, a bare 404 or other 4xx, a 200 whose body is
+/// not a schema (a wrong URL pointing at another server) — is not the record's fault:
+/// transient, so that good records are never dead-lettered for a registry problem.
 pub(crate) fn to_deserialize_error(
     e: Error,
     schema: SchemaRef,
@@ -600,13 +603,9 @@ pub(crate) fn to_deserialize_error(
             error_code: Some(40401..=40403),
             ..
         } => ErrorKind::UnknownSchema,
-        Error::Registry { status: 404, .. } => ErrorKind::RegistryUnavailable,
-        Error::Registry {
-            status: 401 | 403 | 408,
-            ..
+        Error::Registry { .. } | Error::RegistryUnavailable { .. } => {
+            ErrorKind::RegistryUnavailable
         }
-        | Error::RegistryUnavailable { .. } => ErrorKind::RegistryUnavailable,
-        Error::Registry { .. } => ErrorKind::UnknownSchema,
         Error::Schema { .. } => ErrorKind::SchemaMismatch,
         _ => ErrorKind::RegistryUnavailable,
     };
@@ -682,6 +681,10 @@ mod tests {
         assert_eq!(kind(reg(404, Some(40403))), ErrorKind::UnknownSchema);
         assert_eq!(kind(reg(404, None)), ErrorKind::RegistryUnavailable);
         assert_eq!(kind(reg(401, None)), ErrorKind::RegistryUnavailable);
+        // Other client errors and unreadable 200 answers are not the record's fault.
+        assert_eq!(kind(reg(400, None)), ErrorKind::RegistryUnavailable);
+        assert_eq!(kind(reg(422, Some(42201))), ErrorKind::RegistryUnavailable);
+        assert_eq!(kind(reg(200, None)), ErrorKind::RegistryUnavailable);
         assert_eq!(
             kind(Error::RegistryUnavailable {
                 reason: String::new()

@@ -208,6 +208,68 @@ async fn a_404_without_a_registry_error_code_is_transient() {
     assert!(err.is_transient());
 }
 
+/// A URL pointing at some other HTTP server: `status` with a body that is not the
+/// registry's, for every request. Returns the base URL.
+async fn foreign_http_server(status: u16, body: &'static str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let answer = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(answer.as_bytes()).await;
+                let _ = conn.shutdown().await;
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn answers_that_are_not_the_registrys_are_transient() {
+    // A wrong URL (another server) must pause the partition, never dead-letter good
+    // records: neither a 200 that is not a schema nor another client error is "unknown".
+    for (status, body) in [
+        (200, "<html>welcome</html>"),
+        (400, "bad request"),
+        (405, ""),
+    ] {
+        let url = foreign_http_server(status, body).await;
+        let registry = Arc::new(
+            weir_formats::registry::SchemaRegistry::new(
+                weir_formats::registry::RegistryConfig::new(&url)
+                    .unwrap()
+                    .with_max_retries(0),
+            )
+            .unwrap(),
+        );
+        let avro = RegistryAvroGeneric::new(registry);
+        let err = avro
+            .value(&rec("foreign", 3, framed(1, &reading_datum(1))))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.kind(),
+            ErrorKind::RegistryUnavailable,
+            "{status}: {err}"
+        );
+        assert!(err.is_transient(), "{status}: {err}");
+        assert_eq!(err.coordinates().offset, 3);
+    }
+}
+
 #[tokio::test]
 async fn basic_auth_is_sent_and_never_printed() {
     let stub = support::Stub::start().await;
