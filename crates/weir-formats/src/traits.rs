@@ -7,8 +7,11 @@ use weir_core::Record;
 use crate::{Context, DeserializeError, Result};
 
 /// The default maximum size of one key or value, in bytes (8 MiB). Larger inputs are a
-/// permanent [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) error. Every
-/// deserializer has a `with_max_bytes` setting.
+/// permanent [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) error. Every JSON,
+/// Avro and Protobuf deserializer (fixed-schema and registry) has a `with_max_bytes`
+/// setting ([`RegistryJson`](crate::json::RegistryJson) takes a configured
+/// [`Json`](crate::Json)); [`Utf8`](crate::Utf8) and [`ByteArray`](crate::ByteArray)
+/// always use this default, and the fixed-width primitives need exactly their width.
 pub const DEFAULT_MAX_BYTES: usize = 8 * 1024 * 1024;
 
 /// Decodes a record's key or value into a `T`: what a pipeline plugs onto a record.
