@@ -264,6 +264,28 @@ impl TansuBroker {
         }
         Ok(())
     }
+
+    /// Undo [`cut_client`](Self::cut_client): the client's new connections pass again
+    /// (a network partition that heals).
+    ///
+    /// ```no_run
+    /// let broker = weir_testkit::tansu::TansuBroker::start_proxied()?;
+    /// broker.cut_client("job-1")?;
+    /// broker.restore_client("job-1")?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn restore_client(&self, client_id: &str) -> io::Result<()> {
+        let state = self
+            .proxy
+            .as_ref()
+            .ok_or_else(|| other("restore_client needs a broker started with start_proxied"))?;
+        state
+            .cut
+            .lock()
+            .map_err(|_| other("proxy state poisoned"))?
+            .remove(client_id);
+        Ok(())
+    }
 }
 
 impl Drop for TansuBroker {

@@ -44,6 +44,9 @@ const PATTERN_REFRESH: Duration = Duration::from_secs(2);
 const UNSUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default bound of `close()`.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `poll` waits before resolving again a start offset that failed for a
+/// reason that may pass (broker unreachable, coordinator loading).
+const RETRY_BACKOFF: Duration = Duration::from_millis(500);
 
 /// Per assigned partition: what is buffered and where delivery stands.
 #[derive(Debug, Default)]
@@ -118,6 +121,10 @@ pub struct KafkaConsumer {
     /// Partitions assigned whose start could not be resolved (auto.offset.reset=none):
     /// paused in librdkafka until a seek gives them a start.
     unresolved: BTreeMap<TopicPartition, Error>,
+    /// The unresolved partitions whose error may pass, with the start they were to
+    /// get: `poll` resolves them again (from `retry_at` on) instead of failing forever.
+    retry: BTreeMap<TopicPartition, Offset>,
+    retry_at: Instant,
     paused: BTreeSet<TopicPartition>,
     pending_seeks: BTreeMap<TopicPartition, Offset>,
     inflight: Option<tokio::task::JoinHandle<Fetched>>,
@@ -210,6 +217,8 @@ impl KafkaConsumer {
             mode: Mode::Idle,
             parts: BTreeMap::new(),
             unresolved: BTreeMap::new(),
+            retry: BTreeMap::new(),
+            retry_at: Instant::now(),
             paused: BTreeSet::new(),
             pending_seeks: BTreeMap::new(),
             inflight: None,
@@ -578,6 +587,7 @@ impl Consumer for KafkaConsumer {
             self.paused.clear();
             self.pending_seeks.clear();
             self.unresolved.clear();
+            self.retry.clear();
         }
         self.mode = Mode::Idle;
         result
@@ -673,6 +683,7 @@ impl Consumer for KafkaConsumer {
                 return Err(e);
             }
             self.refresh_pattern().await?;
+            self.schedule_retries();
             self.apply_seeks().await?;
             if let Some(e) = self.unresolved.values().next() {
                 return Err(clone_error(e));
@@ -781,6 +792,7 @@ impl Consumer for KafkaConsumer {
             return Err(Error::NotAssigned(tp.clone()));
         }
         self.settle().await?;
+        self.schedule_retries();
         self.apply_seeks().await?;
         if let Some(e) = self.unresolved.get(tp) {
             return Err(clone_error(e));

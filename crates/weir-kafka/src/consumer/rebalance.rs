@@ -14,7 +14,7 @@ use weir_core::{
 use super::offsets::{clone_error, resolve, tpl_of, tpl_plain};
 use super::{
     backend, detached, is_cooperative, KafkaConsumer, Mode, PartState, COMMIT_TIMEOUT,
-    PATTERN_REFRESH, REQUEST_TIMEOUT,
+    PATTERN_REFRESH, REQUEST_TIMEOUT, RETRY_BACKOFF,
 };
 use crate::context::RebalanceEvent;
 use crate::error::from_kafka;
@@ -50,8 +50,9 @@ impl KafkaConsumer {
         let reset = self.config.auto_offset_reset();
         let redactor = self.redactor.clone();
         let rd2 = rd.clone();
+        let t2 = targets.clone();
         let (starts, failed) = detached("resolve", move || {
-            resolve(&rd2, &targets, use_committed, reset, &redactor)
+            resolve(&rd2, &t2, use_committed, reset, &redactor)
         })
         .await?;
         let mut tpl = TopicPartitionList::with_capacity(tps.len());
@@ -82,6 +83,7 @@ impl KafkaConsumer {
             self.parts.clear();
             self.paused.clear();
             self.unresolved.clear();
+            self.retry.clear();
         }
         for tp in &tps {
             let start = starts.get(tp).copied();
@@ -94,9 +96,10 @@ impl KafkaConsumer {
                 },
             );
             self.pending_seeks.remove(tp);
+            self.retry.remove(tp);
         }
         for (tp, e) in failed {
-            self.unresolved.insert(tp, e);
+            self.note_unresolved(tp, e, &targets);
         }
         assign_result.map_err(|e| from_kafka("assigning partitions", &e, &self.redactor))?;
         listener_result.map_err(|e| Error::Listener(Box::new(e)))
@@ -165,6 +168,7 @@ impl KafkaConsumer {
             self.parts.remove(tp);
             self.paused.remove(tp);
             self.unresolved.remove(tp);
+            self.retry.remove(tp);
             self.pending_seeks.remove(tp);
             self.auto_committed.remove(tp);
         }
@@ -196,6 +200,38 @@ impl KafkaConsumer {
         }
     }
 
+    /// Remember a partition whose start could not be resolved. An error that may pass
+    /// (broker unreachable, coordinator loading) is tried again by `poll` after
+    /// [`RETRY_BACKOFF`] with the same target; any other (`NoOffset` with
+    /// `auto.offset.reset=none`) waits for a seek.
+    fn note_unresolved(
+        &mut self,
+        tp: TopicPartition,
+        e: Error,
+        targets: &BTreeMap<TopicPartition, Offset>,
+    ) {
+        match targets.get(&tp) {
+            Some(target) if e.is_retriable() => {
+                self.retry.insert(tp.clone(), *target);
+                self.retry_at = Instant::now() + RETRY_BACKOFF;
+            }
+            _ => {
+                self.retry.remove(&tp);
+            }
+        }
+        self.unresolved.insert(tp, e);
+    }
+
+    /// Queue the due retries as seeks (a seek the user asked for meanwhile wins).
+    pub(super) fn schedule_retries(&mut self) {
+        if self.retry.is_empty() || Instant::now() < self.retry_at {
+            return;
+        }
+        for (tp, target) in std::mem::take(&mut self.retry) {
+            self.pending_seeks.entry(tp).or_insert(target);
+        }
+    }
+
     /// Apply seeks asked for since the last poll: resolve, seek librdkafka, drop buffers.
     pub(super) async fn apply_seeks(&mut self) -> Result<()> {
         if self.pending_seeks.is_empty() {
@@ -223,7 +259,7 @@ impl KafkaConsumer {
             if first_error.is_none() {
                 first_error = Some(clone_error(&e));
             }
-            self.unresolved.insert(tp, e);
+            self.note_unresolved(tp, e, &targets);
         }
         if !starts.is_empty() {
             let tpl = tpl_of(&starts)?;
@@ -261,6 +297,7 @@ impl KafkaConsumer {
             }
             for (tp, s) in starts {
                 self.unresolved.remove(&tp);
+                self.retry.remove(&tp);
                 if let Some(st) = self.parts.get_mut(&tp) {
                     st.buf.clear();
                     st.position = Some(s);
