@@ -82,7 +82,18 @@ impl Shared {
 /// `BaseConsumer<C>`): captures rebalances for the consumer's task instead of assigning,
 /// and sends librdkafka's log lines and errors to `tracing` (target `librdkafka`) with
 /// secret configuration values replaced by `***`. Made by [`KafkaConsumer::new`](crate::KafkaConsumer::new);
-/// users never build one.
+/// users never build one. Its `Debug` shows nothing of the configuration.
+///
+/// ```
+/// use rdkafka::consumer::Consumer as _;
+/// let config = weir_core::ConsumerConfig::new()
+///     .with_bootstrap_servers("127.0.0.1:9092")
+///     .with("sasl.password", "hunter2")?;
+/// let consumer = weir_kafka::KafkaConsumer::new(config)?;
+/// let context: &weir_kafka::WeirContext = consumer.rdkafka().expect("open consumer").context();
+/// assert!(!format!("{context:?}").contains("hunter2"));
+/// # Ok::<(), weir_core::Error>(())
+/// ```
 pub struct WeirContext {
     pub(crate) shared: Arc<Shared>,
     pub(crate) redactor: Redactor,

@@ -223,14 +223,14 @@ impl Backend for KafkaBackend {
         Duration::from_secs(30)
     }
 
-    /// tansu holds every JoinGroup round for about half `session.timeout.ms`
-    /// (measured: 3 s → 2.0 s, 6 s → 3.1 s, 12 s → 6.1 s); see DEVELOPERS.md.
     fn cannot_add_partitions(&self) -> Option<&'static str> {
         // Broker fault, see DEVELOPERS.md: tansu 0.6 does not implement CreatePartitions;
         // librdkafka reports UnsupportedFeature. The scenarios check it still refuses.
         Some("tansu 0.6 does not implement CreatePartitions (librdkafka: UnsupportedFeature)")
     }
 
+    /// tansu holds every JoinGroup round for about half `session.timeout.ms`
+    /// (measured: 3 s → 2.0 s, 6 s → 3.1 s, 12 s → 6.1 s); see DEVELOPERS.md.
     fn rebalance_delay(&self) -> Duration {
         self.config(None).session_timeout() / 2
     }
