@@ -111,6 +111,7 @@ async fn run<DB: Dialect>(
     pool: sqlx::Pool<DB>,
     args: &Args,
     mut consumer: Box<dyn Consumer>,
+    mut term: tokio::signal::unix::Signal,
 ) -> Result<()> {
     let sink_table = table("crash_out", &args.schema)?;
     let sink = TableSink::<DB, Out>::new(sink_table.clone())?;
@@ -147,7 +148,6 @@ async fn run<DB: Dialect>(
     eprintln!("crash job {} starting", args.job);
     // SIGTERM: stop polling, commit what is buffered, leave the group, exit 0.
     let wake = consumer.wakeup_handle();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::spawn(async move {
         if term.recv().await.is_some() {
             wake.wakeup();
@@ -179,7 +179,19 @@ async fn run<DB: Dialect>(
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
+    // Registered first: a SIGTERM during start-up is honoured once the runner polls.
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let args = args()?;
+    // warnings (fenced partitions, retries, failed claims) go to stderr, which the
+    // harness shows when a run fails; WEIR_LOG overrides the filter
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,weir_sql=debug")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
     let config = ConsumerConfig::new()
         .with_group_id(args.job.clone())
         .with_auto_offset_reset(AutoOffsetReset::Earliest)
@@ -204,10 +216,22 @@ async fn main() -> Result<()> {
     let scheme = args.db.split(':').next().unwrap_or("");
     match scheme {
         "postgres" | "postgresql" => {
-            run(sqlx::PgPool::connect(&args.db).await?, &args, consumer).await
+            run(
+                sqlx::PgPool::connect(&args.db).await?,
+                &args,
+                consumer,
+                term,
+            )
+            .await
         }
         "mysql" | "mariadb" => {
-            run(sqlx::MySqlPool::connect(&args.db).await?, &args, consumer).await
+            run(
+                sqlx::MySqlPool::connect(&args.db).await?,
+                &args,
+                consumer,
+                term,
+            )
+            .await
         }
         "sqlite" => {
             let opts: sqlx::sqlite::SqliteConnectOptions = args.db.parse()?;
@@ -215,7 +239,13 @@ async fn main() -> Result<()> {
                 .create_if_missing(true)
                 .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
                 .busy_timeout(Duration::from_secs(10));
-            run(sqlx::SqlitePool::connect_with(opts).await?, &args, consumer).await
+            run(
+                sqlx::SqlitePool::connect_with(opts).await?,
+                &args,
+                consumer,
+                term,
+            )
+            .await
         }
         other => bail!("unsupported database scheme `{other}`"),
     }
