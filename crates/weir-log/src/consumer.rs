@@ -40,6 +40,8 @@ use crate::Log;
 ///   log (a poll returns as soon as any record is there).
 /// - `commit_sync` does not retry: the embedded log's commit either succeeds or fails
 ///   for good (a rebalance took the partition: [`Error::CommitFailed`]; a disk error).
+///   A consumer using `assign` may commit for its `group.id` only while that group has
+///   no members (as with Kafka's coordinator); otherwise [`Error::CommitFailed`].
 ///
 /// ```
 /// use std::{sync::Arc, time::Duration};
@@ -359,6 +361,21 @@ impl LogConsumer {
                 let group = self.group_id("commit")?;
                 if offsets.is_empty() {
                     return Ok(());
+                }
+                // As Kafka's coordinator does: a consumer outside the group may commit
+                // for it only while it has no members, never over the offsets of the
+                // partitions' current owners.
+                if let Some(d) = self.coordinator.describe(group) {
+                    if !d.members.is_empty() {
+                        return Err(Error::CommitFailed {
+                            group: group.to_owned(),
+                            reason: format!(
+                                "the group has {} active member(s); a consumer that is not a member \
+                                 (assign() rather than subscribe()) cannot commit for it",
+                                d.members.len()
+                            ),
+                        });
+                    }
                 }
                 self.log.commit_group_offsets(group, offsets)
             }

@@ -586,3 +586,49 @@ async fn poll_with_an_unbounded_timeout_returns_a_record_or_a_wakeup() {
     assert!(matches!(woken, Err(Error::Wakeup)), "{woken:?}");
     waker.await.unwrap();
 }
+
+/// As with Kafka's coordinator, a standalone (`assign`) consumer may commit for a group
+/// only while the group has no members: it must not overwrite the offsets of the
+/// partitions' current owners.
+#[tokio::test]
+async fn a_standalone_consumer_cannot_commit_for_an_active_group() {
+    let (_dir, log) = log_with_topic("t", 1);
+    produce(&log, "t", 0, 5);
+    let tp = TopicPartition::new("t", 0);
+    let mut member = LogConsumer::new(&log, config("g-active", AssignmentStrategy::Range)).unwrap();
+    member
+        .subscribe(Subscription::topics(["t"]), Arc::new(NoopListener))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    while member.assignment().is_empty() {
+        assert!(Instant::now() < deadline, "the member never got t-0");
+        member.poll(Duration::from_millis(20)).await.unwrap();
+    }
+    member
+        .commit_sync(CommitOffsets::from([(tp.clone(), 2)]))
+        .await
+        .unwrap();
+
+    let cfg = ConsumerConfig::new()
+        .with_group_id("g-active")
+        .with_enable_auto_commit(false);
+    let mut outsider = LogConsumer::new(&log, cfg).unwrap();
+    outsider.assign(std::slice::from_ref(&tp)).await.unwrap();
+    let err = outsider
+        .commit_sync(CommitOffsets::from([(tp.clone(), 4)]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::CommitFailed { group, .. } if group == "g-active"),
+        "{err}"
+    );
+    assert_eq!(log.group_offsets("g-active").unwrap()[&tp], 2);
+
+    member.close().await.unwrap();
+    outsider
+        .commit_sync(CommitOffsets::from([(tp.clone(), 4)]))
+        .await
+        .unwrap();
+    assert_eq!(log.group_offsets("g-active").unwrap()[&tp], 4);
+}
