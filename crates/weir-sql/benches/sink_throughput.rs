@@ -7,7 +7,9 @@
 //!   baseline) vs weir's sink + offsets in batches.
 //!
 //! `WEIR_BENCH_ROWS` sets the rows per iteration (default 1,000,000 for PostgreSQL,
-//! 200,000 for SQLite). The ratio weir / ceiling (by mean time per iteration) is
+//! 200,000 for SQLite); `WEIR_BENCH_SYNC_COMMIT=off` runs PostgreSQL with
+//! `synchronous_commit = off` (each batch commit otherwise waits for a WAL fsync, which
+//! bounds small batches: ~5 ms per commit on the CI disk). The ratio weir / ceiling (by mean time per iteration) is
 //! printed at the end of each group. Run: `cargo bench -p weir-sql --bench
 //! sink_throughput`. PostgreSQL must be up (`scripts/provision`).
 
@@ -98,7 +100,13 @@ async fn pg_setup(rt_schema: &str) -> anyhow::Result<PgPool> {
     sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA \"{rt_schema}\"")))
         .execute(&admin)
         .await?;
-    let opts = PgConnectOptions::from_str(url)?.options([("search_path", rt_schema)]);
+    // WEIR_BENCH_SYNC_COMMIT=off measures without waiting for the WAL flush at each
+    // commit (still exactly-once: a database crash loses rows and offsets together).
+    let sync = std::env::var("WEIR_BENCH_SYNC_COMMIT").unwrap_or_else(|_| "on".to_owned());
+    let opts = PgConnectOptions::from_str(url)?.options([
+        ("search_path", rt_schema),
+        ("synchronous_commit", sync.as_str()),
+    ]);
     let pool = PgPoolOptions::new()
         .max_connections(2)
         .connect_with(opts)
