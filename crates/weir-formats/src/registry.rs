@@ -394,6 +394,17 @@ impl SchemaRegistry {
 
     /// The schema with this id or GUID (`GET /schemas/ids/{id}`,
     /// `GET /schemas/guids/{guid}`), cached.
+    ///
+    /// ```no_run
+    /// use weir_formats::framing::SchemaRef;
+    /// use weir_formats::registry::{RegistryConfig, SchemaRegistry};
+    /// # async fn f() -> weir_formats::Result<()> {
+    /// let registry = SchemaRegistry::new(RegistryConfig::new("http://127.0.0.1:8081")?)?;
+    /// let schema = registry.schema(SchemaRef::Id(1)).await?; // one request
+    /// let again = registry.schema(SchemaRef::Id(1)).await?; // from the cache
+    /// assert_eq!(schema, again);
+    /// # Ok(()) }
+    /// ```
     pub async fn schema(&self, schema: SchemaRef) -> Result<Arc<Schema>> {
         if let Some(e) = self.known_miss(schema) {
             return Err(e);
@@ -462,7 +473,18 @@ impl SchemaRegistry {
     }
 
     /// A version of a subject (`GET /subjects/{subject}/versions/{version}`); `None`
-    /// asks for the latest (not cached), a number is cached.
+    /// asks for the latest. Not cached: every call sends a request (only the schemas
+    /// that other schemas reference are cached, by subject and version, internally).
+    ///
+    /// ```no_run
+    /// use weir_formats::registry::{RegistryConfig, SchemaRegistry};
+    /// # async fn f() -> weir_formats::Result<()> {
+    /// let registry = SchemaRegistry::new(RegistryConfig::new("http://127.0.0.1:8081")?)?;
+    /// let latest = registry.subject_version("orders-value", None).await?;
+    /// let v1 = registry.subject_version("orders-value", Some(1)).await?;
+    /// assert!(latest.version >= v1.version);
+    /// # Ok(()) }
+    /// ```
     pub async fn subject_version(
         &self,
         subject: &str,
@@ -497,6 +519,15 @@ impl SchemaRegistry {
 
     /// Register `schema` under `subject` (`POST /subjects/{subject}/versions`) and return
     /// its id; cached, so registering the same schema again sends nothing.
+    ///
+    /// ```no_run
+    /// use weir_formats::registry::{RegistryConfig, Schema, SchemaRegistry};
+    /// # async fn f() -> weir_formats::Result<()> {
+    /// let registry = SchemaRegistry::new(RegistryConfig::new("http://127.0.0.1:8081")?)?;
+    /// let id = registry.register("orders-value", &Schema::avro(r#""string""#)).await?;
+    /// assert_eq!(registry.register("orders-value", &Schema::avro(r#""string""#)).await?, id);
+    /// # Ok(()) }
+    /// ```
     pub async fn register(&self, subject: &str, schema: &Schema) -> Result<u32> {
         let key = (subject.to_string(), schema.clone());
         if let Some(id) = self.registered.lock().get(&key) {
