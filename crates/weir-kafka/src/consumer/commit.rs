@@ -28,7 +28,15 @@ impl KafkaConsumer {
             };
             let result = match outcome {
                 Ok(()) => Ok(map),
-                Err((code, text)) => Err(self.commit_error(code, &text)),
+                Err((code, text)) => {
+                    // Not committed after all: the next auto-commit sends it again.
+                    for (tp, off) in &map {
+                        if self.auto_committed.get(tp) == Some(off) {
+                            self.auto_committed.remove(tp);
+                        }
+                    }
+                    Err(self.commit_error(code, &text))
+                }
             };
             if let Some(cb) = cb {
                 cb(result);

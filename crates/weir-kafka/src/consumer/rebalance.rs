@@ -146,11 +146,10 @@ impl KafkaConsumer {
                 let (_, commits) = ctx.into_parts();
                 let mut to_commit = BTreeMap::new();
                 if self.config.enable_auto_commit() && !self.standalone {
-                    to_commit.extend(
-                        positions
-                            .into_iter()
-                            .filter(|(tp, p)| self.auto_committed.get(tp) != Some(p)),
-                    );
+                    // Every position, even one an auto-commit already sent: that async
+                    // commit may have failed (a rebalance in progress is the usual
+                    // reason), and its outcome is not known yet here.
+                    to_commit.extend(positions);
                 }
                 to_commit.extend(commits);
                 if !to_commit.is_empty() && !self.standalone {
