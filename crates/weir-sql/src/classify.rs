@@ -19,7 +19,10 @@ pub(crate) fn classify(e: &sqlx::Error) -> ErrorClass {
         | sqlx::Error::Tls(_)
         | sqlx::Error::Protocol(_)
         | sqlx::Error::PoolTimedOut
-        | sqlx::Error::WorkerCrashed => ErrorClass::Transient,
+        | sqlx::Error::WorkerCrashed
+        // a pooled connection left mid-statement by a cancelled task (e.g. inside
+        // COPY) refuses the first BEGIN and is usable again after it
+        | sqlx::Error::BeginFailed => ErrorClass::Transient,
         sqlx::Error::Encode(_) => ErrorClass::Row,
         sqlx::Error::Database(db) => classify_db(db.as_ref()),
         _ => ErrorClass::Fatal,

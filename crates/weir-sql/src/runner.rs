@@ -410,6 +410,11 @@ where
     /// Subscribe `consumer` (with this runner's listener) and process until its
     /// [`WakeupHandle`](weir_core::WakeupHandle) fires; commits what is buffered and
     /// returns. The caller closes the consumer.
+    ///
+    /// Stop it with the wakeup handle rather than by dropping the future: a future
+    /// dropped in the middle of a statement (a `COPY` in particular) can hand a
+    /// connection in an unusable state back to the pool, which then fails the next
+    /// user of that connection once (weir retries such errors; other code may not).
     pub async fn run(
         &mut self,
         consumer: &mut dyn Consumer,
