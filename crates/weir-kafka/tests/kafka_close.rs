@@ -124,3 +124,69 @@ async fn wakeup_interrupts_a_blocked_poll_and_loses_nothing() {
     assert_eq!(offsets, (0..50).collect::<Vec<i64>>());
     consumer.close().await.unwrap();
 }
+
+/// Records what the listener was told.
+#[derive(Default)]
+struct Told(std::sync::Mutex<Vec<&'static str>>);
+
+#[weir_core::async_trait]
+impl weir_core::RebalanceListener for Told {
+    async fn on_partitions_assigned(
+        &self,
+        _: &[weir_core::TopicPartition],
+        _: &mut weir_core::RebalanceContext,
+    ) -> weir_core::Result<()> {
+        self.0.lock().unwrap().push("assigned");
+        Ok(())
+    }
+    async fn on_partitions_revoked(
+        &self,
+        _: &[weir_core::TopicPartition],
+        _: &mut weir_core::RebalanceContext,
+    ) -> weir_core::Result<()> {
+        self.0.lock().unwrap().push("revoked");
+        Ok(())
+    }
+    async fn on_partitions_lost(&self, _: &[weir_core::TopicPartition]) -> weir_core::Result<()> {
+        self.0.lock().unwrap().push("lost");
+        Ok(())
+    }
+}
+
+/// A member that stopped polling past `max.poll.interval.ms` has been evicted; when it
+/// then closes, its listener hears `on_partitions_lost` (the partitions are someone
+/// else's), not `on_partitions_revoked` (which would commit for them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_after_eviction_tells_the_listener_lost_not_revoked() {
+    use rdkafka::consumer::Consumer as _;
+    let backend = common::KafkaBackend::new();
+    let topic = backend.unique("close-evicted");
+    backend.create_topic(&topic, 1).await.unwrap();
+    let group = backend.unique("close-evicted-group");
+    let base = backend.config(Some(&group));
+    // librdkafka wants max.poll.interval.ms >= session.timeout.ms.
+    let config = base.clone().with_max_poll_interval(base.session_timeout());
+    let told = Arc::new(Told::default());
+    let mut consumer = KafkaConsumer::new(config).unwrap();
+    consumer
+        .subscribe(Subscription::topics([topic.clone()]), told.clone())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while consumer.assignment().is_empty() {
+        assert!(Instant::now() < deadline, "never assigned");
+        consumer.poll(Duration::from_millis(100)).await.unwrap();
+    }
+    // Stop polling until librdkafka says the member was evicted.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !consumer.rdkafka().unwrap().assignment_lost() {
+        assert!(
+            Instant::now() < deadline,
+            "not evicted 60 s after polling stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    consumer.close().await.unwrap();
+    let told = told.0.lock().unwrap().clone();
+    assert_eq!(told, vec!["assigned", "lost"], "what the listener was told");
+}

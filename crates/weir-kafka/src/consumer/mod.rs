@@ -441,7 +441,10 @@ impl KafkaConsumer {
         if matches!(self.mode, Mode::Subscribed { .. }) {
             let all: Vec<TopicPartition> = self.parts.keys().cloned().collect();
             // The listener runs now; librdkafka's own revoke during close only unassigns.
-            result = self.on_revoke(all, false, false).await;
+            // A member already evicted (session or poll interval expired) gets
+            // on_partitions_lost: its partitions belong to someone else, no commit.
+            let lost = self.rd()?.assignment_lost();
+            result = self.on_revoke(all, lost, false).await;
         } else if self.config.enable_auto_commit() && !self.standalone {
             let map = self.positions();
             let _ = self.commit_map_sync(map, deadline).await;
@@ -550,7 +553,8 @@ impl Consumer for KafkaConsumer {
         if matches!(self.mode, Mode::Subscribed { .. }) {
             let all: Vec<TopicPartition> = self.parts.keys().cloned().collect();
             let had_partitions = !all.is_empty();
-            result = self.on_revoke(all, false, false).await;
+            let lost = rd.assignment_lost();
+            result = self.on_revoke(all, lost, false).await;
             // librdkafka leaves the group only once the revoke it now raises has been
             // carried out, which happens in a poll; the caller may not poll again, so
             // carry it out here (the listener already ran above).
