@@ -389,6 +389,8 @@ pub struct StormConfig {
     pub actions: usize,
     /// The members' `session.timeout.ms`.
     pub session_timeout: Duration,
+    /// The share of actions that are `SIGTERM`s (the rest are `SIGKILL`s).
+    pub term_share: f64,
 }
 
 /// What a storm did and found.
@@ -472,7 +474,7 @@ pub async fn storm(cfg: &StormConfig) -> Result<StormOutcome> {
             }
         }
         let i = rand::random_range(0..members.len());
-        if rand::random_bool(0.65) {
+        if !rand::random_bool(cfg.term_share.clamp(0.0, 1.0)) {
             members[i].start_kill()?;
             members[i].wait().await?;
             kills += 1;
