@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use sqlx::Pool;
-use weir_core::{Offset, RebalanceContext, RebalanceListener, TopicPartition};
+use weir_core::{AutoOffsetReset, Offset, RebalanceContext, RebalanceListener, TopicPartition};
 
 use crate::dialect::Dialect;
 use crate::{OffsetStore, Result};
@@ -76,6 +76,7 @@ pub struct ExactlyOnceListener<DB: Dialect> {
     pool: Pool<DB>,
     store: OffsetStore<DB>,
     owner: Arc<str>,
+    reset: AutoOffsetReset,
     pub(crate) state: Arc<Mutex<Ownership>>,
 }
 
@@ -95,8 +96,28 @@ impl<DB: Dialect> ExactlyOnceListener<DB> {
             pool,
             store,
             owner: Arc::from(owner),
+            reset: AutoOffsetReset::Earliest,
             state: Arc::default(),
         }
+    }
+
+    /// Where a partition with no stored offset (never committed by this job) starts:
+    /// `Earliest` (the default: the log start), `Latest` (the log end) or `None` (an
+    /// error). Decided here, by the database, never by the consumer group's own
+    /// committed offset (which an auto-commit may have moved past records this job
+    /// never stored).
+    ///
+    /// ```no_run
+    /// # fn f(pool: sqlx::SqlitePool) -> weir_sql::Result<()> {
+    /// use weir_core::AutoOffsetReset;
+    /// use weir_sql::{ExactlyOnceListener, OffsetStore};
+    /// let listener = ExactlyOnceListener::new(pool, OffsetStore::new("job")?, "me")
+    ///     .with_auto_offset_reset(AutoOffsetReset::Latest);
+    /// # drop(listener); Ok(()) }
+    /// ```
+    pub fn with_auto_offset_reset(mut self, reset: AutoOffsetReset) -> Self {
+        self.reset = reset;
+        self
     }
 
     pub(crate) fn with_state(mut self, state: Arc<Mutex<Ownership>>) -> Self {
@@ -118,9 +139,7 @@ impl<DB: Dialect> ExactlyOnceListener<DB> {
         crate::failpoint::hit("between_claim_and_assign");
         let mut st = self.state.lock();
         for (tp, c) in claims {
-            if let Some(next) = c.next_offset {
-                ctx.seek(tp.clone(), Offset::At(next));
-            }
+            ctx.seek(tp.clone(), start_of(&tp, c.next_offset, self.reset)?);
             tracing::debug!(partition = %tp, epoch = c.epoch, next_offset = ?c.next_offset, "claimed");
             st.insert_claim(tp, c.epoch, c.next_offset);
         }
@@ -164,5 +183,25 @@ impl<DB: Dialect> RebalanceListener for ExactlyOnceListener<DB> {
             st.parts.remove(tp);
         }
         Ok(())
+    }
+}
+
+/// Where a claimed partition starts: its stored next offset, or, for a partition this
+/// job never committed, per `reset`.
+pub(crate) fn start_of(
+    tp: &TopicPartition,
+    stored: Option<i64>,
+    reset: AutoOffsetReset,
+) -> Result<Offset> {
+    match (stored, reset) {
+        (Some(next), _) => Ok(Offset::At(next)),
+        (None, AutoOffsetReset::Earliest) => Ok(Offset::Beginning),
+        (None, AutoOffsetReset::Latest) => Ok(Offset::End),
+        (None, AutoOffsetReset::None) => Err(crate::Error::Consumer(weir_core::Error::NoOffset {
+            partition: tp.clone(),
+            position: None,
+            log_start: -1,
+            log_end: -1,
+        })),
     }
 }

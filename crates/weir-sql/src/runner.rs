@@ -266,6 +266,7 @@ where
     linger: Duration,
     poll_timeout: Duration,
     retry_for: Duration,
+    reset: weir_core::AutoOffsetReset,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -323,6 +324,7 @@ where
             linger: Duration::from_millis(200),
             poll_timeout: Duration::from_millis(100),
             retry_for: Duration::from_secs(60),
+            reset: weir_core::AutoOffsetReset::Earliest,
             _t: PhantomData,
         })
     }
@@ -369,6 +371,15 @@ where
         self
     }
 
+    /// Where a partition this job never committed starts (default `Earliest`; see
+    /// [`ExactlyOnceListener::with_auto_offset_reset`]). The consumer's own
+    /// `auto.offset.reset` and group-committed offsets are not used for this: the
+    /// database is the truth.
+    pub fn with_auto_offset_reset(mut self, reset: weir_core::AutoOffsetReset) -> Self {
+        self.reset = reset;
+        self
+    }
+
     /// The counters so far.
     pub fn stats(&self) -> &RunStats {
         &self.stats
@@ -403,6 +414,7 @@ where
     pub fn listener(&self) -> Arc<ExactlyOnceListener<DB>> {
         Arc::new(
             ExactlyOnceListener::new(self.pool.clone(), self.store.clone(), &self.owner)
+                .with_auto_offset_reset(self.reset)
                 .with_state(self.state.clone()),
         )
     }
@@ -472,6 +484,16 @@ where
                 Ok(skip) => skip,
                 Err(e) if e.is_retriable() => {
                     tracing::warn!(error = %e, "claiming partitions failed, retrying");
+                    // This batch is dropped: rewind every assigned partition it holds
+                    // records of, so that none of them is skipped.
+                    let assigned = consumer.assignment();
+                    for tp in batch.partitions() {
+                        if assigned.contains(&tp) {
+                            if let Some(first) = batch.records(&tp).next() {
+                                consumer.seek(&tp, Offset::At(first.offset))?;
+                            }
+                        }
+                    }
                     backoff.wait().await;
                     continue;
                 }
@@ -525,10 +547,9 @@ where
                     crate::failpoint::hit("between_claim_and_assign");
                     let mut st = self.state.lock();
                     for (tp, c) in claims {
-                        if let Some(next) = c.next_offset {
-                            consumer.seek(&tp, Offset::At(next))?;
-                            skip.insert(tp.clone());
-                        }
+                        let start = crate::listener::start_of(&tp, c.next_offset, self.reset)?;
+                        consumer.seek(&tp, start)?;
+                        skip.insert(tp.clone());
                         st.insert_claim(tp, c.epoch, c.next_offset);
                     }
                 }
