@@ -108,6 +108,8 @@ mod tests {
         assert_eq!(classify_sqlstate("22003"), ErrorClass::Row); // overflow
         assert_eq!(classify_sqlstate("40001"), ErrorClass::Transient);
         assert_eq!(classify_sqlstate("57P01"), ErrorClass::Transient); // terminated
+        assert_eq!(classify_sqlstate("55P03"), ErrorClass::Transient); // lock_timeout
+        assert_eq!(classify_sqlstate("55000"), ErrorClass::Fatal); // other class 55
         assert_eq!(classify_sqlstate("42P01"), ErrorClass::Fatal); // no table
         assert_eq!(classify_sqlstate(""), ErrorClass::Fatal);
     }
@@ -119,6 +121,7 @@ mod tests {
         assert_eq!(classify_sqlite(1), ErrorClass::Fatal);
         assert_eq!(classify_mysql(1406, "22001"), ErrorClass::Row);
         assert_eq!(classify_mysql(1213, "40001"), ErrorClass::Transient);
+        assert_eq!(classify_mysql(1205, "HY000"), ErrorClass::Transient); // lock wait timeout
         assert_eq!(classify_mysql(1146, "42S02"), ErrorClass::Fatal);
     }
 }

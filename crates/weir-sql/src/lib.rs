@@ -74,7 +74,7 @@ pub use dialect::Dialect;
 pub use error::{Error, Result};
 pub use ident::{DialectKind, Ident, TableName, MAX_IDENT_BYTES};
 pub use listener::ExactlyOnceListener;
-pub use offsets::{Claim, OffsetStore, StoredOffset, MAX_JOB_BYTES};
+pub use offsets::{Claim, OffsetStore, StoredOffset, DEFAULT_CLAIM_LOCK_TIMEOUT, MAX_JOB_BYTES};
 pub use runner::{ExactlyOnceRunner, Reject, RunStats};
 pub use sink::{Item, TableSink, TransactionalSink, WriteMode};
 pub use value::{Column, ColumnType, Row, ToValue, Value};

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::time::Duration;
 
 use sqlx::{AssertSqlSafe, Pool};
 use weir_core::TopicPartition;
@@ -12,6 +13,9 @@ use crate::{DialectKind, Error, Result, TableName, Value};
 
 /// The longest job name stored (MySQL keys are `VARCHAR(255)`).
 pub const MAX_JOB_BYTES: usize = 255;
+
+/// How long [`OffsetStore::claim`] waits for a row lock by default.
+pub const DEFAULT_CLAIM_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a claim returned for one partition.
 ///
@@ -74,6 +78,7 @@ pub struct StoredOffset {
 pub struct OffsetStore<DB: Dialect> {
     job: Arc<str>,
     table: TableName,
+    lock_timeout: Duration,
     sql: Arc<OffsetSql>,
     _db: PhantomData<fn() -> DB>,
 }
@@ -247,6 +252,7 @@ impl<DB: Dialect> OffsetStore<DB> {
         Ok(Self {
             job: Arc::from(job),
             table,
+            lock_timeout: DEFAULT_CLAIM_LOCK_TIMEOUT,
             sql: Arc::new(sql),
             _db: PhantomData,
         })
@@ -263,6 +269,64 @@ impl<DB: Dialect> OffsetStore<DB> {
             },
             // build_sql only fails on the fixed column names, which are valid.
             Err(_) => self,
+        }
+    }
+
+    /// How long [`claim`](Self::claim) waits for a row lock another transaction holds
+    /// (default [`DEFAULT_CLAIM_LOCK_TIMEOUT`], 5 s) before failing with a retriable
+    /// error instead of waiting for ever.
+    ///
+    /// A zombie owner stopped (SIGSTOP, GC pause) between its compare-and-set and its
+    /// `COMMIT` keeps the offsets row locked; without a bound the new owner's claim
+    /// would wait for it indefinitely (PostgreSQL's `lock_timeout` defaults to 0, off)
+    /// or 50 s (InnoDB), inside the rebalance listener, and be evicted in turn. With
+    /// it the claim fails, [`Error::is_retriable`] holds, and the runner pauses the
+    /// unclaimed partitions and claims them again later; once the zombie's lock is
+    /// gone the claim bumps the epoch and the zombie's commit affects no row.
+    ///
+    /// PostgreSQL: `SET LOCAL lock_timeout` in the claim's transaction (milliseconds,
+    /// at least 1). MySQL/MariaDB: `SET SESSION innodb_lock_wait_timeout` on the
+    /// claim's connection before each claim (whole seconds, at least 1; the setting
+    /// stays on that pooled connection). SQLite: unused, the pool's `busy_timeout`
+    /// bounds the wait.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let store = weir_sql::OffsetStore::<sqlx::Sqlite>::new("job")?
+    ///     .with_lock_timeout(Duration::from_millis(300));
+    /// assert_eq!(store.lock_timeout(), Duration::from_millis(300));
+    /// # Ok::<(), weir_sql::Error>(())
+    /// ```
+    pub fn with_lock_timeout(self, timeout: Duration) -> Self {
+        Self {
+            lock_timeout: timeout,
+            ..self
+        }
+    }
+
+    /// The claim's lock wait bound (see [`with_lock_timeout`](Self::with_lock_timeout)).
+    pub fn lock_timeout(&self) -> Duration {
+        self.lock_timeout
+    }
+
+    /// The statement bounding the claim's lock wait, if this dialect needs one.
+    fn lock_timeout_sql(&self) -> Option<Arc<str>> {
+        match DB::KIND {
+            DialectKind::Postgres => {
+                let ms = self.lock_timeout.as_millis().clamp(1, i32::MAX as u128);
+                Some(Arc::from(format!("SET LOCAL lock_timeout = '{ms}ms'")))
+            }
+            DialectKind::MySql => {
+                let secs = self
+                    .lock_timeout
+                    .as_secs_f64()
+                    .ceil()
+                    .clamp(1.0, 1_073_741_824.0);
+                Some(Arc::from(format!(
+                    "SET SESSION innodb_lock_wait_timeout = {secs:.0}"
+                )))
+            }
+            DialectKind::Sqlite => None,
         }
     }
 
@@ -326,10 +390,22 @@ impl<DB: Dialect> OffsetStore<DB> {
         }
         let owner: String = owner.chars().filter(|c| *c != '\0').take(200).collect();
         let during = "offsets claim";
-        let mut tx = pool
-            .begin_with(AssertSqlSafe(DB::BEGIN))
+        let bound = self.lock_timeout_sql();
+        let mut conn = pool.acquire().await.map_err(|e| Error::db(during, e))?;
+        if let (Some(sql), DialectKind::MySql) = (&bound, DB::KIND) {
+            // Session-scoped on a pooled connection: set before every claim.
+            DB::execute(&mut conn, sql, &[])
+                .await
+                .map_err(|e| Error::db(during, e))?;
+        }
+        let mut tx = sqlx::Connection::begin_with(&mut *conn, AssertSqlSafe(DB::BEGIN))
             .await
             .map_err(|e| Error::db(during, e))?;
+        if let (Some(sql), DialectKind::Postgres) = (&bound, DB::KIND) {
+            DB::execute(&mut tx, sql, &[])
+                .await
+                .map_err(|e| Error::db(during, e))?;
+        }
         for tp in partitions {
             let [j, t, p] = self.key(tp);
             let args = [j, t, p, Value::Text(&owner)];
@@ -433,6 +509,7 @@ impl<DB: Dialect> Clone for OffsetStore<DB> {
         Self {
             job: self.job.clone(),
             table: self.table.clone(),
+            lock_timeout: self.lock_timeout,
             sql: self.sql.clone(),
             _db: PhantomData,
         }
