@@ -404,6 +404,9 @@ pub struct StormOutcome {
     pub clean_exits: usize,
     /// Restarts delayed past the session timeout.
     pub late_restarts: usize,
+    /// `SIGTERM`s turned into `SIGKILL`s (counted in `kills`) because the group did not
+    /// settle within 60 s (see `storm`: tansu's leave-mid-JoinGroup fault).
+    pub unsettled: usize,
     /// Input records.
     pub records: u64,
     /// The checker's report.
@@ -414,10 +417,11 @@ impl StormOutcome {
     /// One line for the test log.
     pub fn summary(&self) -> String {
         format!(
-            "{} kills + {} SIGTERMs ({} clean exits, {} restarts after the session timeout), {} records: {} anomalies",
+            "{} kills + {} SIGTERMs ({} clean exits, {} SIGTERMs turned into kills as the group did not settle, {} restarts after the session timeout), {} records: {} anomalies",
             self.kills,
             self.terms,
             self.clean_exits,
+            self.unsettled,
             self.late_restarts,
             self.records,
             self.report.anomalies()
@@ -462,7 +466,9 @@ pub async fn storm(cfg: &StormConfig) -> Result<StormOutcome> {
     for _ in 1..cfg.members {
         members.push(spawn(base, false, &extra)?);
     }
-    let (mut kills, mut terms, mut clean_exits, mut late_restarts) = (0, 0, 0, 0);
+    let (mut kills, mut terms, mut clean_exits, mut late_restarts, mut unsettled) = (0, 0, 0, 0, 0);
+    // Membership changes (spawn, kill, SIGTERM): a SIGTERM waits for a quiet group.
+    let mut last_change = Instant::now();
     for _ in 0..cfg.actions {
         tokio::time::sleep(Duration::from_millis(rand::random_range(300..2000))).await;
         for m in &mut members {
@@ -474,7 +480,29 @@ pub async fn storm(cfg: &StormConfig) -> Result<StormOutcome> {
             }
         }
         let i = rand::random_range(0..members.len());
-        if !rand::random_bool(cfg.term_share.clamp(0.0, 1.0)) {
+        // Workaround for a tansu 0.6 fault (DEVELOPERS.md, "Known broker faults (tansu)"):
+        // a group leader that sends LeaveGroup while a JoinGroup round is in progress
+        // stays the leader and the group stalls; a leave into a settled group is handled
+        // correctly. So a SIGTERM (which leaves the group) is only sent once the group
+        // has settled: no member spawned or killed for the session timeout plus the
+        // broker's rebalance delay, and every partition claimed (offsets table `owner`)
+        // by a live member, every live member owning one. SIGKILLs stay random.
+        let mut term = rand::random_bool(cfg.term_share.clamp(0.0, 1.0));
+        if term
+            && !settled(
+                &db,
+                base,
+                &table,
+                &members,
+                last_change,
+                cfg.session_timeout,
+            )
+            .await?
+        {
+            term = false;
+            unsettled += 1;
+        }
+        if !term {
             members[i].start_kill()?;
             members[i].wait().await?;
             kills += 1;
@@ -501,6 +529,7 @@ pub async fn storm(cfg: &StormConfig) -> Result<StormOutcome> {
             tokio::time::sleep(cfg.session_timeout + Duration::from_millis(500)).await;
         }
         members[i] = spawn(base, false, &extra)?;
+        last_change = Instant::now();
         if caught_up(&db, base, records).await? {
             append(base, records, records + base.chunk).await?;
             records += base.chunk;
@@ -534,9 +563,68 @@ pub async fn storm(cfg: &StormConfig) -> Result<StormOutcome> {
         terms,
         clean_exits,
         late_restarts,
+        unsettled,
         records,
         report,
     })
+}
+
+/// Wait (up to 60 s) until the storm's group has settled: `since_change` is at least
+/// 1.5 × the session timeout ago (tansu's rebalance delay is about half the session
+/// timeout), every partition of the offsets table is claimed by a live member (the
+/// owner name the runner writes is `host-pid-nonce`) and every live member owns a
+/// partition. `false` when it did not settle in time (the caller then kills instead).
+async fn settled(
+    db: &Db,
+    cfg: &CrashConfig,
+    table: &str,
+    members: &[tokio::process::Child],
+    since_change: Instant,
+    session_timeout: Duration,
+) -> Result<bool> {
+    let quiet = session_timeout + session_timeout / 2;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if since_change.elapsed() >= quiet {
+            let live: Vec<u32> = members.iter().filter_map(|m| m.id()).collect();
+            let owners = owner_pids(db, &cfg.job, table).await.unwrap_or_default();
+            let all_claimed = i32::try_from(owners.len()) == Ok(cfg.partitions)
+                && owners
+                    .iter()
+                    .all(|o| o.is_some_and(|pid| live.contains(&pid)));
+            let everyone_owns = live.iter().all(|pid| owners.contains(&Some(*pid)));
+            if all_claimed && everyone_owns {
+                return Ok(true);
+            }
+        }
+        if Instant::now() > deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The pid in each offsets row's `owner` (`None` when it does not parse).
+async fn owner_pids(db: &Db, job: &str, table: &str) -> Result<Vec<Option<u32>>> {
+    let lit = format!("'{}'", job.replace('\'', "''"));
+    let owners: Vec<(Option<String>,)> = match db {
+        Db::Postgres(p) => {
+            let q = format!("SELECT CAST(\"owner\" AS TEXT) FROM {table} WHERE \"job\" = {lit}");
+            sqlx::query_as(sqlx::AssertSqlSafe(q)).fetch_all(p).await?
+        }
+        Db::MySql(p) => {
+            let q = format!("SELECT CAST(`owner` AS CHAR) FROM {table} WHERE `job` = {lit}");
+            sqlx::query_as(sqlx::AssertSqlSafe(q)).fetch_all(p).await?
+        }
+        Db::Sqlite(p) => {
+            let q = format!("SELECT CAST(\"owner\" AS TEXT) FROM {table} WHERE \"job\" = {lit}");
+            sqlx::query_as(sqlx::AssertSqlSafe(q)).fetch_all(p).await?
+        }
+    };
+    Ok(owners
+        .into_iter()
+        .map(|(o,)| o.and_then(|o| o.rsplit('-').nth(1).and_then(|p| p.parse().ok())))
+        .collect())
 }
 
 /// Read the input and the job's tables and run the checker.
