@@ -423,7 +423,11 @@ mod tests {
 
     #[test]
     fn broker_starts_creates_topics_and_dies_on_kill() {
-        let b = TansuBroker::start().unwrap();
+        // Hold the lock: the test above points WEIR_TANSU at a missing binary meanwhile.
+        let b = {
+            let _guard = ENV_LOCK.lock();
+            TansuBroker::start().unwrap()
+        };
         b.create_topic("fixture-selftest", 2).unwrap();
         let port = b.port;
         b.kill();
