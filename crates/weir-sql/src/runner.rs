@@ -480,7 +480,7 @@ where
                 Err(e) => return Err(e.into()),
             };
             crate::failpoint::hit("after_poll");
-            let skip = match self.reconcile(consumer, &batch).await {
+            let skip = match self.reconcile(consumer).await {
                 Ok(skip) => skip,
                 Err(e) if e.is_retriable() => {
                     tracing::warn!(error = %e, "claiming partitions failed, retrying");
@@ -524,11 +524,7 @@ where
     /// Align ownership with the consumer's assignment after a poll: forget partitions
     /// no longer assigned, drop buffered work of old claims, claim partitions the
     /// listener could not. Returns partitions whose records in this batch are stale.
-    async fn reconcile(
-        &mut self,
-        consumer: &mut dyn Consumer,
-        batch: &weir_core::Batch,
-    ) -> Result<HashSet<TopicPartition>> {
+    async fn reconcile(&mut self, consumer: &mut dyn Consumer) -> Result<HashSet<TopicPartition>> {
         let assigned = consumer.assignment();
         let missing: Vec<TopicPartition> = {
             let mut st = self.state.lock();
@@ -554,13 +550,8 @@ where
                     }
                 }
                 Err(e) => {
-                    // Nothing of these partitions may be skipped silently: rewind to
-                    // what this batch delivered and hold them until claimed.
-                    for tp in &missing {
-                        if let Some(first) = batch.records(tp).next() {
-                            consumer.seek(tp, Offset::At(first.offset))?;
-                        }
-                    }
+                    // Hold these partitions until claimed; the caller rewinds every
+                    // assigned partition of the dropped batch, these included.
                     consumer.pause(&missing)?;
                     return Err(e);
                 }
