@@ -1,14 +1,28 @@
-//! Named crash points for the kill -9 tests.
+//! Named fault points for the crash and fault tests.
 //!
 //! Compiled to nothing unless the crate feature `failpoints` is on. With it, the
-//! environment variable `WEIR_FAILPOINT=name:probability[,name:probability...]`
-//! (`*` matches every name) makes the process kill itself with `SIGKILL` when it
-//! passes a named point, with that probability. Names: `after_poll`,
-//! `after_sink_write`, `during_dlq_write`, `after_offset_update`,
-//! `after_commit_sent` (the kill races the `COMMIT` on the wire), `after_commit`,
-//! `between_claim_and_assign`.
+//! environment variable `WEIR_FAILPOINT=name:probability[:action][,...]` (`*` matches
+//! every name), or [`configure`] from a test, arms points. When the process passes an
+//! armed point, with that probability, the action happens:
+//!
+//! - `kill` (the default): the process kills itself with `SIGKILL`.
+//! - `stop`: the process stops itself with `SIGSTOP` (once per process; a test sends
+//!   `SIGCONT`). Used for the paused zombie: a member frozen with its transaction open.
+//! - `lose_reply` (at `commit_outcome` only): the `COMMIT` is sent and succeeds, then
+//!   the runner is told the connection dropped, as when the reply is lost on the wire.
+//! - `lose_commit` (at `commit_outcome` only): the transaction is rolled back and the
+//!   runner is told the connection dropped, as when the `COMMIT` never arrived.
+//!
+//! Kill and stop points: `after_poll`, `after_sink_write`, `during_dlq_write`,
+//! `after_offset_update`, `after_commit_sent` (the kill races the `COMMIT` on the
+//! wire), `after_commit`, `between_claim_and_assign`. Outcome point: `commit_outcome`.
+//!
+//! ```
+//! // Every name a kill or stop can be armed at.
+//! assert!(weir_sql::failpoint::NAMES.contains(&"after_sink_write"));
+//! ```
 
-/// Every failpoint name.
+/// Every point a `kill` or `stop` can be armed at.
 pub const NAMES: &[&str] = &[
     "after_poll",
     "after_sink_write",
@@ -19,30 +33,68 @@ pub const NAMES: &[&str] = &[
     "between_claim_and_assign",
 ];
 
+/// How a commit's outcome is falsified at the `commit_outcome` point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lost {
+    /// The `COMMIT` succeeded; its reply is lost.
+    Reply,
+    /// The transaction was rolled back; the `COMMIT` never arrived.
+    Commit,
+}
+
 #[cfg(feature = "failpoints")]
 mod imp {
-    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{OnceLock, RwLock};
 
-    fn config() -> &'static Vec<(String, f64)> {
-        static CONFIG: OnceLock<Vec<(String, f64)>> = OnceLock::new();
-        CONFIG.get_or_init(|| {
-            std::env::var("WEIR_FAILPOINT")
-                .unwrap_or_default()
-                .split(',')
-                .filter_map(|item| {
-                    let (name, p) = item.trim().split_once(':')?;
-                    Some((name.to_owned(), p.parse().ok()?))
-                })
-                .collect()
+    #[derive(Clone, Debug)]
+    struct Arm {
+        name: String,
+        probability: f64,
+        action: String,
+    }
+
+    fn table() -> &'static RwLock<Vec<Arm>> {
+        static TABLE: OnceLock<RwLock<Vec<Arm>>> = OnceLock::new();
+        TABLE.get_or_init(|| {
+            RwLock::new(parse(&std::env::var("WEIR_FAILPOINT").unwrap_or_default()))
         })
     }
 
-    fn probability(name: &str) -> f64 {
-        config()
-            .iter()
-            .filter(|(n, _)| n == name || n == "*")
-            .map(|(_, p)| *p)
-            .fold(0.0, f64::max)
+    fn parse(spec: &str) -> Vec<Arm> {
+        spec.split(',')
+            .filter_map(|item| {
+                let mut parts = item.trim().splitn(3, ':');
+                let name = parts.next()?.to_owned();
+                let probability = parts.next()?.parse().ok()?;
+                let action = parts.next().unwrap_or("kill").to_owned();
+                Some(Arm {
+                    name,
+                    probability,
+                    action,
+                })
+            })
+            .collect()
+    }
+
+    pub fn configure(spec: &str) {
+        let arms = parse(spec);
+        match table().write() {
+            Ok(mut t) => *t = arms,
+            Err(poisoned) => *poisoned.into_inner() = arms,
+        }
+    }
+
+    /// The action drawn at `name`, if any fires this time.
+    fn draw(name: &str) -> Option<String> {
+        let arms: Vec<Arm> = match table().read() {
+            Ok(t) => t.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        arms.into_iter()
+            .filter(|a| a.name == name || (a.name == "*" && super::NAMES.contains(&name)))
+            .find(|a| a.probability > 0.0 && rand::random::<f64>() < a.probability)
+            .map(|a| a.action)
     }
 
     fn die(name: &str) -> ! {
@@ -51,16 +103,26 @@ mod imp {
         std::process::abort()
     }
 
+    fn stop(name: &str) {
+        static STOPPED: AtomicBool = AtomicBool::new(false);
+        if STOPPED.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        eprintln!("weir failpoint {name}: SIGSTOP");
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
+        eprintln!("weir failpoint {name}: continued");
+    }
+
     pub fn hit(name: &str) {
-        let p = probability(name);
-        if p > 0.0 && rand::random::<f64>() < p {
-            die(name);
+        match draw(name).as_deref() {
+            Some("stop") => stop(name),
+            Some("kill") => die(name),
+            _ => {}
         }
     }
 
     pub fn hit_soon(name: &str) {
-        let p = probability(name);
-        if p > 0.0 && rand::random::<f64>() < p {
+        if draw(name).as_deref() == Some("kill") {
             let name = name.to_owned();
             let delay = std::time::Duration::from_micros(rand::random_range(0..3000));
             std::thread::spawn(move || {
@@ -69,9 +131,34 @@ mod imp {
             });
         }
     }
+
+    pub fn lost(name: &str) -> Option<super::Lost> {
+        let lost = match draw(name).as_deref() {
+            Some("lose_reply") => super::Lost::Reply,
+            Some("lose_commit") => super::Lost::Commit,
+            _ => return None,
+        };
+        eprintln!("weir failpoint {name}: {lost:?} lost");
+        Some(lost)
+    }
 }
 
-/// Pass the failpoint `name`: with `failpoints` on and armed, the process dies here.
+/// Arm points from a test, replacing `WEIR_FAILPOINT` (same syntax; `""` disarms).
+/// Only with the `failpoints` feature.
+///
+/// ```
+/// # #[cfg(feature = "failpoints")]
+/// weir_sql::failpoint::configure("commit_outcome:0.5:lose_reply");
+/// # #[cfg(feature = "failpoints")]
+/// weir_sql::failpoint::configure("");
+/// ```
+#[cfg(feature = "failpoints")]
+pub fn configure(spec: &str) {
+    imp::configure(spec);
+}
+
+/// Pass the point `name`: with `failpoints` on and armed, the process dies (or stops)
+/// here.
 #[inline]
 pub fn hit(name: &str) {
     #[cfg(feature = "failpoints")]
@@ -80,12 +167,25 @@ pub fn hit(name: &str) {
     let _ = name;
 }
 
-/// Like [`hit`], but the kill comes from another thread within 3 ms, racing
-/// whatever this thread does next (a `COMMIT` in flight).
+/// Like [`hit`] for `kill` only, but the kill comes from another thread within 3 ms,
+/// racing whatever this thread does next (a `COMMIT` in flight).
 #[inline]
 pub fn hit_soon(name: &str) {
     #[cfg(feature = "failpoints")]
     imp::hit_soon(name);
     #[cfg(not(feature = "failpoints"))]
     let _ = name;
+}
+
+/// Whether the commit at point `name` is to be falsified, and how. Always `None`
+/// without the `failpoints` feature.
+#[inline]
+pub fn lost(name: &str) -> Option<Lost> {
+    #[cfg(feature = "failpoints")]
+    return imp::lost(name);
+    #[cfg(not(feature = "failpoints"))]
+    {
+        let _ = name;
+        None
+    }
 }

@@ -775,7 +775,20 @@ where
             return Ok(());
         }
         crate::failpoint::hit_soon("after_commit_sent");
-        if let Err(e) = tx.commit().await {
+        let outcome = match crate::failpoint::lost("commit_outcome") {
+            None => tx.commit().await,
+            Some(lost) => {
+                let sent = match lost {
+                    crate::failpoint::Lost::Reply => tx.commit().await,
+                    crate::failpoint::Lost::Commit => tx.rollback().await,
+                };
+                sent.and(Err(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    format!("failpoint commit_outcome: {lost:?} lost"),
+                ))))
+            }
+        };
+        if let Err(e) = outcome {
             self.stats.unknown_outcomes += 1;
             tracing::warn!(error = %e, "commit outcome unknown, reading the offsets rows");
             let all: Vec<TopicPartition> = self.pending.parts.keys().cloned().collect();
