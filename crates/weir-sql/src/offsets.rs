@@ -1,6 +1,6 @@
 //! The offsets table: who owns a partition (epoch) and where its processing stands.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
@@ -378,6 +378,11 @@ impl<DB: Dialect> OffsetStore<DB> {
 
     /// Claim these partitions for `owner` in one transaction: bump each epoch (creating
     /// missing rows with epoch 1 and no offset) and read where processing resumes.
+    ///
+    /// The rows are locked in sorted `(topic, partition)` order whatever the order of
+    /// `partitions`, and a partition named twice is claimed once: two members claiming
+    /// overlapping sets (a rebalance hands `[a, b]` to one and `[b, a]` to another)
+    /// then wait for each other instead of deadlocking.
     pub async fn claim(
         &self,
         pool: &Pool<DB>,
@@ -385,6 +390,9 @@ impl<DB: Dialect> OffsetStore<DB> {
         owner: &str,
     ) -> Result<BTreeMap<TopicPartition, Claim>> {
         let mut out = BTreeMap::new();
+        // Sorted and without duplicates: every claimer takes the row locks in the
+        // same order.
+        let partitions: BTreeSet<&TopicPartition> = partitions.iter().collect();
         if partitions.is_empty() {
             return Ok(out);
         }
