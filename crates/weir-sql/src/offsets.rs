@@ -63,7 +63,7 @@ pub struct StoredOffset {
 /// use weir_sql::{OffsetStore, TableName};
 ///
 /// let store = OffsetStore::<sqlx::Sqlite>::new("orders-to-db")?
-///     .with_table(TableName::new("weir_offsets")?);
+///     .with_table(TableName::new("weir_offsets")?)?;
 /// store.migrate(&pool).await?;
 /// let tp = TopicPartition::new("orders", 0);
 /// let claims = store.claim(&pool, &[tp.clone()], "worker-1").await?;
@@ -258,18 +258,27 @@ impl<DB: Dialect> OffsetStore<DB> {
         })
     }
 
-    /// The same job's offsets in another table (name and schema are validated and
-    /// always quoted).
-    pub fn with_table(self, table: TableName) -> Self {
-        match build_sql(DB::KIND, &table, DB::NOW) {
-            Ok(sql) => Self {
-                table,
-                sql: Arc::new(sql),
-                ..self
-            },
-            // build_sql only fails on the fixed column names, which are valid.
-            Err(_) => self,
-        }
+    /// The same job's offsets in another table (name and schema are validated by
+    /// [`TableName`] and always quoted); the other settings are kept.
+    ///
+    /// Fails if the table's statements cannot be built (an [`Error::Identifier`]),
+    /// like [`DeadLetters::with_table`](crate::DeadLetters::with_table).
+    ///
+    /// ```
+    /// use weir_sql::{OffsetStore, TableName};
+    /// let store = OffsetStore::<sqlx::Postgres>::new("orders-to-db")?
+    ///     .with_table(TableName::new("offsets")?.with_schema("ops")?)?;
+    /// assert_eq!(store.table().to_string(), "ops.offsets");
+    /// assert_eq!(store.job(), "orders-to-db");
+    /// # Ok::<(), weir_sql::Error>(())
+    /// ```
+    pub fn with_table(self, table: TableName) -> Result<Self> {
+        let sql = build_sql(DB::KIND, &table, DB::NOW)?;
+        Ok(Self {
+            table,
+            sql: Arc::new(sql),
+            ..self
+        })
     }
 
     /// How long [`claim`](Self::claim) waits for a row lock another transaction holds

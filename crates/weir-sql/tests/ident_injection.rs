@@ -56,7 +56,7 @@ async fn injection<DB: TestDb>(pool: sqlx::Pool<DB>) -> anyhow::Result<usize> {
         let sink = TableSink::<DB, HostileRow>::new(TableName::new(name)?)?;
         sink.create_table(&pool).await?;
         let store = OffsetStore::<DB>::new(&format!("job {name}"))?
-            .with_table(TableName::new(&format!("o {name}"))?);
+            .with_table(TableName::new(&format!("o {name}"))?)?;
         store.migrate(&pool).await?;
         let dlq =
             DeadLetters::<DB>::new("job")?.with_table(TableName::new(&format!("d {name}"))?)?;
@@ -136,7 +136,7 @@ async fn hostile_schema_names_are_quoted() -> anyhow::Result<()> {
     let tag = &schema[schema.len() - 10..];
     let hostile = format!("{tag}\";DROP TABLE victim;--");
     let store = OffsetStore::<sqlx::Postgres>::new("j")?
-        .with_table(TableName::new("offs")?.with_schema(&hostile)?);
+        .with_table(TableName::new("offs")?.with_schema(&hostile)?)?;
     store.migrate(&pool).await?;
     let n: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = $1",
@@ -155,7 +155,7 @@ async fn hostile_schema_names_are_quoted() -> anyhow::Result<()> {
     let tag = &db[db.len() - 10..];
     let hostile = format!("{tag}`;DROP TABLE victim;--");
     let store = OffsetStore::<sqlx::MySql>::new("j")?
-        .with_table(TableName::new("offs")?.with_schema(&hostile)?);
+        .with_table(TableName::new("offs")?.with_schema(&hostile)?)?;
     store.migrate(&mypool).await?;
     let n: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = ?",

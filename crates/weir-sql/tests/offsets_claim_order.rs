@@ -80,7 +80,7 @@ async fn claim_waits_holding_nothing<DB: TestDb>(
         part = q("partition")?,
     );
     let store = OffsetStore::<DB>::new("claim-order")?
-        .with_table(table)
+        .with_table(table)?
         .with_lock_timeout(Duration::from_secs(120));
     store.migrate(&pool).await?;
     let p0 = TopicPartition::new("orders", 0);

@@ -10,10 +10,10 @@ async fn claim_and_fence<DB: Dialect>(
     pool: sqlx::Pool<DB>,
     table: TableName,
 ) -> anyhow::Result<()> {
-    let store = OffsetStore::<DB>::new("job-a")?.with_table(table.clone());
+    let store = OffsetStore::<DB>::new("job-a")?.with_table(table.clone())?;
     store.migrate(&pool).await?;
     store.migrate(&pool).await?; // idempotent
-    let other_job = OffsetStore::<DB>::new("job-b")?.with_table(table);
+    let other_job = OffsetStore::<DB>::new("job-b")?.with_table(table)?;
 
     let t0 = TopicPartition::new("orders", 0);
     let t1 = TopicPartition::new("orders", 1);

@@ -115,7 +115,8 @@ async fn run<DB: Dialect>(
 ) -> Result<()> {
     let sink_table = table("crash_out", &args.schema)?;
     let sink = TableSink::<DB, Out>::new(sink_table.clone())?;
-    let store = OffsetStore::<DB>::new(&args.job)?.with_table(table("weir_offsets", &args.schema)?);
+    let store =
+        OffsetStore::<DB>::new(&args.job)?.with_table(table("weir_offsets", &args.schema)?)?;
     let dlq =
         DeadLetters::<DB>::new(&args.job)?.with_table(table("weir_dead_letters", &args.schema)?)?;
     let mut runner = ExactlyOnceRunner::new(pool.clone(), &args.job, sink, decode)?
