@@ -75,7 +75,7 @@ pub use error::{Error, Result};
 pub use ident::{DialectKind, Ident, TableName, MAX_IDENT_BYTES};
 pub use listener::ExactlyOnceListener;
 pub use offsets::{Claim, OffsetStore, StoredOffset, DEFAULT_CLAIM_LOCK_TIMEOUT, MAX_JOB_BYTES};
-pub use runner::{ExactlyOnceRunner, Reject, RunStats};
+pub use runner::{ExactlyOnceRunner, Reject, RunStats, DEFAULT_IDLE_TRANSACTION_TIMEOUT};
 pub use sink::{Item, TableSink, TransactionalSink, WriteMode};
 pub use value::{Column, ColumnType, Row, ToValue, Value};
 

@@ -11,6 +11,7 @@ use weir_core::{Consumer, Offset, Record, Subscription, TopicPartition};
 
 use crate::classify::{classify, ErrorClass};
 use crate::dialect::Dialect;
+use crate::ident::DialectKind;
 use crate::listener::Ownership;
 use crate::{
     DeadLetter, DeadLetters, Error, ExactlyOnceListener, Item, OffsetStore, Result, Stage,
@@ -267,6 +268,7 @@ where
     poll_timeout: Duration,
     retry_for: Duration,
     reset: weir_core::AutoOffsetReset,
+    idle_transaction_sql: Option<Arc<str>>,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -294,6 +296,21 @@ fn default_owner() -> String {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     format!("{host}-{}-{nanos:08x}", std::process::id())
+}
+
+/// The default of [`ExactlyOnceRunner::with_idle_transaction_timeout`]: 60 s.
+pub const DEFAULT_IDLE_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn idle_transaction_sql<DB: Dialect>(timeout: Option<Duration>) -> Option<Arc<str>> {
+    match (DB::KIND, timeout) {
+        (DialectKind::Postgres, Some(t)) => {
+            let ms = t.as_millis().clamp(1, i32::MAX as u128);
+            Some(Arc::from(format!(
+                "SET LOCAL idle_in_transaction_session_timeout = '{ms}ms'"
+            )))
+        }
+        _ => None,
+    }
 }
 
 fn is_row_error(e: &Error) -> bool {
@@ -325,6 +342,9 @@ where
             poll_timeout: Duration::from_millis(100),
             retry_for: Duration::from_secs(60),
             reset: weir_core::AutoOffsetReset::Earliest,
+            idle_transaction_sql: idle_transaction_sql::<DB>(Some(
+                DEFAULT_IDLE_TRANSACTION_TIMEOUT,
+            )),
             _t: PhantomData,
         })
     }
@@ -377,6 +397,40 @@ where
     /// database is the truth.
     pub fn with_auto_offset_reset(mut self, reset: weir_core::AutoOffsetReset) -> Self {
         self.reset = reset;
+        self
+    }
+
+    /// PostgreSQL: how long a batch transaction may sit idle (no statement running)
+    /// before the server ends the session and rolls it back (default
+    /// [`DEFAULT_IDLE_TRANSACTION_TIMEOUT`], 60 s; `None`: never).
+    ///
+    /// A member frozen mid-batch (SIGSTOP, a VM pause, a debugger) keeps its
+    /// transaction and its row locks; without a bound, the new owner of its partitions
+    /// waits on those locks until the zombie resumes or dies. With it the server
+    /// frees them after this long; the zombie, once resumed, finds its connection
+    /// gone, resolves the unknown outcome from the offsets rows and is fenced. Set it
+    /// above the longest pause your sink makes between statements inside a batch.
+    ///
+    /// Applied with `SET LOCAL idle_in_transaction_session_timeout` in each batch
+    /// transaction. MySQL/MariaDB and SQLite: not applied (MySQL has no such bound;
+    /// the claim's lock timeout, [`OffsetStore::with_lock_timeout`], keeps the new
+    /// owner from hanging, but the partition waits for the zombie).
+    ///
+    /// ```
+    /// # async fn example(pool: sqlx::PgPool) -> weir_sql::Result<()> {
+    /// use std::time::Duration;
+    /// use weir_sql::{impl_row, ExactlyOnceRunner, Reject, TableName, TableSink};
+    /// struct Row { n: i64 }
+    /// impl_row!(Row { n });
+    /// let sink = TableSink::<sqlx::Postgres, Row>::new(TableName::new("rows")?)?;
+    /// let runner = ExactlyOnceRunner::new(pool, "job", sink, |r: &weir_core::Record| {
+    ///     Ok::<_, Reject>(vec![Row { n: r.offset }])
+    /// })?
+    /// .with_idle_transaction_timeout(Some(Duration::from_secs(20)));
+    /// # let _ = runner; Ok(()) }
+    /// ```
+    pub fn with_idle_transaction_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_transaction_sql = idle_transaction_sql::<DB>(timeout);
         self
     }
 
@@ -727,10 +781,17 @@ where
     }
 
     async fn begin(&self) -> Result<Transaction<'static, DB>> {
-        self.pool
+        let mut tx = self
+            .pool
             .begin_with(AssertSqlSafe(DB::BEGIN))
             .await
-            .map_err(|e| Error::db("begin", e))
+            .map_err(|e| Error::db("begin", e))?;
+        if let Some(sql) = &self.idle_transaction_sql {
+            DB::execute(&mut tx, sql, &[])
+                .await
+                .map_err(|e| Error::db("begin", e))?;
+        }
+        Ok(tx)
     }
 
     /// One attempt. On success, or when partitions were found committed or fenced,
@@ -750,7 +811,9 @@ where
             }
         }
         crate::failpoint::hit("after_sink_write");
-        self.dead_letters.write(&mut tx, &self.pending.dead).await?;
+        // The compare-and-set comes before the dead letters: a fenced member (a zombie
+        // resumed after its partitions moved on) must learn it here and roll back, not
+        // collide with the dead letters the new owner already committed.
         let mut refused = Vec::new();
         for (tp, p) in &self.pending.parts {
             if !self
@@ -774,6 +837,7 @@ where
             }
             return Ok(());
         }
+        self.dead_letters.write(&mut tx, &self.pending.dead).await?;
         crate::failpoint::hit_soon("after_commit_sent");
         let outcome = match crate::failpoint::lost("commit_outcome") {
             None => tx.commit().await,

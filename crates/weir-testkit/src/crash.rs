@@ -673,3 +673,209 @@ async fn check_tables(db: &Db, cfg: &CrashConfig) -> Result<Report> {
     );
     Ok(report)
 }
+
+/// A paused zombie: one member of a Kafka group is frozen with `SIGSTOP` (by its own
+/// `stop` failpoint, so it is frozen at a known point with its batch transaction
+/// open), kept stopped past the session timeout while a second member takes its
+/// partitions over and commits them, then resumed with `SIGCONT`.
+#[derive(Clone, Debug)]
+pub struct ZombieConfig {
+    /// The job, database and Kafka input ([`Source::Kafka`]); `failpoints` is unused.
+    pub base: CrashConfig,
+    /// The failpoint the zombie stops at (`after_sink_write`: transaction open, sink
+    /// rows written, offsets not yet compared-and-set; `after_offset_update`: the
+    /// offsets row is locked too).
+    pub stop_at: String,
+    /// The members' `session.timeout.ms`.
+    pub session_timeout: Duration,
+    /// Extra arguments for both members (e.g. `--idle-tx-timeout-ms`).
+    pub extra: Vec<String>,
+}
+
+/// What a paused-zombie run did and found.
+#[derive(Clone, Debug)]
+pub struct ZombieOutcome {
+    /// How long the zombie stayed stopped.
+    pub stopped_for: Duration,
+    /// "partition fenced" reports in the zombie's log after it was resumed (its
+    /// compare-and-set or commit affected no row); the run fails when there are none.
+    pub fenced_reports: usize,
+    /// The zombie was still alive (not crashed) at the end.
+    pub zombie_alive: bool,
+    /// Input records.
+    pub records: u64,
+    /// The checker's report.
+    pub report: Report,
+}
+
+impl ZombieOutcome {
+    /// One line for the test log.
+    pub fn summary(&self) -> String {
+        format!(
+            "zombie stopped {:.1} s, {} partition(s) fenced after SIGCONT, alive at the end: {}, {} records: {} dup / {} lost, {} anomalies",
+            self.stopped_for.as_secs_f64(),
+            self.fenced_reports,
+            self.zombie_alive,
+            self.records,
+            self.report.counters.duplicates,
+            self.report.counters.lost,
+            self.report.anomalies()
+        )
+    }
+}
+
+/// The state letter of `/proc/<pid>/stat` (`T`: stopped).
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    after.trim_start().chars().next()
+}
+
+fn signal(child: &tokio::process::Child, sig: nix::sys::signal::Signal) -> Result<()> {
+    let pid = child.id().context("the process has exited")?;
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid)?);
+    nix::sys::signal::kill(pid, sig)?;
+    Ok(())
+}
+
+async fn wait_caught_up(
+    db: &Db,
+    cfg: &CrashConfig,
+    records: u64,
+    limit: Duration,
+    members: &mut [&mut tokio::process::Child],
+    what: &str,
+) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    while !caught_up(db, cfg, records).await? {
+        for m in members.iter_mut() {
+            if let Some(status) = m.try_wait()? {
+                bail!(
+                    "a member exited ({status}) while {what}:\n{}",
+                    stderr_tail(cfg)
+                );
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{what}: not caught up within {limit:?}:\n{}",
+                stderr_tail(cfg)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// Run the paused-zombie scenario and check the result.
+pub async fn paused_zombie(cfg: &ZombieConfig) -> Result<ZombieOutcome> {
+    let base = &cfg.base;
+    if !matches!(base.source, Source::Kafka { .. }) {
+        bail!("a paused zombie needs two processes in one group: use Source::Kafka");
+    }
+    let db = Db::connect(&base.db_url)
+        .await
+        .with_context(|| "cannot reach the database; run scripts/provision")?;
+    let mut extra = vec![
+        "--group".to_owned(),
+        "--session-timeout-ms".to_owned(),
+        cfg.session_timeout.as_millis().to_string(),
+    ];
+    extra.extend(cfg.extra.iter().cloned());
+    let mut records = base.chunk;
+    append(base, 0, records).await?;
+
+    // The zombie: stops itself inside its first batch transaction.
+    let mut zombie_cfg = base.clone();
+    zombie_cfg.failpoints = format!("{}:1:stop", cfg.stop_at);
+    zombie_cfg.stderr = base.stderr.with_extension("zombie");
+    let mut zombie = spawn(&zombie_cfg, true, &extra)?;
+    let zpid = zombie.id().context("the zombie exited at once")?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while process_state(zpid) != Some('T') {
+        if let Some(status) = zombie.try_wait()? {
+            bail!(
+                "the zombie exited ({status}):\n{}",
+                stderr_tail(&zombie_cfg)
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the zombie did not reach {} within 60 s:\n{}",
+                cfg.stop_at,
+                stderr_tail(&zombie_cfg)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stopped_at = Instant::now();
+
+    // The new owner: gets the partitions once the zombie's session has timed out,
+    // claims them and commits everything, the zombie's open batch included.
+    let mut owner = spawn(base, false, &extra)?;
+    wait_caught_up(
+        &db,
+        base,
+        records,
+        Duration::from_secs(90),
+        &mut [&mut owner],
+        "the new owner took over from the stopped zombie",
+    )
+    .await?;
+    if process_state(zpid) != Some('T') {
+        bail!("the zombie was resumed by something else");
+    }
+    let stopped_for = stopped_at.elapsed();
+    if stopped_for < cfg.session_timeout {
+        bail!(
+            "the new owner committed after {stopped_for:?}, before the zombie's session timed out: the scenario did not happen"
+        );
+    }
+
+    // SIGCONT: the zombie's commit must affect no row, and it must not hang.
+    signal(&zombie, nix::sys::signal::Signal::SIGCONT)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let zombie_log = || std::fs::read_to_string(&zombie_cfg.stderr).unwrap_or_default();
+    while !zombie_log().contains("partition fenced") {
+        if let Some(status) = zombie.try_wait()? {
+            bail!(
+                "the zombie exited after SIGCONT ({status}):\n{}",
+                stderr_tail(&zombie_cfg)
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the zombie did not report its partitions fenced within 60 s of SIGCONT:\n{}",
+                stderr_tail(&zombie_cfg)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Both members go on: new input is processed once, nothing hangs.
+    append(base, records, records + base.chunk).await?;
+    records += base.chunk;
+    wait_caught_up(
+        &db,
+        base,
+        records,
+        Duration::from_secs(120),
+        &mut [&mut owner, &mut zombie],
+        "both members processed new input after the zombie resumed",
+    )
+    .await?;
+    let zombie_alive = zombie.try_wait()?.is_none();
+    let fenced_reports = zombie_log().matches("partition fenced").count();
+    for m in [&mut owner, &mut zombie] {
+        m.start_kill()?;
+        m.wait().await?;
+    }
+    let report = check_tables(&db, base).await?;
+    Ok(ZombieOutcome {
+        stopped_for,
+        fenced_reports,
+        zombie_alive,
+        records,
+        report,
+    })
+}

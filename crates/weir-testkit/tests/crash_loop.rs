@@ -218,3 +218,72 @@ async fn kafka_storm(name: &str, term_share: f64) -> Result<()> {
     );
     Ok(())
 }
+
+/// The paused zombie on Kafka + PostgreSQL: a member frozen by `SIGSTOP` inside its
+/// batch transaction (sink rows written, offsets not yet compared-and-set) past the
+/// session timeout; the new owner claims and commits; `SIGCONT`: the zombie's
+/// compare-and-set affects no row, it drops that batch and the partition, nothing hangs,
+/// and every record lands once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_kafka_paused_zombie_is_fenced() -> Result<()> {
+    paused_zombie("zombie", "after_sink_write", Vec::new()).await
+}
+
+/// The same, frozen after its compare-and-set: it holds the offsets rows' locks, so
+/// the new owner's claim would wait for it for ever; PostgreSQL ends the zombie's idle
+/// transaction after the runner's idle-transaction timeout (2 s here), the new owner
+/// claims and commits, and the resumed zombie finds its connection gone, resolves the
+/// unknown outcome from the offsets rows and is fenced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_kafka_paused_zombie_holding_row_locks_is_fenced() -> Result<()> {
+    paused_zombie(
+        "zombie-locks",
+        "after_offset_update",
+        vec!["--idle-tx-timeout-ms".to_owned(), "2000".to_owned()],
+    )
+    .await
+}
+
+async fn paused_zombie(name: &str, stop_at: &str, extra: Vec<String>) -> Result<()> {
+    let broker = weir_testkit::tansu::TansuBroker::shared()
+        .map_err(|e| anyhow!("{e} (the tansu broker comes from scripts/provision)"))?;
+    let topic = unique("zombie_in");
+    broker.create_topic(&topic, 2)?;
+    let dir = tempfile::tempdir()?;
+    let url = "postgres://postgres@127.0.0.1:5432/test".to_owned();
+    let schema = unique("zombie_pg");
+    let admin = sqlx::PgPool::connect(&url).await.map_err(|e| {
+        anyhow!("cannot reach PostgreSQL at 127.0.0.1:5432: {e}; run scripts/provision")
+    })?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
+        .execute(&admin)
+        .await?;
+    let mut base = config(name, &dir, url, Some(schema), 0);
+    base.source = Source::Kafka {
+        bootstrap: broker.bootstrap(),
+        topic,
+    };
+    base.partitions = 2;
+    base.chunk = 400;
+    if let Ok(path) = std::env::var("WEIR_ZOMBIE_STDERR") {
+        base.stderr = path.into();
+    }
+    let cfg = weir_testkit::crash::ZombieConfig {
+        base,
+        stop_at: stop_at.to_owned(),
+        session_timeout: Duration::from_millis(6000),
+        extra,
+    };
+    let outcome = weir_testkit::crash::paused_zombie(&cfg).await?;
+    println!(
+        "paused zombie ({stop_at}) Kafka + PostgreSQL: {}",
+        outcome.summary()
+    );
+    assert!(outcome.report.is_valid(), "{}", outcome.report.to_json());
+    assert!(outcome.fenced_reports > 0);
+    assert!(
+        outcome.zombie_alive,
+        "the zombie crashed instead of stopping the partition"
+    );
+    Ok(())
+}

@@ -10,6 +10,7 @@
 //! weir-crash-job --log DIR --db URL --job NAME [--schema S] [--batch N]
 //! weir-crash-job --kafka HOST:PORT --topic T --db URL --job NAME ...   (standalone assign)
 //! weir-crash-job --kafka HOST:PORT --topic T --group [--session-timeout-ms MS] ...
+//!     [--idle-tx-timeout-ms MS]   (PostgreSQL: idle-in-transaction bound of each batch)
 //! ```
 //!
 //! SIGTERM makes it commit what it buffered, leave the group and exit 0.
@@ -63,6 +64,7 @@ struct Args {
     topic: String,
     group: bool,
     session_timeout_ms: Option<u64>,
+    idle_tx_timeout_ms: Option<u64>,
 }
 
 fn args() -> Result<Args> {
@@ -76,6 +78,7 @@ fn args() -> Result<Args> {
         topic: "in".into(),
         group: false,
         session_timeout_ms: None,
+        idle_tx_timeout_ms: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -90,6 +93,7 @@ fn args() -> Result<Args> {
             "--topic" => a.topic = val()?,
             "--group" => a.group = true,
             "--session-timeout-ms" => a.session_timeout_ms = Some(val()?.parse()?),
+            "--idle-tx-timeout-ms" => a.idle_tx_timeout_ms = Some(val()?.parse()?),
             other => bail!("unknown argument {other}"),
         }
     }
@@ -125,6 +129,9 @@ async fn run<DB: Dialect>(
         .with_batch_records(args.batch)
         .with_linger(Duration::from_millis(20))
         .with_poll_timeout(Duration::from_millis(50));
+    if let Some(ms) = args.idle_tx_timeout_ms {
+        runner = runner.with_idle_transaction_timeout(Some(Duration::from_millis(ms)));
+    }
     runner.migrate().await?;
     // The sink table: payloads over 40 characters are refused by the database.
     let k = DB::KIND;
