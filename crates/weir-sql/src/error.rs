@@ -68,6 +68,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// The database connection is set up in a way weir cannot run on safely (e.g. a
+    /// MySQL `sql_mode` that truncates over-long values instead of refusing them);
+    /// `reason` names the fix. Not retriable: change the setting and start again.
+    #[error("unsafe database setting `{setting}`: {reason}")]
+    Setting {
+        /// The setting, as the database names it (`sql_mode`).
+        setting: &'static str,
+        /// What is wrong with its value and how to fix it.
+        reason: String,
+    },
+
     /// The consumer failed.
     #[error(transparent)]
     Consumer(#[from] weir_core::Error),

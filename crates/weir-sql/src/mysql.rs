@@ -91,3 +91,58 @@ impl Dialect for MySql {
         multi_row_bulk_write!(MySql, conn, plan, values)
     }
 }
+
+/// Whether a `sql_mode` value makes the server refuse over-long and out-of-range
+/// values (`STRICT_TRANS_TABLES` or `STRICT_ALL_TABLES`) instead of storing them
+/// truncated or clamped with a warning.
+pub(crate) fn is_strict(sql_mode: &str) -> bool {
+    sql_mode.split(',').any(|m| {
+        let m = m.trim();
+        m.eq_ignore_ascii_case("STRICT_TRANS_TABLES") || m.eq_ignore_ascii_case("STRICT_ALL_TABLES")
+    })
+}
+
+/// Refuse a connection whose `sql_mode` is not strict: without it the server stores
+/// a value too long for its column cut short (a silently corrupted row) where weir
+/// counts on an error that isolates the record into the dead letters.
+pub(crate) async fn check_strict_mode(
+    conn: &mut MySqlConnection,
+    during: &'static str,
+) -> crate::Result<()> {
+    let mode: String = sqlx::query_scalar("SELECT CAST(@@SESSION.sql_mode AS CHAR)")
+        .fetch_one(conn)
+        .await
+        .map_err(|e| crate::Error::db(during, e))?;
+    if is_strict(&mode) {
+        return Ok(());
+    }
+    Err(crate::Error::Setting {
+        setting: "sql_mode",
+        reason: format!(
+            "the session's sql_mode ({mode:?}) has neither STRICT_TRANS_TABLES nor \
+             STRICT_ALL_TABLES, so the server would store over-long values truncated \
+             (a silently corrupted row) instead of refusing them (a dead letter); add \
+             STRICT_TRANS_TABLES to the server's sql_mode (the MySQL 5.7+ and MariaDB \
+             10.2.4+ default), or on every connection in the pool's after_connect: \
+             SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), \
+             'STRICT_TRANS_TABLES')"
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_strict;
+
+    #[test]
+    fn strict_modes() {
+        assert!(is_strict("STRICT_TRANS_TABLES"));
+        assert!(is_strict(
+            "ERROR_FOR_DIVISION_BY_ZERO,STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION"
+        ));
+        assert!(is_strict("strict_trans_tables"));
+        assert!(!is_strict(""));
+        assert!(!is_strict("NO_ENGINE_SUBSTITUTION,PIPES_AS_CONCAT"));
+        assert!(!is_strict("STRICT_TRANS_TABLES_X"));
+    }
+}

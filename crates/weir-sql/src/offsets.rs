@@ -350,12 +350,43 @@ impl<DB: Dialect> OffsetStore<DB> {
     }
 
     /// Create the table (and schema) if missing, add columns older versions lacked,
-    /// and check its shape.
+    /// and check its shape. [`ExactlyOnceRunner::migrate`](crate::ExactlyOnceRunner::migrate)
+    /// calls it.
+    ///
+    /// It first checks the settings of the connection it runs on (pooled connections
+    /// are opened with the same options; one changed later by hand is not seen):
+    ///
+    /// - MySQL/MariaDB: `@@SESSION.sql_mode` must contain `STRICT_TRANS_TABLES` or
+    ///   `STRICT_ALL_TABLES`. Without either the server stores a value too long for
+    ///   its column cut short, with a mere warning: a silently corrupted row where
+    ///   weir expects an error that sends the record to the dead letters. Such a
+    ///   session fails with [`Error::Setting`] naming `sql_mode` and the fix (add
+    ///   `STRICT_TRANS_TABLES` to the server's `sql_mode`, its default since MySQL
+    ///   5.7 and MariaDB 10.2.4, or set it in the pool's `after_connect`), before
+    ///   anything is created.
+    /// - SQLite: if `PRAGMA journal_mode` is not `wal` (and the database is a file,
+    ///   not an in-memory one, which cannot be) a warning is logged naming the fix,
+    ///   `SqliteConnectOptions::journal_mode(SqliteJournalMode::Wal)`: in the
+    ///   rollback-journal modes every commit waits for the readers and blocks them.
+    ///   The migration goes on.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use weir_sql::OffsetStore;
+    /// let pool = sqlx::SqlitePool::connect("sqlite::memory:").await?;
+    /// let store = OffsetStore::<sqlx::Sqlite>::new("orders-to-db")?;
+    /// store.migrate(&pool).await?;
+    /// store.migrate(&pool).await?; // idempotent
+    /// assert!(store.read_all(&pool).await?.is_empty());
+    /// # Ok(()) }
+    /// ```
     pub async fn migrate(&self, pool: &Pool<DB>) -> Result<()> {
         let mut conn = pool
             .acquire()
             .await
             .map_err(|e| Error::db("offsets migrate", e))?;
+        check_connection::<DB>(&mut conn, "offsets migrate").await?;
         for stmt in &self.sql.create {
             DB::execute(&mut conn, stmt, &[])
                 .await
@@ -519,6 +550,27 @@ impl<DB: Dialect> OffsetStore<DB> {
             })
             .collect())
     }
+}
+
+/// The per-dialect checks of [`OffsetStore::migrate`] on the connection it runs on.
+#[cfg_attr(
+    not(any(feature = "mysql", feature = "sqlite")),
+    allow(unused_variables)
+)]
+async fn check_connection<DB: Dialect>(
+    conn: &mut DB::Connection,
+    during: &'static str,
+) -> Result<()> {
+    let conn: &mut (dyn std::any::Any + Send) = conn;
+    #[cfg(feature = "mysql")]
+    if let Some(my) = conn.downcast_mut::<sqlx::mysql::MySqlConnection>() {
+        return crate::mysql::check_strict_mode(my, during).await;
+    }
+    #[cfg(feature = "sqlite")]
+    if let Some(lite) = conn.downcast_mut::<sqlx::sqlite::SqliteConnection>() {
+        return crate::sqlite::warn_unless_wal(lite, during).await;
+    }
+    Ok(())
 }
 
 impl<DB: Dialect> Clone for OffsetStore<DB> {

@@ -91,3 +91,36 @@ impl Dialect for Sqlite {
         multi_row_bulk_write!(Sqlite, conn, plan, values)
     }
 }
+
+/// Warn when the database is not in WAL mode (an in-memory database, which cannot
+/// be, excepted): in the rollback-journal modes a committing writer waits for every
+/// reader and blocks them meanwhile, so batches stall and fail with `SQLITE_BUSY`
+/// as soon as anything else reads the database.
+pub(crate) async fn warn_unless_wal(
+    conn: &mut SqliteConnection,
+    during: &'static str,
+) -> crate::Result<()> {
+    // The main database's file: empty for an in-memory (or temporary) database.
+    let file: String =
+        sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| crate::Error::db(during, e))?
+            .unwrap_or_default();
+    if file.is_empty() {
+        return Ok(());
+    }
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(conn)
+        .await
+        .map_err(|e| crate::Error::db(during, e))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(
+            journal_mode = %mode,
+            "the SQLite database is not in WAL mode: commits wait for every reader and \
+             block them; open the pool with \
+             SqliteConnectOptions::journal_mode(SqliteJournalMode::Wal)"
+        );
+    }
+    Ok(())
+}
