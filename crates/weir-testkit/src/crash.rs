@@ -97,7 +97,8 @@ pub struct CrashConfig {
     pub schema: Option<String>,
     /// The job name.
     pub job: String,
-    /// Kills to inflict.
+    /// Kills to inflict: first one per failpoint (the sweep, each point armed alone),
+    /// then random failpoints and random `SIGKILL`s.
     pub kills: usize,
     /// Partitions of the input topic.
     pub partitions: i32,
@@ -299,6 +300,35 @@ pub async fn run(cfg: &CrashConfig) -> Result<CrashOutcome> {
     append(cfg, 0, records).await?;
     let (mut failpoint_kills, mut random_kills) = (0, 0);
     let started = Instant::now();
+    // The sweep: one run per failpoint, armed alone with probability 1, so each named
+    // point is proven to be reached and survived whatever the random runs draw.
+    for name in weir_sql::failpoint::NAMES {
+        let mut one = cfg.clone();
+        one.failpoints = format!("{name}:1");
+        let mut child = spawn(&one, true, &[])?;
+        match tokio::time::timeout(Duration::from_secs(60), child.wait()).await {
+            Ok(status)
+                if status.as_ref().ok().and_then(|s| s.signal()) == Some(nix::libc::SIGKILL) =>
+            {
+                failpoint_kills += 1;
+            }
+            Ok(status) => bail!(
+                "sweep of failpoint {name}: the job exited by itself ({status:?}):\n{}",
+                stderr_tail(cfg)
+            ),
+            Err(_) => {
+                let _ = child.start_kill();
+                bail!(
+                    "sweep of failpoint {name}: not reached within 60 s:\n{}",
+                    stderr_tail(cfg)
+                )
+            }
+        }
+        if caught_up(&db, cfg, records).await? {
+            append(cfg, records, records + cfg.chunk).await?;
+            records += cfg.chunk;
+        }
+    }
     while failpoint_kills + random_kills < cfg.kills {
         if started.elapsed() > Duration::from_secs(600) {
             bail!(

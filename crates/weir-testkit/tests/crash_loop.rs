@@ -61,6 +61,13 @@ async fn check_run(name: &str, cfg: CrashConfig, min_kills: usize) -> Result<()>
         outcome.report.to_json()
     );
     assert!(outcome.kills >= min_kills);
+    for name in weir_sql::failpoint::NAMES {
+        assert!(
+            outcome.by_failpoint.get(*name).is_some_and(|n| *n > 0),
+            "{name}: failpoint {name} never killed the job: {:?}",
+            outcome.by_failpoint
+        );
+    }
     assert!(outcome.report.counters.consumed > 0);
     Ok(())
 }
