@@ -350,42 +350,135 @@ where
     }
 
     /// Use this offsets store (e.g. another table).
+    /// ```
+    /// # use weir_sql::{impl_row, ExactlyOnceRunner, Reject, TableName, TableSink};
+    /// # struct Row { n: i64 }
+    /// # impl_row!(Row { n });
+    /// # async fn example(pool: sqlx::SqlitePool) -> weir_sql::Result<()> {
+    /// # let sink = TableSink::<sqlx::Sqlite, Row>::new(TableName::new("rows")?)?;
+    /// # let decode = |r: &weir_core::Record| Ok::<_, Reject>(vec![Row { n: r.offset }]);
+    /// use weir_sql::OffsetStore;
+    /// let store = OffsetStore::<sqlx::Sqlite>::new("orders-to-db")?
+    ///     .with_table(TableName::new("job_offsets")?)?;
+    /// let runner = ExactlyOnceRunner::new(pool, "orders-to-db", sink, decode)?
+    ///     .with_offset_store(store);
+    /// assert_eq!(runner.offset_store().job(), "orders-to-db");
+    /// # Ok(()) }
+    /// ```
     pub fn with_offset_store(mut self, store: OffsetStore<DB>) -> Self {
         self.store = store;
         self
     }
 
     /// Use this dead-letter table.
+    /// ```
+    /// # use weir_sql::{impl_row, ExactlyOnceRunner, Reject, TableName, TableSink};
+    /// # struct Row { n: i64 }
+    /// # impl_row!(Row { n });
+    /// # async fn example(pool: sqlx::SqlitePool) -> weir_sql::Result<()> {
+    /// # let sink = TableSink::<sqlx::Sqlite, Row>::new(TableName::new("rows")?)?;
+    /// # let decode = |r: &weir_core::Record| Ok::<_, Reject>(vec![Row { n: r.offset }]);
+    /// use weir_sql::DeadLetters;
+    /// let dlq = DeadLetters::<sqlx::Sqlite>::new("orders-to-db")?
+    ///     .with_table(TableName::new("orders_rejected")?)?;
+    /// let runner = ExactlyOnceRunner::new(pool, "orders-to-db", sink, decode)?
+    ///     .with_dead_letters(dlq);
+    /// # let _ = runner;
+    /// # Ok(()) }
+    /// ```
     pub fn with_dead_letters(mut self, dead_letters: DeadLetters<DB>) -> Self {
         self.dead_letters = dead_letters;
         self
     }
 
     /// The owner name written with each claim (default: host, pid and a nonce).
+    /// ```
+    /// # use weir_sql::{impl_row, ExactlyOnceRunner, Reject, TableName, TableSink};
+    /// # struct Row { n: i64 }
+    /// # impl_row!(Row { n });
+    /// # async fn example(pool: sqlx::SqlitePool) -> weir_sql::Result<()> {
+    /// # let sink = TableSink::<sqlx::Sqlite, Row>::new(TableName::new("rows")?)?;
+    /// # let decode = |r: &weir_core::Record| Ok::<_, Reject>(vec![Row { n: r.offset }]);
+    /// let runner = ExactlyOnceRunner::new(pool, "job", sink, decode)?
+    ///     .with_owner("orders-pod-3"); // shown in the offsets rows' `owner`
+    /// # let _ = runner;
+    /// # Ok(()) }
+    /// ```
     pub fn with_owner(mut self, owner: &str) -> Self {
         self.owner = Arc::from(owner);
         self
     }
 
     /// Commit once this many records are buffered (default 5000).
+    /// ```
+    /// # use weir_sql::{impl_row, ExactlyOnceRunner, Reject, TableName, TableSink};
+    /// # struct Row { n: i64 }
+    /// # impl_row!(Row { n });
+    /// # async fn example(pool: sqlx::SqlitePool) -> weir_sql::Result<()> {
+    /// # let sink = TableSink::<sqlx::Sqlite, Row>::new(TableName::new("rows")?)?;
+    /// # let decode = |r: &weir_core::Record| Ok::<_, Reject>(vec![Row { n: r.offset }]);
+    /// let runner = ExactlyOnceRunner::new(pool, "job", sink, decode)?
+    ///     .with_batch_records(20_000); // fewer, larger transactions
+    /// # let _ = runner;
+    /// # Ok(()) }
+    /// ```
     pub fn with_batch_records(mut self, n: usize) -> Self {
         self.batch_records = n.max(1);
         self
     }
 
     /// Commit buffered records at the latest this long after the first (default 200 ms).
+    /// ```
+    /// # use weir_sql::{impl_row, ExactlyOnceRunner, Reject, TableName, TableSink};
+    /// # struct Row { n: i64 }
+    /// # impl_row!(Row { n });
+    /// # async fn example(pool: sqlx::SqlitePool) -> weir_sql::Result<()> {
+    /// # let sink = TableSink::<sqlx::Sqlite, Row>::new(TableName::new("rows")?)?;
+    /// # let decode = |r: &weir_core::Record| Ok::<_, Reject>(vec![Row { n: r.offset }]);
+    /// use std::time::Duration;
+    /// let runner = ExactlyOnceRunner::new(pool, "job", sink, decode)?
+    ///     .with_linger(Duration::from_millis(20)); // lower latency on a trickle
+    /// # let _ = runner;
+    /// # Ok(()) }
+    /// ```
     pub fn with_linger(mut self, linger: Duration) -> Self {
         self.linger = linger;
         self
     }
 
     /// How long one poll waits for records (default 100 ms).
+    /// ```
+    /// # use weir_sql::{impl_row, ExactlyOnceRunner, Reject, TableName, TableSink};
+    /// # struct Row { n: i64 }
+    /// # impl_row!(Row { n });
+    /// # async fn example(pool: sqlx::SqlitePool) -> weir_sql::Result<()> {
+    /// # let sink = TableSink::<sqlx::Sqlite, Row>::new(TableName::new("rows")?)?;
+    /// # let decode = |r: &weir_core::Record| Ok::<_, Reject>(vec![Row { n: r.offset }]);
+    /// use std::time::Duration;
+    /// let runner = ExactlyOnceRunner::new(pool, "job", sink, decode)?
+    ///     .with_poll_timeout(Duration::from_millis(500));
+    /// # let _ = runner;
+    /// # Ok(()) }
+    /// ```
     pub fn with_poll_timeout(mut self, timeout: Duration) -> Self {
         self.poll_timeout = timeout;
         self
     }
 
     /// How long transient database errors are retried before `run` fails (default 60 s).
+    /// ```
+    /// # use weir_sql::{impl_row, ExactlyOnceRunner, Reject, TableName, TableSink};
+    /// # struct Row { n: i64 }
+    /// # impl_row!(Row { n });
+    /// # async fn example(pool: sqlx::SqlitePool) -> weir_sql::Result<()> {
+    /// # let sink = TableSink::<sqlx::Sqlite, Row>::new(TableName::new("rows")?)?;
+    /// # let decode = |r: &weir_core::Record| Ok::<_, Reject>(vec![Row { n: r.offset }]);
+    /// use std::time::Duration;
+    /// let runner = ExactlyOnceRunner::new(pool, "job", sink, decode)?
+    ///     .with_retry_for(Duration::from_secs(600)); // ride out a database failover
+    /// # let _ = runner;
+    /// # Ok(()) }
+    /// ```
     pub fn with_retry_for(mut self, d: Duration) -> Self {
         self.retry_for = d;
         self
@@ -395,6 +488,19 @@ where
     /// [`ExactlyOnceListener::with_auto_offset_reset`]). The consumer's own
     /// `auto.offset.reset` and group-committed offsets are not used for this: the
     /// database is the truth.
+    /// ```
+    /// # use weir_sql::{impl_row, ExactlyOnceRunner, Reject, TableName, TableSink};
+    /// # struct Row { n: i64 }
+    /// # impl_row!(Row { n });
+    /// # async fn example(pool: sqlx::SqlitePool) -> weir_sql::Result<()> {
+    /// # let sink = TableSink::<sqlx::Sqlite, Row>::new(TableName::new("rows")?)?;
+    /// # let decode = |r: &weir_core::Record| Ok::<_, Reject>(vec![Row { n: r.offset }]);
+    /// use weir_core::AutoOffsetReset;
+    /// let runner = ExactlyOnceRunner::new(pool, "job", sink, decode)?
+    ///     .with_auto_offset_reset(AutoOffsetReset::Latest); // new partitions: only new records
+    /// # let _ = runner;
+    /// # Ok(()) }
+    /// ```
     pub fn with_auto_offset_reset(mut self, reset: weir_core::AutoOffsetReset) -> Self {
         self.reset = reset;
         self
@@ -435,17 +541,50 @@ where
     }
 
     /// The counters so far.
+    /// ```
+    /// # use weir_sql::{impl_row, ExactlyOnceRunner, Reject, TableName, TableSink};
+    /// # struct Row { n: i64 }
+    /// # impl_row!(Row { n });
+    /// # async fn example(pool: sqlx::SqlitePool) -> weir_sql::Result<()> {
+    /// # let sink = TableSink::<sqlx::Sqlite, Row>::new(TableName::new("rows")?)?;
+    /// # let decode = |r: &weir_core::Record| Ok::<_, Reject>(vec![Row { n: r.offset }]);
+    /// let runner = ExactlyOnceRunner::new(pool, "job", sink, decode)?;
+    /// assert_eq!(runner.stats().commits, 0);
+    /// # Ok(()) }
+    /// ```
     pub fn stats(&self) -> &RunStats {
         &self.stats
     }
 
     /// The offsets store.
+    /// ```
+    /// # use weir_sql::{impl_row, ExactlyOnceRunner, Reject, TableName, TableSink};
+    /// # struct Row { n: i64 }
+    /// # impl_row!(Row { n });
+    /// # async fn example(pool: sqlx::SqlitePool) -> weir_sql::Result<()> {
+    /// # let sink = TableSink::<sqlx::Sqlite, Row>::new(TableName::new("rows")?)?;
+    /// # let decode = |r: &weir_core::Record| Ok::<_, Reject>(vec![Row { n: r.offset }]);
+    /// let runner = ExactlyOnceRunner::new(pool, "job", sink, decode)?;
+    /// assert_eq!(runner.offset_store().job(), "job");
+    /// # Ok(()) }
+    /// ```
     pub fn offset_store(&self) -> &OffsetStore<DB> {
         &self.store
     }
 
     /// Create the offsets and dead-letter tables if missing (retrying transient
     /// errors, e.g. a locked SQLite database, for up to the retry time).
+    /// ```
+    /// # use weir_sql::{impl_row, ExactlyOnceRunner, Reject, TableName, TableSink};
+    /// # struct Row { n: i64 }
+    /// # impl_row!(Row { n });
+    /// # async fn example(pool: sqlx::SqlitePool) -> weir_sql::Result<()> {
+    /// # let sink = TableSink::<sqlx::Sqlite, Row>::new(TableName::new("rows")?)?;
+    /// # let decode = |r: &weir_core::Record| Ok::<_, Reject>(vec![Row { n: r.offset }]);
+    /// let runner = ExactlyOnceRunner::new(pool, "job", sink, decode)?;
+    /// runner.migrate().await?; // weir_offsets, weir_dead_letters
+    /// # Ok(()) }
+    /// ```
     pub async fn migrate(&self) -> Result<()> {
         let deadline = Instant::now() + self.retry_for;
         let mut backoff = Backoff::default();
@@ -465,6 +604,19 @@ where
     }
 
     /// The listener this runner subscribes with (shares its ownership state).
+    /// ```
+    /// # use weir_sql::{impl_row, ExactlyOnceRunner, Reject, TableName, TableSink};
+    /// # struct Row { n: i64 }
+    /// # impl_row!(Row { n });
+    /// # async fn example(pool: sqlx::SqlitePool) -> weir_sql::Result<()> {
+    /// # let sink = TableSink::<sqlx::Sqlite, Row>::new(TableName::new("rows")?)?;
+    /// # let decode = |r: &weir_core::Record| Ok::<_, Reject>(vec![Row { n: r.offset }]);
+    /// // subscribe a consumer yourself, with the runner's claims and seeks
+    /// let runner = ExactlyOnceRunner::new(pool, "job", sink, decode)?;
+    /// let listener = runner.listener();
+    /// # let _ = listener;
+    /// # Ok(()) }
+    /// ```
     pub fn listener(&self) -> Arc<ExactlyOnceListener<DB>> {
         Arc::new(
             ExactlyOnceListener::new(self.pool.clone(), self.store.clone(), &self.owner)
@@ -492,6 +644,21 @@ where
 
     /// Standalone mode: `assign` these partitions, claim them, seek to their stored
     /// offsets and process until wakeup.
+    /// ```
+    /// # use weir_sql::{impl_row, ExactlyOnceRunner, Reject, TableName, TableSink};
+    /// # struct Row { n: i64 }
+    /// # impl_row!(Row { n });
+    /// # async fn example(pool: sqlx::SqlitePool) -> weir_sql::Result<()> {
+    /// # let sink = TableSink::<sqlx::Sqlite, Row>::new(TableName::new("rows")?)?;
+    /// # let decode = |r: &weir_core::Record| Ok::<_, Reject>(vec![Row { n: r.offset }]);
+    /// # let mut consumer: Box<dyn weir_core::Consumer> = todo!();
+    /// use weir_core::TopicPartition;
+    /// let mut runner = ExactlyOnceRunner::new(pool, "job", sink, decode)?;
+    /// let parts = [TopicPartition::new("orders", 0), TopicPartition::new("orders", 1)];
+    /// let stats = runner.run_assigned(consumer.as_mut(), &parts).await?; // until wakeup
+    /// # let _ = stats;
+    /// # Ok(()) }
+    /// ```
     pub async fn run_assigned(
         &mut self,
         consumer: &mut dyn Consumer,
