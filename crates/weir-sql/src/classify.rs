@@ -72,6 +72,7 @@ pub(crate) fn classify_sqlstate(code: &str) -> ErrorClass {
 }
 
 /// SQLite extended result codes.
+#[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
 pub(crate) fn classify_sqlite(code: i64) -> ErrorClass {
     match code & 0xff {
         // SQLITE_BUSY, SQLITE_LOCKED, SQLITE_IOERR is not retried
@@ -84,6 +85,7 @@ pub(crate) fn classify_sqlite(code: i64) -> ErrorClass {
 
 /// MySQL / MariaDB error numbers (the SQLSTATE is too coarse: `HY000` covers both bad
 /// values and lock timeouts).
+#[cfg_attr(not(feature = "mysql"), allow(dead_code))]
 pub(crate) fn classify_mysql(number: u16, sqlstate: &str) -> ErrorClass {
     match number {
         // lock wait timeout, deadlock, server gone, lost connection, query interrupted
@@ -93,6 +95,13 @@ pub(crate) fn classify_mysql(number: u16, sqlstate: &str) -> ErrorClass {
         1048 | 1062 | 1264 | 1265 | 1292 | 1366 | 1367 | 1406 | 3819 | 4025 | 1690 => {
             ErrorClass::Row
         }
+        // ER_NET_PACKET_TOO_LARGE, "Got a packet bigger than 'max_allowed_packet'": a
+        // statement carrying a record too big for the server. Its SQLSTATE (08S01)
+        // says "connection", but retrying the same batch fails the same way: a row
+        // error, so that the batch is bisected down to the oversized record. (The
+        // server closes the connection right after sending it, so the bisection
+        // must not count on that connection's savepoints.)
+        1153 => ErrorClass::Row,
         _ => classify_sqlstate(sqlstate),
     }
 }
@@ -123,5 +132,16 @@ mod tests {
         assert_eq!(classify_mysql(1213, "40001"), ErrorClass::Transient);
         assert_eq!(classify_mysql(1205, "HY000"), ErrorClass::Transient); // lock wait timeout
         assert_eq!(classify_mysql(1146, "42S02"), ErrorClass::Fatal);
+    }
+
+    #[test]
+    fn mysql_packet_too_large_is_a_row_error() {
+        // As MariaDB sends it: number 1153, SQLSTATE 08S01 (a connection class, which
+        // the SQLSTATE fallback alone would retry for ever).
+        assert_eq!(classify_sqlstate("08S01"), ErrorClass::Transient);
+        assert_eq!(classify_mysql(1153, "08S01"), ErrorClass::Row);
+        // Server gone / lost connection stay transient.
+        assert_eq!(classify_mysql(2006, "HY000"), ErrorClass::Transient);
+        assert_eq!(classify_mysql(2013, "HY000"), ErrorClass::Transient);
     }
 }
