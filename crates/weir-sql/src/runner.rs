@@ -262,6 +262,8 @@ where
     owner: Arc<str>,
     state: Arc<Mutex<Ownership>>,
     pending: Pending<T>,
+    /// Partitions sought back to their claimed offset once, by claim generation.
+    reseeked: std::collections::HashMap<TopicPartition, u64>,
     stats: RunStats,
     batch_records: usize,
     linger: Duration,
@@ -337,6 +339,7 @@ where
             state: Arc::default(),
             pending: Pending::default(),
             stats: RunStats::default(),
+            reseeked: std::collections::HashMap::new(),
             batch_records: 5000,
             linger: Duration::from_millis(200),
             poll_timeout: Duration::from_millis(100),
@@ -707,12 +710,26 @@ where
                     tracing::warn!(error = %e, "claiming partitions failed, retrying");
                     // This batch is dropped: rewind every assigned partition it holds
                     // records of, so that none of them is skipped.
+                    // A partition claimed before the failure goes back to its claimed
+                    // offset, not to this batch's first record (fetched before the
+                    // claim, possibly beyond it).
                     let assigned = consumer.assignment();
+                    let claimed: std::collections::HashMap<TopicPartition, i64> = {
+                        let st = self.state.lock();
+                        st.parts
+                            .iter()
+                            .filter(|(_, s)| !s.started)
+                            .filter_map(|(tp, s)| s.expected.map(|e| (tp.clone(), e)))
+                            .collect()
+                    };
                     for tp in batch.partitions() {
-                        if assigned.contains(&tp) {
-                            if let Some(first) = batch.records(&tp).next() {
-                                consumer.seek(&tp, Offset::At(first.offset))?;
-                            }
+                        if !assigned.contains(&tp) {
+                            continue;
+                        }
+                        if let Some(at) = claimed.get(&tp) {
+                            consumer.seek(&tp, Offset::At(*at))?;
+                        } else if let Some(first) = batch.records(&tp).next() {
+                            consumer.seek(&tp, Offset::At(first.offset))?;
                         }
                     }
                     backoff.wait().await;
@@ -720,9 +737,12 @@ where
                 }
                 Err(e) => return Err(e),
             };
-            backoff.reset();
             let empty = batch.is_empty();
             let seeks = self.process(batch, &skip);
+            if seeks.is_empty() {
+                // progress (or an idle poll): the next transient failure waits briefly
+                backoff.reset();
+            }
             let due = self.pending.records >= self.batch_records
                 || (empty && !self.pending.is_empty())
                 || self
@@ -855,12 +875,26 @@ where
                 continue; // delivered before the seek took effect
             }
             if !st.started {
+                if let Some(e) = st.expected.filter(|e| record.offset > *e) {
+                    if self.reseeked.get(&tp) != Some(&st.generation) {
+                        // The first record after a claim lies beyond the claimed offset:
+                        // the claim's seek did not take effect (records fetched before
+                        // it, a rewind that overrode it). Processing it would skip the
+                        // records in between, and the compare-and-set, which expects
+                        // the claimed offset, would not notice. Seek there once more.
+                        self.reseeked.insert(tp.clone(), st.generation);
+                        tracing::warn!(at = %record.coordinates(), expected = e, "first record after a claim is beyond the claimed offset; seeking back to it");
+                        seeks.push((tp.clone(), e));
+                        stopped.insert(tp);
+                        continue;
+                    }
+                    // The same again after the second seek: the log has no record at
+                    // the claimed offset (compaction, transaction markers, retention).
+                    self.stats.seek_mismatches += 1;
+                    tracing::warn!(at = %record.coordinates(), expected = e, "no record at the claimed offset; the partition resumes at the next one");
+                }
                 if let Some(s) = self.state.lock().parts.get_mut(&tp) {
                     s.started = true;
-                }
-                if st.expected.is_some_and(|e| record.offset != e) {
-                    self.stats.seek_mismatches += 1;
-                    tracing::warn!(at = %record.coordinates(), expected = ?st.expected, "first record after a claim is not the one sought to");
                 }
                 owned.entry(tp.clone()).and_modify(|s| s.started = true);
             }

@@ -177,7 +177,18 @@ async fn sqlite_busy_from_a_second_writer() -> Result<()> {
     let writer = {
         let (stop, holds) = (stop.clone(), holds.clone());
         tokio::spawn(async move {
-            while !stop.load(Ordering::SeqCst) && holds.load(Ordering::SeqCst) < 20 {
+            // hold the lock while batches are being committed, not during start-up
+            while !stop.load(Ordering::SeqCst) {
+                let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM out_rows")
+                    .fetch_one(&other)
+                    .await
+                    .unwrap_or(0);
+                if rows > 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            while !stop.load(Ordering::SeqCst) && holds.load(Ordering::SeqCst) < 30 {
                 let Ok(mut conn) = other.acquire().await else {
                     break;
                 };
@@ -191,7 +202,7 @@ async fn sqlite_busy_from_a_second_writer() -> Result<()> {
                     let _ = sqlx::query("COMMIT").execute(&mut *conn).await;
                 }
                 drop(conn);
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                tokio::time::sleep(Duration::from_millis(30)).await;
             }
         })
     };
@@ -200,6 +211,10 @@ async fn sqlite_busy_from_a_second_writer() -> Result<()> {
     writer.await?;
     verify(&pool, 6000).await?;
     assert!(holds.load(Ordering::SeqCst) > 0);
+    assert!(
+        stats.retries > 0,
+        "the second writer never made a batch fail with SQLITE_BUSY: {stats:?}"
+    );
     println!(
         "SQLITE_BUSY from a second writer: {} lock holds, {} retries, 0 anomalies",
         holds.load(Ordering::SeqCst),

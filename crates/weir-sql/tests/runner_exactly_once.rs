@@ -24,6 +24,8 @@ async fn end_to_end<DB: TestDb>(pool: sqlx::Pool<DB>, job_name: &str) -> anyhow:
     );
     verify(&pool, 2000).await?;
     assert_eq!(s1.seek_mismatches + s2.seek_mismatches, 0);
+    // refused rows are isolated within their batch: no batch is retried for them
+    assert_eq!(s1.retries + s2.retries, 0, "{s1:?} {s2:?}");
     println!(
         "{job_name}: 2000 records, refused rows isolated in {} + {} batches (bisection, no endless retry), dead letters {} + {}, 0 anomalies",
         s1.isolations, s2.isolations, s1.dead_letters, s2.dead_letters
