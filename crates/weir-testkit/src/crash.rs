@@ -330,9 +330,11 @@ pub async fn run(cfg: &CrashConfig) -> Result<CrashOutcome> {
         }
     }
     while failpoint_kills + random_kills < cfg.kills {
-        if started.elapsed() > Duration::from_secs(600) {
+        // 6 s a kill at most (a Kafka group join per restart), 10 minutes at least
+        let cap = Duration::from_secs(600.max(6 * cfg.kills as u64));
+        if started.elapsed() > cap {
             bail!(
-                "crash loop ran over 10 minutes after {} kills",
+                "crash loop ran over {cap:?} after {} kills",
                 failpoint_kills + random_kills
             );
         }
