@@ -11,6 +11,13 @@ use crate::dialect::{BulkPlan, Dialect};
 use crate::{Column, ColumnType, DialectKind, Error, Result, TableName, Value};
 
 /// Longest error text stored, in characters.
+///
+/// ```
+/// use weir_sql::{DeadLetter, Stage, MAX_ERROR_CHARS};
+/// let r = weir_core::Record::new("orders", 0, 9, None, None);
+/// let d = DeadLetter::new(r, Stage::Sink, "e".repeat(MAX_ERROR_CHARS + 10));
+/// assert_eq!(d.error.chars().count(), MAX_ERROR_CHARS);
+/// ```
 pub const MAX_ERROR_CHARS: usize = 4000;
 
 /// Where in the pipeline a record failed.
@@ -29,6 +36,12 @@ pub enum Stage {
 
 impl Stage {
     /// The name stored in the `stage` column.
+    ///
+    /// ```
+    /// use weir_sql::Stage;
+    /// assert_eq!(Stage::Decode.as_str(), "decode");
+    /// assert_eq!(Stage::Sink.as_str(), "sink");
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             Stage::Decode => "decode",
@@ -56,7 +69,15 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
-    /// A dead letter for `record`.
+    /// A dead letter for `record`: `error`'s text without NUL bytes (PostgreSQL
+    /// refuses them), cut at [`MAX_ERROR_CHARS`] characters.
+    ///
+    /// ```
+    /// use weir_sql::{DeadLetter, Stage};
+    /// let r = weir_core::Record::new("orders", 2, 41, None, Some("{oops".into()));
+    /// let d = DeadLetter::new(r, Stage::Decode, "expected JSON");
+    /// assert_eq!((d.record.offset, d.stage, d.error.as_str()), (41, Stage::Decode, "expected JSON"));
+    /// ```
     pub fn new(record: Record, stage: Stage, error: impl std::fmt::Display) -> Self {
         let error = error
             .to_string()
@@ -76,12 +97,31 @@ impl DeadLetter {
 /// headers, error, stage, at)`, primary key `(job, topic, partition, offset)` so a
 /// record can land there only once.
 ///
+/// [`ExactlyOnceRunner`](crate::ExactlyOnceRunner) writes its poison records here
+/// (set another table with
+/// [`with_dead_letters`](crate::ExactlyOnceRunner::with_dead_letters)); a custom loop
+/// calls [`write`](Self::write) on its batch transaction.
+///
 /// ```
-/// use weir_sql::{DeadLetters, TableName};
-/// let dlq = DeadLetters::<sqlx::Postgres>::new("orders-to-db")?
-///     .with_table(TableName::new("orders_dlq")?.with_schema("ops")?)?;
-/// assert_eq!(dlq.table().to_string(), "ops.orders_dlq");
-/// # Ok::<(), weir_sql::Error>(())
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use weir_core::Record;
+/// use weir_sql::{DeadLetter, DeadLetters, Stage};
+///
+/// let pool = sqlx::SqlitePool::connect("sqlite::memory:").await?;
+/// let dlq = DeadLetters::<sqlx::Sqlite>::new("orders-to-db")?;
+/// dlq.migrate(&pool).await?;
+///
+/// let poison = Record::new("orders", 0, 7, None, Some("\u{0}garbage".into()));
+/// let mut tx = pool.begin().await?;
+/// dlq.write(&mut tx, &[DeadLetter::new(poison, Stage::Decode, "not JSON")]).await?;
+/// tx.commit().await?;
+///
+/// let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM weir_dead_letters WHERE stage = 'decode'")
+///     .fetch_one(&pool)
+///     .await?;
+/// assert_eq!(n, 1);
+/// # Ok(()) }
 /// ```
 #[derive(Debug)]
 pub struct DeadLetters<DB: Dialect> {
@@ -106,7 +146,15 @@ fn columns() -> Result<Vec<Column>> {
 }
 
 impl<DB: Dialect> DeadLetters<DB> {
-    /// Dead letters of job `job` in the table `weir_dead_letters`.
+    /// Dead letters of job `job` in the table `weir_dead_letters` (the job name is
+    /// the first key column: several jobs can share one table).
+    ///
+    /// ```
+    /// let dlq = weir_sql::DeadLetters::<sqlx::MySql>::new("orders-to-db")?;
+    /// assert_eq!(dlq.table().to_string(), "weir_dead_letters");
+    /// assert!(weir_sql::DeadLetters::<sqlx::MySql>::new("").is_err());
+    /// # Ok::<(), weir_sql::Error>(())
+    /// ```
     pub fn new(job: &str) -> Result<Self> {
         Self::build(job, TableName::new("weir_dead_letters")?)
     }
@@ -133,17 +181,44 @@ impl<DB: Dialect> DeadLetters<DB> {
         })
     }
 
-    /// The same job's dead letters in another table.
+    /// The same job's dead letters in another table (name and schema validated by
+    /// [`TableName`] and always quoted).
+    ///
+    /// ```
+    /// use weir_sql::{DeadLetters, TableName};
+    /// let dlq = DeadLetters::<sqlx::Postgres>::new("orders-to-db")?
+    ///     .with_table(TableName::new("orders_dlq")?.with_schema("ops")?)?;
+    /// assert_eq!(dlq.table().to_string(), "ops.orders_dlq");
+    /// # Ok::<(), weir_sql::Error>(())
+    /// ```
     pub fn with_table(self, table: TableName) -> Result<Self> {
         Self::build(&self.job, table)
     }
 
     /// The table.
+    ///
+    /// ```
+    /// use weir_sql::{DeadLetters, DialectKind};
+    /// let dlq = DeadLetters::<sqlx::MySql>::new("job")?;
+    /// assert_eq!(dlq.table().quoted(DialectKind::MySql), "`weir_dead_letters`");
+    /// # Ok::<(), weir_sql::Error>(())
+    /// ```
     pub fn table(&self) -> &TableName {
         &self.table
     }
 
-    /// Create the table (and schema) if missing.
+    /// Create the table (and schema) if missing; idempotent.
+    /// [`ExactlyOnceRunner::migrate`](crate::ExactlyOnceRunner::migrate) calls it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = sqlx::SqlitePool::connect("sqlite::memory:").await?;
+    /// let dlq = weir_sql::DeadLetters::<sqlx::Sqlite>::new("orders-to-db")?;
+    /// dlq.migrate(&pool).await?;
+    /// dlq.migrate(&pool).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn migrate(&self, pool: &Pool<DB>) -> Result<()> {
         let k = DB::KIND;
         let mut stmts: Vec<String> = Vec::new();
@@ -199,7 +274,28 @@ impl<DB: Dialect> DeadLetters<DB> {
         Ok(())
     }
 
-    /// Write these dead letters on the batch's open transaction.
+    /// Write these dead letters on the batch's open transaction (they become
+    /// visible with the batch's offset advance, or not at all). Returns the rows
+    /// written. The primary key `(job, topic, partition, offset)` refuses a record
+    /// dead-lettered twice.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use weir_core::Record;
+    /// use weir_sql::{DeadLetter, DeadLetters, Stage};
+    ///
+    /// let pool = sqlx::SqlitePool::connect("sqlite::memory:").await?;
+    /// let dlq = DeadLetters::<sqlx::Sqlite>::new("orders-to-db")?;
+    /// dlq.migrate(&pool).await?;
+    /// let letters: Vec<DeadLetter> = (3..5)
+    ///     .map(|off| DeadLetter::new(Record::new("orders", 1, off, None, None), Stage::Sink, "too long"))
+    ///     .collect();
+    /// let mut tx = pool.begin().await?;
+    /// assert_eq!(dlq.write(&mut tx, &letters).await?, 2);
+    /// tx.rollback().await?; // rolled back with the batch: nothing stored
+    /// # Ok(()) }
+    /// ```
     pub async fn write(&self, conn: &mut DB::Connection, letters: &[DeadLetter]) -> Result<u64> {
         if letters.is_empty() {
             return Ok(0);

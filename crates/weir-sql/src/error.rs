@@ -3,6 +3,13 @@
 use weir_core::TopicPartition;
 
 /// A specialised `Result` for weir-sql.
+///
+/// ```
+/// fn table(name: &str) -> weir_sql::Result<weir_sql::TableName> {
+///     weir_sql::TableName::new(name)
+/// }
+/// assert!(table("orders").is_ok());
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything weir-sql can fail with, named for what the caller does next.
@@ -97,6 +104,11 @@ pub enum Error {
 
 impl Error {
     /// An [`Error::Identifier`].
+    ///
+    /// ```
+    /// let e = weir_sql::Error::identifier("x y", "no spaces here");
+    /// assert!(matches!(e, weir_sql::Error::Identifier { .. }));
+    /// ```
     pub fn identifier(name: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::Identifier {
             name: name.into(),
@@ -104,13 +116,30 @@ impl Error {
         }
     }
 
-    /// A database error while doing `during`.
+    /// A database error while doing `during` (what a [`TransactionalSink`] returns
+    /// for its own statements, so that weir can classify them).
+    ///
+    /// [`TransactionalSink`]: crate::TransactionalSink
+    ///
+    /// ```
+    /// let e = weir_sql::Error::db("counts upsert", sqlx::Error::PoolTimedOut);
+    /// assert!(e.to_string().starts_with("database error during counts upsert"));
+    /// assert!(e.is_retriable());
+    /// ```
     pub fn db(during: &'static str, source: sqlx::Error) -> Self {
         Error::Database { during, source }
     }
 
     /// Whether trying the same operation again may succeed (connection lost, pool
-    /// timeout, lock contention, serialization failure).
+    /// timeout, lock contention, serialization failure). A value the database refuses,
+    /// a schema problem, a fence or an unsafe setting is not.
+    ///
+    /// ```
+    /// use weir_sql::Error;
+    /// assert!(Error::db("commit", sqlx::Error::PoolTimedOut).is_retriable());
+    /// assert!(!Error::db("commit", sqlx::Error::RowNotFound).is_retriable());
+    /// assert!(!Error::identifier("", "is empty").is_retriable());
+    /// ```
     pub fn is_retriable(&self) -> bool {
         match self {
             Error::Database { source, .. } => crate::classify::is_transient(source),

@@ -6,6 +6,12 @@ use crate::{Error, Result};
 
 /// The longest identifier accepted, in bytes: PostgreSQL silently truncates names
 /// longer than 63 bytes (MySQL allows 64), so weir refuses them instead.
+///
+/// ```
+/// use weir_sql::{Ident, MAX_IDENT_BYTES};
+/// assert!(Ident::new(&"c".repeat(MAX_IDENT_BYTES)).is_ok());
+/// assert!(Ident::new(&"c".repeat(MAX_IDENT_BYTES + 1)).is_err());
+/// ```
 pub const MAX_IDENT_BYTES: usize = 63;
 
 /// Which SQL dialect a statement is written for.
@@ -46,7 +52,13 @@ pub enum DialectKind {
 pub struct Ident(String);
 
 impl Ident {
-    /// Validate `name`.
+    /// Validate `name` (see the rules above); the error names it and what is wrong.
+    ///
+    /// ```
+    /// use weir_sql::Ident;
+    /// assert!(Ident::new("order lines").is_ok());
+    /// assert!(matches!(Ident::new("trailing "), Err(e) if e.to_string().contains("ends with a space")));
+    /// ```
     pub fn new(name: &str) -> Result<Self> {
         if name.is_empty() {
             return Err(Error::identifier(name, "is empty"));
@@ -76,12 +88,25 @@ impl Ident {
     }
 
     /// The name as given.
+    ///
+    /// ```
+    /// assert_eq!(weir_sql::Ident::new("Order")?.as_str(), "Order");
+    /// # Ok::<(), weir_sql::Error>(())
+    /// ```
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
     /// The name quoted for `dialect`: `"name"` (PostgreSQL, SQLite) or `` `name` ``
     /// (MySQL), embedded quote characters doubled.
+    ///
+    /// ```
+    /// use weir_sql::{DialectKind, Ident};
+    /// let id = Ident::new("select")?; // reserved words are fine
+    /// assert_eq!(id.quoted(DialectKind::Sqlite), "\"select\"");
+    /// assert_eq!(id.quoted(DialectKind::MySql), "`select`");
+    /// # Ok::<(), weir_sql::Error>(())
+    /// ```
     pub fn quoted(&self, dialect: DialectKind) -> String {
         let q = match dialect {
             DialectKind::MySql => '`',
@@ -129,7 +154,16 @@ pub struct TableName {
 }
 
 impl TableName {
-    /// A table in the connection's default schema.
+    /// A table in the connection's default schema (PostgreSQL: the first of the
+    /// `search_path`; MySQL: the connection's database).
+    ///
+    /// ```
+    /// use weir_sql::TableName;
+    /// let t = TableName::new("orders")?;
+    /// assert!(t.schema().is_none());
+    /// assert!(TableName::new("").is_err());
+    /// # Ok::<(), weir_sql::Error>(())
+    /// ```
     pub fn new(name: &str) -> Result<Self> {
         Ok(Self {
             schema: None,
@@ -137,23 +171,53 @@ impl TableName {
         })
     }
 
-    /// The same table in `schema`.
+    /// The same table in `schema` (validated like the name). weir's `migrate` and
+    /// `create_table` create a missing PostgreSQL schema or MySQL database.
+    ///
+    /// ```
+    /// use weir_sql::TableName;
+    /// let t = TableName::new("orders")?.with_schema("shop")?;
+    /// assert_eq!(t.to_string(), "shop.orders");
+    /// assert!(TableName::new("orders")?.with_schema("a\0").is_err());
+    /// # Ok::<(), weir_sql::Error>(())
+    /// ```
     pub fn with_schema(mut self, schema: &str) -> Result<Self> {
         self.schema = Some(Ident::new(schema)?);
         Ok(self)
     }
 
     /// The schema, if one was given.
+    ///
+    /// ```
+    /// use weir_sql::TableName;
+    /// let t = TableName::new("orders")?.with_schema("shop")?;
+    /// assert_eq!(t.schema().map(|s| s.as_str()), Some("shop"));
+    /// # Ok::<(), weir_sql::Error>(())
+    /// ```
     pub fn schema(&self) -> Option<&Ident> {
         self.schema.as_ref()
     }
 
     /// The table's own name.
+    ///
+    /// ```
+    /// use weir_sql::TableName;
+    /// assert_eq!(TableName::new("orders")?.with_schema("shop")?.name().as_str(), "orders");
+    /// # Ok::<(), weir_sql::Error>(())
+    /// ```
     pub fn name(&self) -> &Ident {
         &self.name
     }
 
     /// `"schema"."name"` or `"name"`, quoted for `dialect`.
+    ///
+    /// ```
+    /// use weir_sql::{DialectKind, TableName};
+    /// let t = TableName::new("orders")?.with_schema("shop")?;
+    /// assert_eq!(t.quoted(DialectKind::MySql), "`shop`.`orders`");
+    /// assert_eq!(TableName::new("orders")?.quoted(DialectKind::Sqlite), "\"orders\"");
+    /// # Ok::<(), weir_sql::Error>(())
+    /// ```
     pub fn quoted(&self, dialect: DialectKind) -> String {
         match &self.schema {
             Some(s) => format!("{}.{}", s.quoted(dialect), self.name.quoted(dialect)),

@@ -16,7 +16,10 @@
 //! - [`ExactlyOnceRunner`]: the poll → decode → sink → commit loop over any
 //!   [`Consumer`](weir_core::Consumer), isolating rows the database refuses.
 //!
-//! Bring your own sqlx pool; weir never logs connection strings.
+//! Bring your own sqlx pool; weir never logs connection strings. Open SQLite in WAL
+//! mode, and MySQL/MariaDB with a strict `sql_mode` (the servers' default):
+//! [`OffsetStore::migrate`] warns about the first and refuses to run without the
+//! second.
 //!
 //! ```no_run
 //! # async fn example(mut consumer: Box<dyn weir_core::Consumer>) -> Result<(), Box<dyn std::error::Error>> {
@@ -26,7 +29,11 @@
 //! struct Event { topic: String, part: i32, off: i64, body: Vec<u8> }
 //! impl_row!(Event { topic, part, off, body });
 //!
-//! let pool = sqlx::SqlitePool::connect("sqlite://events.db?mode=rwc").await?;
+//! let options = sqlx::sqlite::SqliteConnectOptions::new()
+//!     .filename("events.db")
+//!     .create_if_missing(true)
+//!     .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
+//! let pool = sqlx::SqlitePool::connect_with(options).await?;
 //! let sink = TableSink::<sqlx::Sqlite, Event>::new(TableName::new("events")?)?;
 //! sink.create_table(&pool).await?;
 //! let mut runner = ExactlyOnceRunner::new(pool, "events-job", sink, |r: &Record| {

@@ -90,7 +90,22 @@ impl<DB: Dialect> std::fmt::Debug for ExactlyOnceListener<DB> {
 }
 
 impl<DB: Dialect> ExactlyOnceListener<DB> {
-    /// A listener claiming partitions of `store`'s job for `owner`.
+    /// A listener claiming partitions of `store`'s job for `owner` (the name stored
+    /// in the offsets table's `owner` column; unique per member helps debugging).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> weir_sql::Result<()> {
+    /// use weir_sql::{ExactlyOnceListener, OffsetStore};
+    /// let pool = sqlx::SqlitePool::connect("sqlite::memory:")
+    ///     .await
+    ///     .map_err(|e| weir_sql::Error::db("connect", e))?;
+    /// let store = OffsetStore::new("orders-to-db")?;
+    /// store.migrate(&pool).await?;
+    /// let listener = ExactlyOnceListener::new(pool, store, "worker-1");
+    /// assert!(format!("{listener:?}").contains("worker-1"));
+    /// # Ok(()) }
+    /// ```
     pub fn new(pool: Pool<DB>, store: OffsetStore<DB>, owner: &str) -> Self {
         Self {
             pool,
@@ -107,10 +122,14 @@ impl<DB: Dialect> ExactlyOnceListener<DB> {
     /// committed offset (which an auto-commit may have moved past records this job
     /// never stored).
     ///
-    /// ```no_run
-    /// # fn f(pool: sqlx::SqlitePool) -> weir_sql::Result<()> {
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> weir_sql::Result<()> {
     /// use weir_core::AutoOffsetReset;
     /// use weir_sql::{ExactlyOnceListener, OffsetStore};
+    /// let pool = sqlx::SqlitePool::connect("sqlite::memory:")
+    ///     .await
+    ///     .map_err(|e| weir_sql::Error::db("connect", e))?;
     /// let listener = ExactlyOnceListener::new(pool, OffsetStore::new("job")?, "me")
     ///     .with_auto_offset_reset(AutoOffsetReset::Latest);
     /// # drop(listener); Ok(()) }
@@ -125,7 +144,22 @@ impl<DB: Dialect> ExactlyOnceListener<DB> {
         self
     }
 
-    /// The epoch and stored offset this member holds for `tp`, if it owns it.
+    /// The epoch and stored offset this member holds for `tp`, if it owns it (set
+    /// when the consumer assigns it, cleared when it is revoked or lost).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> weir_sql::Result<()> {
+    /// use weir_core::TopicPartition;
+    /// use weir_sql::{ExactlyOnceListener, OffsetStore};
+    /// let pool = sqlx::SqlitePool::connect("sqlite::memory:")
+    ///     .await
+    ///     .map_err(|e| weir_sql::Error::db("connect", e))?;
+    /// let listener = ExactlyOnceListener::new(pool, OffsetStore::new("job")?, "worker-1");
+    /// // Nothing was assigned yet.
+    /// assert_eq!(listener.claimed(&TopicPartition::new("orders", 0)), None);
+    /// # Ok(()) }
+    /// ```
     pub fn claimed(&self, tp: &TopicPartition) -> Option<(i64, Option<i64>)> {
         self.state
             .lock()

@@ -12,9 +12,23 @@ use crate::dialect::Dialect;
 use crate::{DialectKind, Error, Result, TableName, Value};
 
 /// The longest job name stored (MySQL keys are `VARCHAR(255)`).
+///
+/// ```
+/// use weir_sql::{OffsetStore, MAX_JOB_BYTES};
+/// assert!(OffsetStore::<sqlx::Sqlite>::new(&"j".repeat(MAX_JOB_BYTES)).is_ok());
+/// assert!(OffsetStore::<sqlx::Sqlite>::new(&"j".repeat(MAX_JOB_BYTES + 1)).is_err());
+/// ```
 pub const MAX_JOB_BYTES: usize = 255;
 
-/// How long [`OffsetStore::claim`] waits for a row lock by default.
+/// How long [`OffsetStore::claim`] waits for a row lock by default (see
+/// [`OffsetStore::with_lock_timeout`]).
+///
+/// ```
+/// use weir_sql::{OffsetStore, DEFAULT_CLAIM_LOCK_TIMEOUT};
+/// let store = OffsetStore::<sqlx::Sqlite>::new("job")?;
+/// assert_eq!(store.lock_timeout(), DEFAULT_CLAIM_LOCK_TIMEOUT);
+/// # Ok::<(), weir_sql::Error>(())
+/// ```
 pub const DEFAULT_CLAIM_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a claim returned for one partition.
@@ -57,11 +71,13 @@ pub struct StoredOffset {
 ///   `UPDATE … SET next_offset = $next WHERE … AND epoch = $mine AND next_offset =
 ///   $expected`; anything but one row affected means the partition was fenced.
 ///
-/// ```no_run
-/// # async fn example(pool: sqlx::SqlitePool) -> Result<(), Box<dyn std::error::Error>> {
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use weir_core::TopicPartition;
 /// use weir_sql::{OffsetStore, TableName};
 ///
+/// let pool = sqlx::SqlitePool::connect("sqlite::memory:").await?;
 /// let store = OffsetStore::<sqlx::Sqlite>::new("orders-to-db")?
 ///     .with_table(TableName::new("weir_offsets")?)?;
 /// store.migrate(&pool).await?;
@@ -236,7 +252,17 @@ fn build_sql(kind: DialectKind, table: &TableName, now: &str) -> Result<OffsetSq
 }
 
 impl<DB: Dialect> OffsetStore<DB> {
-    /// The offsets of job `job` in the table `weir_offsets`.
+    /// The offsets of job `job` in the table `weir_offsets`. The job name is the
+    /// first key column: several jobs can share one table. It must be 1 to
+    /// [`MAX_JOB_BYTES`] bytes without NUL.
+    ///
+    /// ```
+    /// use weir_sql::OffsetStore;
+    /// let store = OffsetStore::<sqlx::MySql>::new("orders-to-db")?;
+    /// assert_eq!(store.table().to_string(), "weir_offsets");
+    /// assert!(OffsetStore::<sqlx::MySql>::new("").is_err());
+    /// # Ok::<(), weir_sql::Error>(())
+    /// ```
     pub fn new(job: &str) -> Result<Self> {
         Self::with_table_name(job, TableName::new("weir_offsets")?)
     }
@@ -314,6 +340,12 @@ impl<DB: Dialect> OffsetStore<DB> {
     }
 
     /// The claim's lock wait bound (see [`with_lock_timeout`](Self::with_lock_timeout)).
+    ///
+    /// ```
+    /// let store = weir_sql::OffsetStore::<sqlx::Postgres>::new("job")?;
+    /// assert_eq!(store.lock_timeout(), weir_sql::DEFAULT_CLAIM_LOCK_TIMEOUT);
+    /// # Ok::<(), weir_sql::Error>(())
+    /// ```
     pub fn lock_timeout(&self) -> Duration {
         self.lock_timeout
     }
@@ -340,11 +372,25 @@ impl<DB: Dialect> OffsetStore<DB> {
     }
 
     /// The job name (the first key column).
+    ///
+    /// ```
+    /// let store = weir_sql::OffsetStore::<sqlx::Sqlite>::new("orders-to-db")?;
+    /// assert_eq!(store.job(), "orders-to-db");
+    /// # Ok::<(), weir_sql::Error>(())
+    /// ```
     pub fn job(&self) -> &str {
         &self.job
     }
 
     /// The table.
+    ///
+    /// ```
+    /// use weir_sql::{DialectKind, OffsetStore, TableName};
+    /// let store = OffsetStore::<sqlx::Postgres>::new("job")?
+    ///     .with_table(TableName::new("offsets")?.with_schema("ops")?)?;
+    /// assert_eq!(store.table().quoted(DialectKind::Postgres), "\"ops\".\"offsets\"");
+    /// # Ok::<(), weir_sql::Error>(())
+    /// ```
     pub fn table(&self) -> &TableName {
         &self.table
     }
@@ -423,6 +469,30 @@ impl<DB: Dialect> OffsetStore<DB> {
     /// `partitions`, and a partition named twice is claimed once: two members claiming
     /// overlapping sets (a rebalance hands `[a, b]` to one and `[b, a]` to another)
     /// then wait for each other instead of deadlocking.
+    ///
+    /// A row lock held by another transaction is waited for at most
+    /// [`lock_timeout`](Self::lock_timeout) (PostgreSQL, MySQL); the error is then
+    /// retriable. [`ExactlyOnceListener`](crate::ExactlyOnceListener) calls this on
+    /// every assignment.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use weir_core::TopicPartition;
+    /// use weir_sql::{Claim, OffsetStore};
+    ///
+    /// let pool = sqlx::SqlitePool::connect("sqlite::memory:").await?;
+    /// let store = OffsetStore::<sqlx::Sqlite>::new("orders-to-db")?;
+    /// store.migrate(&pool).await?;
+    /// let (p0, p1) = (TopicPartition::new("orders", 0), TopicPartition::new("orders", 1));
+    /// let first = store.claim(&pool, &[p1.clone(), p0.clone()], "worker-1").await?;
+    /// assert_eq!(first[&p0], Claim { epoch: 1, next_offset: None });
+    ///
+    /// // Another member takes p0 over: its epoch fences worker-1's commits.
+    /// let second = store.claim(&pool, &[p0.clone()], "worker-2").await?;
+    /// assert_eq!(second[&p0].epoch, 2);
+    /// # Ok(()) }
+    /// ```
     pub async fn claim(
         &self,
         pool: &Pool<DB>,
@@ -481,6 +551,30 @@ impl<DB: Dialect> OffsetStore<DB> {
     /// The compare-and-set of every batch, on the batch's open transaction: set
     /// `tp`'s next offset to `next` if this owner still holds `epoch` and the stored
     /// offset is still `expected`. `Ok(false)`: fenced, roll the transaction back.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use weir_core::TopicPartition;
+    /// use weir_sql::OffsetStore;
+    ///
+    /// let pool = sqlx::SqlitePool::connect("sqlite::memory:").await?;
+    /// let store = OffsetStore::<sqlx::Sqlite>::new("orders-to-db")?;
+    /// store.migrate(&pool).await?;
+    /// let tp = TopicPartition::new("orders", 0);
+    /// let epoch = store.claim(&pool, &[tp.clone()], "worker-1").await?[&tp].epoch;
+    ///
+    /// // The batch's rows are written on `tx`, then the offset moves on the same `tx`.
+    /// let mut tx = pool.begin().await?;
+    /// assert!(store.advance(&mut tx, &tp, epoch, None, 100).await?);
+    /// tx.commit().await?;
+    ///
+    /// // A stale expectation (or a stale epoch) is refused: fenced.
+    /// let mut tx = pool.begin().await?;
+    /// assert!(!store.advance(&mut tx, &tp, epoch, None, 200).await?);
+    /// tx.rollback().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn advance(
         &self,
         conn: &mut DB::Connection,
@@ -504,7 +598,30 @@ impl<DB: Dialect> OffsetStore<DB> {
         Ok(n == 1)
     }
 
-    /// The stored row of one partition.
+    /// The stored row of one partition, on any connection or transaction (`None` if
+    /// it was never claimed).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use weir_core::TopicPartition;
+    /// use weir_sql::OffsetStore;
+    ///
+    /// let pool = sqlx::SqlitePool::connect("sqlite::memory:").await?;
+    /// let store = OffsetStore::<sqlx::Sqlite>::new("orders-to-db")?;
+    /// store.migrate(&pool).await?;
+    /// let tp = TopicPartition::new("orders", 0);
+    /// let mut conn = pool.acquire().await?;
+    /// assert_eq!(store.read(&mut conn, &tp).await?, None);
+    /// drop(conn);
+    ///
+    /// store.claim(&pool, &[tp.clone()], "worker-1").await?;
+    /// let mut conn = pool.acquire().await?;
+    /// let row = store.read(&mut conn, &tp).await?.ok_or("no row")?;
+    /// assert_eq!((row.epoch, row.next_offset), (1, None));
+    /// assert_eq!(row.owner.as_deref(), Some("worker-1"));
+    /// # Ok(()) }
+    /// ```
     pub async fn read(
         &self,
         conn: &mut DB::Connection,
@@ -524,7 +641,26 @@ impl<DB: Dialect> OffsetStore<DB> {
             }))
     }
 
-    /// Every stored row of this job.
+    /// Every stored row of this job, by partition (other jobs' rows in the same
+    /// table are left out).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use weir_core::TopicPartition;
+    /// use weir_sql::OffsetStore;
+    ///
+    /// let pool = sqlx::SqlitePool::connect("sqlite::memory:").await?;
+    /// let store = OffsetStore::<sqlx::Sqlite>::new("orders-to-db")?;
+    /// store.migrate(&pool).await?;
+    /// let parts: Vec<_> = (0..3).map(|p| TopicPartition::new("orders", p)).collect();
+    /// store.claim(&pool, &parts, "worker-1").await?;
+    ///
+    /// let all = store.read_all(&pool).await?;
+    /// assert_eq!(all.keys().cloned().collect::<Vec<_>>(), parts);
+    /// assert!(OffsetStore::<sqlx::Sqlite>::new("other-job")?.read_all(&pool).await?.is_empty());
+    /// # Ok(()) }
+    /// ```
     pub async fn read_all(
         &self,
         pool: &Pool<DB>,

@@ -59,7 +59,17 @@ pub struct Item<T> {
 /// ```
 #[async_trait]
 pub trait TransactionalSink<DB: Dialect, T: Send + Sync>: Send + Sync {
-    /// A name for errors and logs.
+    /// A name for errors and logs (default `"sink"`; [`TableSink`] uses its
+    /// table's name).
+    ///
+    /// ```
+    /// use weir_sql::{impl_row, TableName, TableSink, TransactionalSink};
+    /// struct Order { id: i64 }
+    /// impl_row!(Order { id });
+    /// let sink = TableSink::<sqlx::Sqlite, Order>::new(TableName::new("orders")?)?;
+    /// assert_eq!(TransactionalSink::<sqlx::Sqlite, Order>::name(&sink), "orders");
+    /// # Ok::<(), weir_sql::Error>(())
+    /// ```
     fn name(&self) -> &str {
         "sink"
     }
@@ -68,10 +78,44 @@ pub trait TransactionalSink<DB: Dialect, T: Send + Sync>: Send + Sync {
     /// classified: a refused value (NUL byte, too long, out of range, constraint)
     /// isolates the offending record into the dead letters; a lost connection or
     /// lock conflict retries the batch; anything else stops the job.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use weir_core::Coordinates;
+    /// use weir_sql::{impl_row, Item, TableName, TableSink, TransactionalSink};
+    /// struct Order { id: i64 }
+    /// impl_row!(Order { id });
+    ///
+    /// let pool = sqlx::SqlitePool::connect("sqlite::memory:").await?;
+    /// let sink = TableSink::<sqlx::Sqlite, Order>::new(TableName::new("orders")?)?;
+    /// sink.create_table(&pool).await?;
+    /// let items: Vec<Item<Order>> = (0..3)
+    ///     .map(|i| Item { at: Coordinates::new("orders", 0, i), ordinal: 0, value: Order { id: i } })
+    ///     .collect();
+    /// let mut tx = pool.begin().await?;
+    /// sink.write(&mut tx, &items).await?;
+    /// tx.commit().await?;
+    /// let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders").fetch_one(&pool).await?;
+    /// assert_eq!(n, 3);
+    /// # Ok(()) }
+    /// ```
     async fn write(&self, tx: &mut Transaction<'static, DB>, items: &[Item<T>]) -> Result<()>;
 }
 
 /// What the [`TableSink`] does with a row whose key already exists.
+///
+/// ```
+/// use weir_sql::{impl_row, TableName, TableSink, WriteMode};
+/// struct Balance { account: String, cents: i64 }
+/// impl_row!(Balance { account, cents });
+///
+/// // The latest balance per account: rows with a known account replace the stored one.
+/// let sink = TableSink::<sqlx::Postgres, Balance>::new(TableName::new("balances")?)?
+///     .with_mode(WriteMode::Upsert { key: vec!["account".into()] })?;
+/// assert!(matches!(sink.mode(), WriteMode::Upsert { .. }));
+/// # Ok::<(), weir_sql::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WriteMode {
@@ -110,7 +154,18 @@ pub struct TableSink<DB: Dialect, R: Row> {
 }
 
 impl<DB: Dialect, R: Row> TableSink<DB, R> {
-    /// Insert rows into `table`.
+    /// Insert rows of type `R` into `table` ([`WriteMode::Insert`]); its columns are
+    /// named by [`Row::columns`].
+    ///
+    /// ```
+    /// use weir_sql::{impl_row, TableName, TableSink, WriteMode};
+    /// struct Order { id: i64, customer: String }
+    /// impl_row!(Order { id, customer });
+    /// let sink = TableSink::<sqlx::MySql, Order>::new(TableName::new("orders")?.with_schema("shop")?)?;
+    /// assert_eq!(sink.table().to_string(), "shop.orders");
+    /// assert_eq!(sink.mode(), &WriteMode::Insert);
+    /// # Ok::<(), weir_sql::Error>(())
+    /// ```
     pub fn new(table: TableName) -> Result<Self> {
         let plan = BulkPlan::new(
             DB::KIND,
@@ -127,7 +182,22 @@ impl<DB: Dialect, R: Row> TableSink<DB, R> {
         })
     }
 
-    /// Insert or upsert.
+    /// Insert or upsert. An upsert key must name at least one column of the row
+    /// type, else [`Error::Identifier`].
+    ///
+    /// ```
+    /// use weir_sql::{impl_row, TableName, TableSink, WriteMode};
+    /// struct Order { id: i64, status: String }
+    /// impl_row!(Order { id, status });
+    ///
+    /// let upsert = TableSink::<sqlx::Sqlite, Order>::new(TableName::new("orders")?)?
+    ///     .with_mode(WriteMode::Upsert { key: vec!["id".into()] })?;
+    /// # let _ = upsert;
+    /// let bad = TableSink::<sqlx::Sqlite, Order>::new(TableName::new("orders")?)?
+    ///     .with_mode(WriteMode::Upsert { key: vec!["order_id".into()] });
+    /// assert!(bad.is_err());
+    /// # Ok::<(), weir_sql::Error>(())
+    /// ```
     pub fn with_mode(self, mode: WriteMode) -> Result<Self> {
         let columns = R::columns()?;
         let keys = match &mode {
@@ -167,13 +237,55 @@ impl<DB: Dialect, R: Row> TableSink<DB, R> {
     }
 
     /// The table.
+    ///
+    /// ```
+    /// use weir_sql::{impl_row, TableName, TableSink};
+    /// struct Order { id: i64 }
+    /// impl_row!(Order { id });
+    /// let sink = TableSink::<sqlx::Postgres, Order>::new(TableName::new("orders")?)?;
+    /// assert_eq!(sink.table().name().as_str(), "orders");
+    /// # Ok::<(), weir_sql::Error>(())
+    /// ```
     pub fn table(&self) -> &TableName {
         &self.table
+    }
+
+    /// The write mode (see [`with_mode`](Self::with_mode)).
+    ///
+    /// ```
+    /// use weir_sql::{impl_row, TableName, TableSink, WriteMode};
+    /// struct Order { id: i64 }
+    /// impl_row!(Order { id });
+    /// let sink = TableSink::<sqlx::Postgres, Order>::new(TableName::new("orders")?)?;
+    /// assert_eq!(sink.mode(), &WriteMode::Insert);
+    /// # Ok::<(), weir_sql::Error>(())
+    /// ```
+    pub fn mode(&self) -> &WriteMode {
+        &self.mode
     }
 
     /// Create the table if missing, from the row type's columns (the upsert key
     /// becomes the primary key). For tests and quick starts; production schemas are
     /// usually managed elsewhere.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use weir_sql::{impl_row, TableName, TableSink, WriteMode};
+    /// struct Balance { account: String, cents: i64, note: Option<String> }
+    /// impl_row!(Balance { account, cents, note });
+    ///
+    /// let pool = sqlx::SqlitePool::connect("sqlite::memory:").await?;
+    /// let sink = TableSink::<sqlx::Sqlite, Balance>::new(TableName::new("balances")?)?
+    ///     .with_mode(WriteMode::Upsert { key: vec!["account".into()] })?;
+    /// sink.create_table(&pool).await?;
+    /// sink.create_table(&pool).await?; // IF NOT EXISTS
+    /// let sql: String = sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE name = 'balances'")
+    ///     .fetch_one(&pool)
+    ///     .await?;
+    /// assert!(sql.contains(r#"PRIMARY KEY ("account")"#), "{sql}");
+    /// # Ok(()) }
+    /// ```
     pub async fn create_table(&self, pool: &Pool<DB>) -> Result<()> {
         let k = DB::KIND;
         let keys = self.plan.upsert_keys.clone().unwrap_or_default();
@@ -227,7 +339,33 @@ impl<DB: Dialect, R: Row> TableSink<DB, R> {
     }
 
     /// Write rows on an open connection or transaction (what [`TransactionalSink::write`]
-    /// does, usable on its own).
+    /// does, usable on its own). Returns the rows written (an upsert that replaces a
+    /// row may count it twice on MySQL).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use weir_sql::{impl_row, TableName, TableSink, WriteMode};
+    /// struct Balance { account: String, cents: i64 }
+    /// impl_row!(Balance { account, cents });
+    ///
+    /// let pool = sqlx::SqlitePool::connect("sqlite::memory:").await?;
+    /// let sink = TableSink::<sqlx::Sqlite, Balance>::new(TableName::new("balances")?)?
+    ///     .with_mode(WriteMode::Upsert { key: vec!["account".into()] })?;
+    /// sink.create_table(&pool).await?;
+    /// let rows = [
+    ///     Balance { account: "ada".into(), cents: 100 },
+    ///     Balance { account: "ada".into(), cents: 250 }, // the last value of a key wins
+    /// ];
+    /// let mut tx = pool.begin().await?;
+    /// sink.write_rows(&mut tx, &rows).await?;
+    /// tx.commit().await?;
+    /// let cents: i64 = sqlx::query_scalar("SELECT cents FROM balances WHERE account = 'ada'")
+    ///     .fetch_one(&pool)
+    ///     .await?;
+    /// assert_eq!(cents, 250);
+    /// # Ok(()) }
+    /// ```
     pub async fn write_rows<'a, I>(&self, conn: &mut DB::Connection, rows: I) -> Result<u64>
     where
         I: IntoIterator<Item = &'a R>,

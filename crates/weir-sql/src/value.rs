@@ -31,6 +31,14 @@ pub enum ColumnType {
 impl ColumnType {
     /// The type's name in `dialect`'s DDL. `key` asks for a type usable in a MySQL
     /// primary key (`VARCHAR(255)` / `VARBINARY(255)` instead of `TEXT` / `BLOB`).
+    ///
+    /// ```
+    /// use weir_sql::{ColumnType, DialectKind};
+    /// assert_eq!(ColumnType::BigInt.sql_name(DialectKind::Postgres, false), "BIGINT");
+    /// assert_eq!(ColumnType::Bool.sql_name(DialectKind::Sqlite, false), "INTEGER");
+    /// assert_eq!(ColumnType::Text.sql_name(DialectKind::MySql, false), "LONGTEXT");
+    /// assert_eq!(ColumnType::Bytes.sql_name(DialectKind::MySql, true), "VARBINARY(255)");
+    /// ```
     pub fn sql_name(self, dialect: DialectKind, key: bool) -> &'static str {
         use ColumnType::*;
         use DialectKind::*;
@@ -108,12 +116,48 @@ pub enum Value<'a> {
 /// assert_eq!(Some(3_i32).to_value(), Value::Int(3));
 /// assert_eq!(None::<String>.to_value(), Value::Null(ColumnType::Text));
 /// ```
+///
+/// Implement it for a newtype to use it as a [`Row`] field:
+///
+/// ```
+/// use weir_sql::{impl_row, ColumnType, Row, ToValue, Value};
+/// struct Cents(i64);
+/// impl ToValue for Cents {
+///     const TYPE: ColumnType = ColumnType::BigInt;
+///     fn to_value(&self) -> Value<'_> {
+///         Value::BigInt(self.0)
+///     }
+/// }
+/// struct Payment { id: String, amount: Cents }
+/// impl_row!(Payment { id, amount });
+/// assert_eq!(Payment::columns()?[1].ty, ColumnType::BigInt);
+/// # Ok::<(), weir_sql::Error>(())
+/// ```
 pub trait ToValue {
     /// The column type.
+    ///
+    /// ```
+    /// use weir_sql::{ColumnType, ToValue};
+    /// assert_eq!(<Vec<u8> as ToValue>::TYPE, ColumnType::Bytes);
+    /// assert_eq!(<Option<bool> as ToValue>::TYPE, ColumnType::Bool);
+    /// ```
     const TYPE: ColumnType;
-    /// Whether the value can be `NULL`.
+    /// Whether the value can be `NULL` (only `Option<T>` by default).
+    ///
+    /// ```
+    /// use weir_sql::ToValue;
+    /// assert!(!<String as ToValue>::NULLABLE);
+    /// assert!(<Option<String> as ToValue>::NULLABLE);
+    /// ```
     const NULLABLE: bool = false;
-    /// The value.
+    /// The value, borrowed from `self`.
+    ///
+    /// ```
+    /// use weir_sql::{ColumnType, ToValue, Value};
+    /// assert_eq!(7_i16.to_value(), Value::SmallInt(7));
+    /// assert_eq!(None::<f64>.to_value(), Value::Null(ColumnType::Double));
+    /// assert_eq!(b"ab".to_vec().to_value(), Value::Bytes(b"ab"));
+    /// ```
     fn to_value(&self) -> Value<'_>;
 }
 
@@ -180,7 +224,15 @@ pub struct Column {
 }
 
 impl Column {
-    /// A column named `name` of type `ty`.
+    /// A column named `name` (validated as an [`Ident`], always quoted) of type `ty`.
+    ///
+    /// ```
+    /// use weir_sql::{Column, ColumnType};
+    /// let c = Column::new("note", ColumnType::Text, true)?;
+    /// assert!(c.nullable);
+    /// assert!(Column::new("", ColumnType::Text, true).is_err());
+    /// # Ok::<(), weir_sql::Error>(())
+    /// ```
     pub fn new(name: &str, ty: ColumnType, nullable: bool) -> Result<Self> {
         Ok(Self {
             name: Ident::new(name)?,
@@ -191,6 +243,14 @@ impl Column {
 
     /// The column for a field, its type taken from the field accessor (used by
     /// [`impl_row!`](crate::impl_row)).
+    ///
+    /// ```
+    /// use weir_sql::{Column, ColumnType};
+    /// struct Order { note: Option<String> }
+    /// let c = Column::of("note", |o: &Order| &o.note)?;
+    /// assert_eq!((c.ty, c.nullable), (ColumnType::Text, true));
+    /// # Ok::<(), weir_sql::Error>(())
+    /// ```
     pub fn of<R, T: ToValue + ?Sized>(name: &str, _field: fn(&R) -> &T) -> Result<Self> {
         Self::new(name, T::TYPE, T::NULLABLE)
     }
@@ -217,13 +277,51 @@ impl Column {
 /// ```
 pub trait Row: Send + Sync {
     /// The columns, in the order [`values`](Self::values) pushes them.
+    ///
+    /// ```
+    /// use weir_sql::{Column, ColumnType, Result, Row, Value};
+    /// struct Pair { a: i32, b: String }
+    /// impl Row for Pair {
+    ///     fn columns() -> Result<Vec<Column>> {
+    ///         Ok(vec![Column::new("a", ColumnType::Int, false)?, Column::new("b", ColumnType::Text, false)?])
+    ///     }
+    ///     fn values<'a>(&'a self, out: &mut Vec<Value<'a>>) {
+    ///         out.extend([Value::Int(self.a), Value::Text(&self.b)]);
+    ///     }
+    /// }
+    /// assert_eq!(Pair::columns()?[1].name.as_str(), "b");
+    /// # Ok::<(), weir_sql::Error>(())
+    /// ```
     fn columns() -> Result<Vec<Column>>;
-    /// Push this row's values, one per column.
+    /// Push this row's values, one per column, borrowed from the row.
+    ///
+    /// ```
+    /// use weir_sql::{impl_row, Row, Value};
+    /// struct Pair { a: i32, b: String }
+    /// impl_row!(Pair { a, b });
+    /// let p = Pair { a: 1, b: "x".into() };
+    /// let mut out = Vec::new();
+    /// p.values(&mut out);
+    /// assert_eq!(out, [Value::Int(1), Value::Text("x")]);
+    /// ```
     fn values<'a>(&'a self, out: &mut Vec<Value<'a>>);
 }
 
 /// Implement [`Row`] for a struct: `impl_row!(Type { field, field, ... })`. Each field
-/// becomes a column of the same name; its type must implement [`ToValue`].
+/// becomes a column of the same name; its type must implement [`ToValue`]. Fields
+/// not listed are not written.
+///
+/// ```
+/// use weir_sql::{impl_row, ColumnType, Row};
+/// struct Click { user: String, at_ms: i64, referrer: Option<String>, raw: Vec<u8> }
+/// impl_row!(Click { user, at_ms, referrer });
+///
+/// let cols = Click::columns()?;
+/// let names: Vec<&str> = cols.iter().map(|c| c.name.as_str()).collect();
+/// assert_eq!(names, ["user", "at_ms", "referrer"]);
+/// assert_eq!((cols[1].ty, cols[2].nullable), (ColumnType::BigInt, true));
+/// # Ok::<(), weir_sql::Error>(())
+/// ```
 #[macro_export]
 macro_rules! impl_row {
     ($ty:ty { $($field:ident),+ $(,)? }) => {
