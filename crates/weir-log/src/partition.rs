@@ -405,15 +405,8 @@ impl Partition {
                     }
                     if h.next_offset() > offset {
                         let at = pos + p as u64;
-                        let batch_end = at + h.total_len as u64;
-                        let vh = if batch_end <= seg.verified() {
-                            h
-                        } else {
-                            let vh = verify_crc(&buf[p..p + h.total_len])
-                                .map_err(|b| b.into_error(&seg.path, at))?;
-                            seg.mark_verified(at, batch_end);
-                            vh
-                        };
+                        let vh = verify_crc(&buf[p..p + h.total_len])
+                            .map_err(|b| b.into_error(&seg.path, at))?;
                         // Offsets must continue exactly where the read started
                         // or the previous batch ended.
                         let continues = match expect {
@@ -533,6 +526,5 @@ fn recover_active(dir: &Path, base: i64) -> Result<Segment> {
         Err(e) => return Err(Error::io(&seg.index_path, e)),
     }
     seg.set_state(end, scan.next_offset, scan.max_ts, scan.index);
-    seg.mark_verified(0, end);
     Ok(seg)
 }

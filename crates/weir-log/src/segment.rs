@@ -2,13 +2,13 @@
 //! (`<base offset>.index`, written when the segment is sealed).
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use weir_core::Error;
 
 use crate::codec::{verify_batch, BatchHeader, BATCH_HEADER, MAX_BATCH_BYTES};
@@ -59,12 +59,7 @@ pub(crate) struct Segment {
     len: AtomicU64,
     next_offset: AtomicI64,
     max_ts: AtomicI64,
-    /// Every batch below this position has passed its CRC check in this process
-    /// (appended by it, scanned at open, or read and checked once).
-    verified: AtomicU64,
     index: RwLock<Vec<IndexEntry>>,
-    /// Serialises reads that use the file offset.
-    read_lock: Mutex<()>,
 }
 
 /// What a scan of a segment found.
@@ -98,9 +93,7 @@ impl Segment {
             len: AtomicU64::new(0),
             next_offset: AtomicI64::new(base),
             max_ts: AtomicI64::new(i64::MIN),
-            verified: AtomicU64::new(0),
             index: RwLock::new(Vec::new()),
-            read_lock: Mutex::new(()),
         })
     }
 
@@ -122,7 +115,6 @@ impl Segment {
             });
         }
         seg.set_state(scan.end, scan.next_offset, scan.max_ts, scan.index);
-        seg.mark_verified(0, scan.end);
         seg.write_index()?;
         Ok(seg)
     }
@@ -152,9 +144,7 @@ impl Segment {
                 len: AtomicU64::new(0),
                 next_offset: AtomicI64::new(base),
                 max_ts: AtomicI64::new(i64::MIN),
-                verified: AtomicU64::new(0),
                 index: RwLock::new(Vec::new()),
-                read_lock: Mutex::new(()),
             },
             file_len,
         ))
@@ -165,22 +155,6 @@ impl Segment {
         self.max_ts.store(max_ts, Ordering::Release);
         self.len.store(len, Ordering::Release);
         self.next_offset.store(next, Ordering::Release);
-    }
-
-    /// Every batch below the returned position has passed its CRC check in this
-    /// process.
-    pub(crate) fn verified(&self) -> u64 {
-        self.verified.load(Ordering::Acquire)
-    }
-
-    /// Records that the batches in `from..to` passed their checks; extends the
-    /// verified prefix when contiguous with it.
-    pub(crate) fn mark_verified(&self, from: u64, to: u64) {
-        let _ = self
-            .verified
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
-                (from <= v && to > v).then_some(to)
-            });
     }
 
     /// Visible length in bytes.
@@ -205,7 +179,6 @@ impl Segment {
             self.index.write().push(e);
         }
         self.max_ts.fetch_max(max_ts, Ordering::AcqRel);
-        self.verified.fetch_max(len, Ordering::AcqRel);
         self.len.store(len, Ordering::Release);
         self.next_offset.store(next, Ordering::Release);
     }
@@ -319,28 +292,23 @@ impl Segment {
         self.file.sync_data()
     }
 
-    /// Reads `n` bytes at `pos` into a buffer from a per-thread pool. Reads go through
-    /// the file offset under a lock (`read_to_end` fills spare capacity without
-    /// zeroing it first); appends use `pwrite` and never move the offset.
+    /// Reads `n` bytes at `pos` with one positional read (`pread`, which leaves the
+    /// file offset alone, so readers need no lock) into a buffer from a per-thread
+    /// pool.
     pub(crate) fn read_at(&self, pos: u64, n: usize) -> Result<Bytes> {
         let mut buf = take_buffer(n);
-        {
-            let _guard = self.read_lock.lock();
-            let mut file = &self.file;
-            file.seek(SeekFrom::Start(pos))
-                .and_then(|_| file.take(n as u64).read_to_end(&mut buf))
-                .map_err(|e| Error::io(&self.path, e))?;
-        }
-        if buf.len() != n {
-            return Err(Error::io(
-                &self.path,
+        if let Err(e) = self.file.read_exact_at(&mut buf[..n], pos) {
+            let e = if e.kind() == std::io::ErrorKind::UnexpectedEof {
                 std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
-                    format!("read {} of {n} bytes at {pos}", buf.len()),
-                ),
-            ));
+                    format!("end of file before {n} bytes at position {pos} were read"),
+                )
+            } else {
+                e
+            };
+            return Err(Error::io(&self.path, e));
         }
-        Ok(share_buffer(buf))
+        Ok(share_buffer(buf, n))
     }
 
     /// Writes the index file (atomically) with the current state.
@@ -411,43 +379,58 @@ const POOL_SLOTS: usize = 2;
 
 thread_local! {
     /// Chunks handed out by recent reads on this thread. Once every record sliced
-    /// from a chunk is dropped, the chunk is unique and its allocation is reused
-    /// (no allocator round trip, no page faults, no zeroing).
-    static POOL: std::cell::RefCell<Vec<Bytes>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// from a chunk is dropped, the pool holds the only reference and the buffer is
+    /// reused as it is: no allocator round trip, no page faults, and no zeroing (its
+    /// bytes are already initialised, so only growth is zeroed).
+    static POOL: std::cell::RefCell<Vec<Arc<Vec<u8>>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// An empty buffer with room for `n` bytes, recycled when possible.
-fn take_buffer(n: usize) -> Vec<u8> {
-    if n <= POOLED_MAX {
-        let reused = POOL.with(|pool| {
-            let mut pool = pool.borrow_mut();
-            let i = pool.iter().rposition(Bytes::is_unique)?;
-            let mut m = pool.swap_remove(i).try_into_mut().ok()?;
-            m.clear();
-            Some(Vec::from(m))
-        });
-        if let Some(mut v) = reused {
-            v.reserve(n);
-            return v;
-        }
+/// The first `len` bytes of a shared read buffer: the owner behind the [`Bytes`]
+/// handed to readers.
+struct Chunk {
+    buf: Arc<Vec<u8>>,
+    len: usize,
+}
+
+impl AsRef<[u8]> for Chunk {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
     }
-    Vec::with_capacity(n)
 }
 
-/// Turns a filled buffer into [`Bytes`], remembering it for reuse.
-fn share_buffer(v: Vec<u8>) -> Bytes {
-    let pooled = v.capacity() <= POOLED_MAX;
-    let b = Bytes::from(v);
-    if pooled {
+/// A buffer of at least `n` initialised bytes, recycled when possible.
+fn take_buffer(n: usize) -> Vec<u8> {
+    let mut buf = if n <= POOLED_MAX {
+        POOL.with(|pool| {
+            let mut pool = pool.borrow_mut();
+            let i = pool.iter().rposition(|b| Arc::strong_count(b) == 1)?;
+            Arc::try_unwrap(pool.swap_remove(i)).ok()
+        })
+        .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    if buf.len() < n {
+        buf.resize(n, 0);
+    }
+    buf
+}
+
+/// Turns a buffer whose first `n` bytes were filled into [`Bytes`], remembering it
+/// for reuse.
+fn share_buffer(buf: Vec<u8>, n: usize) -> Bytes {
+    let buf = Arc::new(buf);
+    if buf.len() <= POOLED_MAX {
         POOL.with(|pool| {
             let mut pool = pool.borrow_mut();
             if pool.len() >= POOL_SLOTS {
                 pool.remove(0);
             }
-            pool.push(b.clone());
+            pool.push(Arc::clone(&buf));
         });
     }
-    b
+    Bytes::from_owner(Chunk { buf, len: n })
 }
 
 /// Buffered positional reads over a segment file, for scans.

@@ -169,3 +169,31 @@ fn failed_write_poisons_and_reopen_truncates_the_partial_batch() {
         .collect();
     assert_eq!(values, ["a", "b", "c"]);
 }
+
+#[test]
+fn damage_after_append_is_caught_by_every_read_in_the_same_process() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    log.create_topic("t", 1).unwrap();
+    let tp = TopicPartition::new("t", 0);
+    log.append(&tp, &[NewRecord::new("k", vec![7u8; 64])])
+        .unwrap();
+    // Read once (the batch passes its CRC), then damage one value byte on disk.
+    assert_eq!(log.read(&tp, 0, 10, 1 << 20).unwrap().len(), 1);
+    let seg = log
+        .partition_dir(&tp)
+        .unwrap()
+        .join("00000000000000000000.log");
+    let file = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    // The batch ends with the record's last value byte (7) and its header count (u32 0).
+    let last_value_byte = file.metadata().unwrap().len() - 5;
+    file.write_all_at(&[0u8], last_value_byte).unwrap();
+    match log.read(&tp, 0, 10, 1 << 20) {
+        Err(Error::Corrupt { path, reason, .. }) => {
+            assert_eq!(path, seg);
+            assert!(reason.contains("CRC32C"), "{reason}");
+        }
+        other => panic!("damaged batch read as {other:?}"),
+    }
+}
