@@ -738,7 +738,7 @@ where
                 Err(e) => return Err(e),
             };
             let empty = batch.is_empty();
-            let seeks = self.process(batch, &skip);
+            let seeks = self.process(batch, &skip)?;
             if seeks.is_empty() {
                 // progress (or an idle poll): the next transient failure waits briefly
                 backoff.reset();
@@ -851,7 +851,7 @@ where
         &mut self,
         batch: weir_core::Batch,
         skip: &HashSet<TopicPartition>,
-    ) -> Vec<(TopicPartition, i64)> {
+    ) -> Result<Vec<(TopicPartition, i64)>> {
         let mut seeks: Vec<(TopicPartition, i64)> = Vec::new();
         let mut stopped: BTreeSet<TopicPartition> = BTreeSet::new();
         let mut owned: std::collections::HashMap<TopicPartition, crate::listener::PartState> =
@@ -871,6 +871,22 @@ where
                 Some(p) if p.generation == st.generation => Some(p.next),
                 _ => st.expected,
             };
+            if let Some(e) = st.expected.filter(|e| !st.started && record.offset < *e) {
+                // The consumer sought to the claimed offset and still delivers from
+                // before it: the position was reset because the claimed offset is
+                // beyond the log's end (the topic was recreated, the offsets row
+                // belongs to another cluster). Processing on would either skip these
+                // records silently or write them under offsets already committed.
+                return Err(Error::Sink {
+                    sink: "offsets".to_owned(),
+                    message: format!(
+                        "stored next_offset {e} of {tp} (job `{}`) lies beyond what the log holds: the consumer delivered offset {} after seeking to {e}. Was the topic recreated? Fix or delete that offsets row to go on.",
+                        self.store.job(),
+                        record.offset
+                    ),
+                    retriable: false,
+                });
+            }
             if position.is_some_and(|p| record.offset < p) {
                 continue; // delivered before the seek took effect
             }
@@ -947,7 +963,7 @@ where
                 self.pending.since = Some(Instant::now());
             }
         }
-        seeks
+        Ok(seeks)
     }
 
     /// Commit everything pending, retrying transient failures.
