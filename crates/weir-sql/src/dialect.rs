@@ -230,7 +230,22 @@ impl BulkPlan {
     }
 }
 
-/// Bulk write through multi-row `VALUES` statements, chunked (SQLite, MySQL).
+/// The most bytes of values one multi-row statement carries (at least one row): far
+/// below MySQL's smallest `max_allowed_packet` default (4 MiB; MariaDB 16 MiB), which a
+/// batch of large rows in one statement would exceed (error 1153, connection closed).
+pub(crate) const STATEMENT_BYTES: usize = 1 << 20;
+
+/// The bytes `v` adds to a statement on the wire, roughly.
+pub(crate) fn wire_bytes(v: &Value<'_>) -> usize {
+    match v {
+        Value::Text(s) => s.len() + 9,
+        Value::Bytes(b) => b.len() + 9,
+        _ => 9,
+    }
+}
+
+/// Bulk write through multi-row `VALUES` statements, chunked by rows and by bytes
+/// ([`STATEMENT_BYTES`]) (SQLite, MySQL).
 macro_rules! multi_row_bulk_write {
     ($db:ty, $conn:expr, $plan:expr, $values:expr) => {{
         let conn = $conn;
@@ -241,14 +256,30 @@ macro_rules! multi_row_bulk_write {
         if ncols == 0 {
             return Ok(0);
         }
-        for chunk in values.chunks(ncols * plan.rows_per_stmt) {
-            let rows = chunk.len() / ncols;
+        let total = values.len() / ncols;
+        let mut start = 0;
+        while start < total {
+            let (mut end, mut bytes) = (start, 0_usize);
+            while end < total && end - start < plan.rows_per_stmt {
+                let row: usize = values[end * ncols..(end + 1) * ncols]
+                    .iter()
+                    .map(crate::dialect::wire_bytes)
+                    .sum();
+                if end > start && bytes + row > crate::dialect::STATEMENT_BYTES {
+                    break;
+                }
+                bytes += row;
+                end += 1;
+            }
+            let rows = end - start;
             let sql: Arc<str> = if rows == plan.rows_per_stmt {
                 plan.full.clone()
             } else {
                 Arc::from(plan.values_sql(<$db as Dialect>::KIND, rows))
             };
-            affected += <$db as Dialect>::execute(conn, &sql, chunk).await?;
+            affected +=
+                <$db as Dialect>::execute(conn, &sql, &values[start * ncols..end * ncols]).await?;
+            start = end;
         }
         Ok(affected)
     }};
