@@ -8,11 +8,9 @@ mod common;
 
 use std::time::Duration;
 
-use anyhow::anyhow;
-use common::wait_until;
 use weir_core::{Consumer, Record, Subscription, TopicPartition};
 use weir_log::NewRecord;
-use weir_sql::{impl_row, ExactlyOnceRunner, OffsetStore, Reject, TableName, TableSink};
+use weir_sql::{impl_row, ExactlyOnceRunner, Reject, TableName, TableSink};
 
 struct Big {
     src_offset: i64,
@@ -76,20 +74,8 @@ async fn mysql_batch_larger_than_max_allowed_packet_commits() -> anyhow::Result<
         let _ = consumer.close().await;
         r
     });
-    let store = OffsetStore::<sqlx::MySql>::new("large-rows")?;
-    let done = wait_until(Duration::from_secs(60), "the batch committed", || {
-        let (store, pool, tp) = (store.clone(), pool.clone(), tp.clone());
-        async move {
-            let got = store.read_all(&pool).await?;
-            Ok(got.get(&tp).and_then(|r| r.next_offset) == Some(RECORDS))
-        }
-    })
-    .await;
-    wake.wakeup();
-    let stats = tokio::time::timeout(Duration::from_secs(30), task)
-        .await
-        .map_err(|_| anyhow!("runner did not stop after wakeup"))???;
-    done?;
+    let want = [(tp, RECORDS)].into_iter().collect();
+    let stats = common::job::stop_when_stored(&pool, "large-rows", want, wake, task).await?;
     let (rows, total): (i64, i64) =
         sqlx::query_as("SELECT COUNT(*), CAST(SUM(LENGTH(payload)) AS SIGNED) FROM big")
             .fetch_one(&pool)

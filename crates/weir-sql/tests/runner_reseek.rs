@@ -10,14 +10,13 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::anyhow;
 use common::job::{self, run_until_done, table_sink, verify};
-use common::{wait_until, TestDb};
+use common::TestDb;
 use weir_core::{
     async_trait, Batch, CommitCallback, CommitOffsets, Consumer, Offset, RebalanceListener,
     Subscription, TopicPartition, WakeupHandle,
 };
-use weir_sql::{ExactlyOnceRunner, OffsetStore};
+use weir_sql::ExactlyOnceRunner;
 
 /// A consumer whose first seek of each partition lands `skew` records further on.
 struct StaleSeek {
@@ -120,27 +119,7 @@ async fn stale_seek<DB: TestDb>(pool: sqlx::Pool<DB>, job_name: &str) -> anyhow:
         let _ = consumer.close().await;
         r
     });
-    let want = job::ends(&log)?;
-    let store = OffsetStore::<DB>::new(job_name)?;
-    let done = wait_until(
-        Duration::from_secs(60),
-        "stored offsets at the log end",
-        || {
-            let (store, want, pool) = (store.clone(), want.clone(), pool.clone());
-            async move {
-                let got = store.read_all(&pool).await?;
-                Ok(want
-                    .iter()
-                    .all(|(tp, end)| got.get(tp).and_then(|r| r.next_offset) == Some(*end)))
-            }
-        },
-    )
-    .await;
-    wake.wakeup();
-    let stats = tokio::time::timeout(Duration::from_secs(30), task)
-        .await
-        .map_err(|_| anyhow!("runner did not stop after wakeup"))???;
-    done?;
+    let stats = job::stop_when_stored(&pool, job_name, job::ends(&log)?, wake, task).await?;
     // Without the re-seek, 25 records per partition would be missing here.
     verify(&pool, 1200).await?;
     println!("{job_name}: first seeks skewed by 25 on 3 partitions, 1200 records, {stats:?}, 0 anomalies");

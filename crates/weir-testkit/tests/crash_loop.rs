@@ -129,26 +129,10 @@ async fn mariadb_embedded_log_crash_loop() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_kafka_crash_loop() -> Result<()> {
-    let broker = weir_testkit::tansu::TansuBroker::shared()
-        .map_err(|e| anyhow!("{e} (the tansu broker comes from scripts/provision)"))?;
-    let topic = unique("crash_in");
-    broker.create_topic(&topic, 3)?;
     let dir = tempfile::tempdir()?;
-    let url = "postgres://postgres@127.0.0.1:5432/test".to_owned();
-    let schema = unique("crash_kpg");
-    let admin = sqlx::PgPool::connect(&url).await.map_err(|e| {
-        anyhow!("cannot reach PostgreSQL at 127.0.0.1:5432: {e}; run scripts/provision")
-    })?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
-        .execute(&admin)
-        .await?;
     let n = kills(20);
-    let mut cfg = config("kafka-pg", &dir, url, Some(schema), n);
-    cfg.source = Source::Kafka {
-        bootstrap: broker.bootstrap(),
-        topic,
-    };
-    cfg.chunk = 600;
+    let mut cfg = kafka_pg_config("kafka-pg", &dir, 3, 600, "WEIR_CRASH_STDERR").await?;
+    cfg.kills = n;
     cfg.max_kill_delay = Duration::from_millis(2500);
     check_run("Kafka (tansu) + PostgreSQL", cfg, n).await
 }
@@ -179,30 +163,43 @@ async fn postgres_kafka_multi_instance_storm_with_sigterm() -> Result<()> {
     kafka_storm("term-storm", 0.35).await
 }
 
-async fn kafka_storm(name: &str, term_share: f64) -> Result<()> {
+/// A Kafka (tansu) + PostgreSQL crash config: a fresh topic of `partitions`
+/// partitions, a fresh schema, stderr in `dir` (or in the file `stderr_env` names).
+async fn kafka_pg_config(
+    name: &str,
+    dir: &tempfile::TempDir,
+    partitions: i32,
+    chunk: u64,
+    stderr_env: &str,
+) -> Result<CrashConfig> {
     let broker = weir_testkit::tansu::TansuBroker::shared()
         .map_err(|e| anyhow!("{e} (the tansu broker comes from scripts/provision)"))?;
-    let topic = unique("storm_in");
-    broker.create_topic(&topic, 6)?;
-    let dir = tempfile::tempdir()?;
+    let topic = unique(&format!("{name}_in").replace('-', "_"));
+    broker.create_topic(&topic, partitions)?;
     let url = "postgres://postgres@127.0.0.1:5432/test".to_owned();
-    let schema = unique("storm_pg");
+    let schema = unique(&format!("{name}_pg").replace('-', "_"));
     let admin = sqlx::PgPool::connect(&url).await.map_err(|e| {
         anyhow!("cannot reach PostgreSQL at 127.0.0.1:5432: {e}; run scripts/provision")
     })?;
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
         .execute(&admin)
         .await?;
-    let mut base = config(name, &dir, url, Some(schema), 0);
+    let mut base = config(name, dir, url, Some(schema), 0);
     base.source = Source::Kafka {
         bootstrap: broker.bootstrap(),
         topic,
     };
-    base.partitions = 6;
-    base.chunk = 600;
-    if let Ok(path) = std::env::var("WEIR_STORM_STDERR") {
+    base.partitions = partitions;
+    base.chunk = chunk;
+    if let Ok(path) = std::env::var(stderr_env) {
         base.stderr = path.into();
     }
+    Ok(base)
+}
+
+async fn kafka_storm(name: &str, term_share: f64) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let base = kafka_pg_config(name, &dir, 6, 600, "WEIR_STORM_STDERR").await?;
     let cfg = weir_testkit::crash::StormConfig {
         base,
         members: 3,
@@ -252,29 +249,8 @@ async fn postgres_kafka_paused_zombie_holding_row_locks_is_fenced() -> Result<()
 }
 
 async fn paused_zombie(name: &str, stop_at: &str, extra: Vec<String>) -> Result<()> {
-    let broker = weir_testkit::tansu::TansuBroker::shared()
-        .map_err(|e| anyhow!("{e} (the tansu broker comes from scripts/provision)"))?;
-    let topic = unique("zombie_in");
-    broker.create_topic(&topic, 2)?;
     let dir = tempfile::tempdir()?;
-    let url = "postgres://postgres@127.0.0.1:5432/test".to_owned();
-    let schema = unique("zombie_pg");
-    let admin = sqlx::PgPool::connect(&url).await.map_err(|e| {
-        anyhow!("cannot reach PostgreSQL at 127.0.0.1:5432: {e}; run scripts/provision")
-    })?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
-        .execute(&admin)
-        .await?;
-    let mut base = config(name, &dir, url, Some(schema), 0);
-    base.source = Source::Kafka {
-        bootstrap: broker.bootstrap(),
-        topic,
-    };
-    base.partitions = 2;
-    base.chunk = 400;
-    if let Ok(path) = std::env::var("WEIR_ZOMBIE_STDERR") {
-        base.stderr = path.into();
-    }
+    let base = kafka_pg_config(name, &dir, 2, 400, "WEIR_ZOMBIE_STDERR").await?;
     let cfg = weir_testkit::crash::ZombieConfig {
         base,
         stop_at: stop_at.to_owned(),

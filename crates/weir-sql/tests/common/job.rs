@@ -194,7 +194,18 @@ where
         let _ = weir_core::Consumer::close(&mut consumer).await;
         r
     });
-    let want = ends(log)?;
+    stop_when_stored(pool, job, ends(log)?, wake, task).await
+}
+
+/// Wait (up to 90 s) until `job`'s stored offsets reach `want`, then wake the runner
+/// and return what its task returned.
+pub async fn stop_when_stored<DB: TestDb>(
+    pool: &sqlx::Pool<DB>,
+    job: &str,
+    want: BTreeMap<TopicPartition, i64>,
+    wake: weir_core::WakeupHandle,
+    task: tokio::task::JoinHandle<weir_sql::Result<RunStats>>,
+) -> Result<RunStats> {
     let store = OffsetStore::<DB>::new(job)?;
     let watch = wait_until(
         Duration::from_secs(90),
