@@ -65,8 +65,9 @@ pub(crate) fn classify_sqlstate(code: &str) -> ErrorClass {
         // connection exception, transaction rollback (serialization, deadlock),
         // insufficient resources, operator intervention (terminate, shutdown)
         "08" | "40" | "53" | "57" => ErrorClass::Transient,
-        // lock not available
-        _ if code == "55P03" => ErrorClass::Transient,
+        // lock not available; idle-in-transaction timeout (the server ended a session
+        // frozen mid-transaction: the member may resume, reconnect and be fenced)
+        _ if code == "55P03" || code == "25P03" => ErrorClass::Transient,
         _ => ErrorClass::Fatal,
     }
 }
@@ -118,6 +119,9 @@ mod tests {
         assert_eq!(classify_sqlstate("40001"), ErrorClass::Transient);
         assert_eq!(classify_sqlstate("57P01"), ErrorClass::Transient); // terminated
         assert_eq!(classify_sqlstate("55P03"), ErrorClass::Transient); // lock_timeout
+        assert_eq!(classify_sqlstate("25P03"), ErrorClass::Transient); // idle in transaction
+        assert_eq!(classify_sqlstate("57P05"), ErrorClass::Transient); // idle session
+        assert_eq!(classify_sqlstate("25P02"), ErrorClass::Fatal); // other class 25
         assert_eq!(classify_sqlstate("55000"), ErrorClass::Fatal); // other class 55
         assert_eq!(classify_sqlstate("42P01"), ErrorClass::Fatal); // no table
         assert_eq!(classify_sqlstate(""), ErrorClass::Fatal);

@@ -256,6 +256,7 @@ macro_rules! multi_row_bulk_write {
         if ncols == 0 {
             return Ok(0);
         }
+        debug_assert_eq!(values.len() % ncols, 0, "values are whole rows");
         let total = values.len() / ncols;
         let mut start = 0;
         while start < total {

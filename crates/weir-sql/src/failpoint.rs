@@ -2,7 +2,9 @@
 //!
 //! Compiled to nothing unless the crate feature `failpoints` is on. With it, the
 //! environment variable `WEIR_FAILPOINT=name:probability[:action][,...]` (`*` matches
-//! every name), or [`configure`] from a test, arms points. When the process passes an
+//! every kill/stop point in [`NAMES`], not `commit_outcome`), or `configure` from a
+//! test, arms points. An item that does not parse, or names an unknown point or
+//! action, is reported on stderr and ignored. When the process passes an
 //! armed point, with that probability, the action happens:
 //!
 //! - `kill` (the default): the process kills itself with `SIGKILL`.
@@ -14,8 +16,9 @@
 //!   runner is told the connection dropped, as when the `COMMIT` never arrived.
 //!
 //! Kill and stop points: `after_poll`, `after_sink_write`, `during_dlq_write`,
-//! `after_offset_update`, `after_commit_sent` (the kill races the `COMMIT` on the
-//! wire), `after_commit`, `between_claim_and_assign`. Outcome point: `commit_outcome`.
+//! `after_offset_update`, `after_commit_sent` (kill only: the kill races the `COMMIT`
+//! on the wire), `after_commit`, `between_claim_and_assign`, `during_dlq_write` (after
+//! the dead letters' statements, before the `COMMIT`). Outcome point: `commit_outcome`.
 //!
 //! ```
 //! // Every name a kill or stop can be armed at.
@@ -63,18 +66,34 @@ mod imp {
 
     fn parse(spec: &str) -> Vec<Arm> {
         spec.split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
             .filter_map(|item| {
-                let mut parts = item.trim().splitn(3, ':');
-                let name = parts.next()?.to_owned();
-                let probability = parts.next()?.parse().ok()?;
-                let action = parts.next().unwrap_or("kill").to_owned();
-                Some(Arm {
-                    name,
-                    probability,
-                    action,
-                })
+                let arm = parse_one(item);
+                if arm.is_none() {
+                    eprintln!("weir failpoint: ignoring `{item}` (want name:probability[:kill|stop|lose_reply|lose_commit])");
+                }
+                arm
             })
             .collect()
+    }
+
+    fn parse_one(item: &str) -> Option<Arm> {
+        let mut parts = item.splitn(3, ':');
+        let name = parts.next()?.to_owned();
+        let probability: f64 = parts.next()?.parse().ok()?;
+        let action = parts.next().unwrap_or("kill").to_owned();
+        let known_name =
+            name == "*" || name == "commit_outcome" || super::NAMES.contains(&name.as_str());
+        let known_action = matches!(
+            action.as_str(),
+            "kill" | "stop" | "lose_reply" | "lose_commit"
+        );
+        (known_name && known_action && (0.0..=1.0).contains(&probability)).then_some(Arm {
+            name,
+            probability,
+            action,
+        })
     }
 
     pub fn configure(spec: &str) {

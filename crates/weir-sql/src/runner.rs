@@ -262,8 +262,11 @@ where
     owner: Arc<str>,
     state: Arc<Mutex<Ownership>>,
     pending: Pending<T>,
-    /// Partitions sought back to their claimed offset once, by claim generation.
-    reseeked: std::collections::HashMap<TopicPartition, u64>,
+    /// Partitions sought back to their claimed offset: claim generation, the first
+    /// offset delivered before that seek, and how many seeks so far.
+    reseeked: std::collections::HashMap<TopicPartition, (u64, i64, u32)>,
+    /// Partitions paused after a transient reject: when to resume, failures in a row.
+    retry_at: std::collections::HashMap<TopicPartition, (Instant, u32)>,
     stats: RunStats,
     batch_records: usize,
     linger: Duration,
@@ -305,7 +308,8 @@ pub const DEFAULT_IDLE_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn idle_transaction_sql<DB: Dialect>(timeout: Option<Duration>) -> Option<Arc<str>> {
     match (DB::KIND, timeout) {
-        (DialectKind::Postgres, Some(t)) => {
+        // zero means "never" for PostgreSQL too
+        (DialectKind::Postgres, Some(t)) if !t.is_zero() => {
             let ms = t.as_millis().clamp(1, i32::MAX as u128);
             Some(Arc::from(format!(
                 "SET LOCAL idle_in_transaction_session_timeout = '{ms}ms'"
@@ -340,6 +344,7 @@ where
             pending: Pending::default(),
             stats: RunStats::default(),
             reseeked: std::collections::HashMap::new(),
+            retry_at: std::collections::HashMap::new(),
             batch_records: 5000,
             linger: Duration::from_millis(200),
             poll_timeout: Duration::from_millis(100),
@@ -511,7 +516,7 @@ where
 
     /// PostgreSQL: how long a batch transaction may sit idle (no statement running)
     /// before the server ends the session and rolls it back (default
-    /// [`DEFAULT_IDLE_TRANSACTION_TIMEOUT`], 60 s; `None`: never).
+    /// [`DEFAULT_IDLE_TRANSACTION_TIMEOUT`], 60 s; `None` or zero: never).
     ///
     /// A member frozen mid-batch (SIGSTOP, a VM pause, a debugger) keeps its
     /// transaction and its row locks; without a bound, the new owner of its partitions
@@ -737,12 +742,9 @@ where
                 }
                 Err(e) => return Err(e),
             };
+            backoff.reset();
             let empty = batch.is_empty();
             let seeks = self.process(batch, &skip)?;
-            if seeks.is_empty() {
-                // progress (or an idle poll): the next transient failure waits briefly
-                backoff.reset();
-            }
             let due = self.pending.records >= self.batch_records
                 || (empty && !self.pending.is_empty())
                 || self
@@ -753,11 +755,21 @@ where
             if due {
                 self.commit().await?;
             }
-            if !seeks.is_empty() {
-                for (tp, offset) in &seeks {
-                    consumer.seek(tp, Offset::At(*offset))?;
+            for seek in &seeks {
+                match seek {
+                    Seek::Reseek(tp, offset) => consumer.seek(tp, Offset::At(*offset))?,
+                    Seek::Rewind(tp, offset) => {
+                        // Only this partition waits (its own backoff, 50 ms doubling
+                        // to 5 s); the others go on.
+                        consumer.seek(tp, Offset::At(*offset))?;
+                        consumer.pause(std::slice::from_ref(tp))?;
+                        let failures = self.retry_at.get(tp).map_or(0, |(_, n)| *n);
+                        let wait = Duration::from_millis(50_u64 << failures.min(7))
+                            .min(Duration::from_secs(5));
+                        self.retry_at
+                            .insert(tp.clone(), (Instant::now() + wait, failures + 1));
+                    }
                 }
-                backoff.wait().await;
             }
         }
     }
@@ -801,9 +813,12 @@ where
         let paused = consumer.paused();
         let (resume, pause): (Vec<TopicPartition>, Vec<TopicPartition>) = {
             let st = self.state.lock();
+            let now = Instant::now();
             let resume = paused
                 .iter()
                 .filter(|tp| st.parts.get(*tp).is_some_and(|s| !s.fenced))
+                // a partition waiting after a transient reject resumes when its time comes
+                .filter(|tp| self.retry_at.get(*tp).is_none_or(|(at, _)| *at <= now))
                 .cloned()
                 .collect();
             // A fenced partition stays assigned until the group moves it: stop
@@ -845,14 +860,60 @@ where
         self.pending.retain(|tp| keep.contains(tp));
     }
 
+    /// Decide about partition `tp` (claim `generation`, claimed offset `claimed`) whose
+    /// first delivered record is at `first`.
+    fn reseek_verdict(
+        &mut self,
+        tp: &TopicPartition,
+        generation: u64,
+        claimed: i64,
+        first: i64,
+    ) -> Result<Verdict> {
+        let prior = self
+            .reseeked
+            .get(tp)
+            .copied()
+            .filter(|(g, _, _)| *g == generation);
+        match prior {
+            None => {
+                tracing::warn!(partition = %tp, claimed, first, "first record after a claim is not at the claimed offset; seeking to it");
+                self.reseeked.insert(tp.clone(), (generation, first, 1));
+                Ok(Verdict::Seek)
+            }
+            // After seeking to the claimed offset, the same first record beyond it: the
+            // log has nothing in between (compaction, transaction markers).
+            Some((_, seen, _)) if seen == first && first > claimed => Ok(Verdict::Gap),
+            Some((_, seen, tries)) if seen != first && tries < MAX_RESEEKS => {
+                self.reseeked
+                    .insert(tp.clone(), (generation, first, tries + 1));
+                Ok(Verdict::Seek)
+            }
+            Some((_, _, tries)) => {
+                let why = if first < claimed {
+                    "the consumer delivers from before it after seeking there: the offset lies beyond what the log holds (was the topic recreated, or is the offsets row another cluster's?)"
+                } else {
+                    "the consumer's position does not follow the seek"
+                };
+                Err(Error::Sink {
+                    sink: "offsets".to_owned(),
+                    message: format!(
+                        "stored next_offset {claimed} of {tp} (job `{}`): first record delivered at {first} after {tries} seek(s) to it; {why}. Fix or delete that offsets row to go on.",
+                        self.store.job()
+                    ),
+                    retriable: false,
+                })
+            }
+        }
+    }
+
     /// Decode a batch into the pending buffer. Returns the partitions to rewind
     /// (transient decode failures) and where.
     fn process(
         &mut self,
         batch: weir_core::Batch,
         skip: &HashSet<TopicPartition>,
-    ) -> Result<Vec<(TopicPartition, i64)>> {
-        let mut seeks: Vec<(TopicPartition, i64)> = Vec::new();
+    ) -> Result<Vec<Seek>> {
+        let mut seeks: Vec<Seek> = Vec::new();
         let mut stopped: BTreeSet<TopicPartition> = BTreeSet::new();
         let mut owned: std::collections::HashMap<TopicPartition, crate::listener::PartState> =
             self.state.lock().parts.clone();
@@ -871,44 +932,31 @@ where
                 Some(p) if p.generation == st.generation => Some(p.next),
                 _ => st.expected,
             };
-            if let Some(e) = st.expected.filter(|e| !st.started && record.offset < *e) {
-                // The consumer sought to the claimed offset and still delivers from
-                // before it: the position was reset because the claimed offset is
-                // beyond the log's end (the topic was recreated, the offsets row
-                // belongs to another cluster). Processing on would either skip these
-                // records silently or write them under offsets already committed.
-                return Err(Error::Sink {
-                    sink: "offsets".to_owned(),
-                    message: format!(
-                        "stored next_offset {e} of {tp} (job `{}`) lies beyond what the log holds: the consumer delivered offset {} after seeking to {e}. Was the topic recreated? Fix or delete that offsets row to go on.",
-                        self.store.job(),
-                        record.offset
-                    ),
-                    retriable: false,
-                });
-            }
-            if position.is_some_and(|p| record.offset < p) {
-                continue; // delivered before the seek took effect
-            }
-            if !st.started {
-                if let Some(e) = st.expected.filter(|e| record.offset > *e) {
-                    if self.reseeked.get(&tp) != Some(&st.generation) {
-                        // The first record after a claim lies beyond the claimed offset:
-                        // the claim's seek did not take effect (records fetched before
-                        // it, a rewind that overrode it). Processing it would skip the
-                        // records in between, and the compare-and-set, which expects
-                        // the claimed offset, would not notice. Seek there once more.
-                        self.reseeked.insert(tp.clone(), st.generation);
-                        tracing::warn!(at = %record.coordinates(), expected = e, "first record after a claim is beyond the claimed offset; seeking back to it");
-                        seeks.push((tp.clone(), e));
+            if let Some(e) = st.expected.filter(|e| !st.started && record.offset != *e) {
+                // The first record after a claim is not at the claimed offset. Before it:
+                // delivered before the claim's seek took effect, or the position was
+                // reset because the offset is beyond the log's end. Beyond it: the seek
+                // did not take effect (records fetched before it, a rewind that
+                // overrode it), or the log has no record there. Processing it as it
+                // is would skip records, or write records under offsets already
+                // committed, and the compare-and-set (expecting the claimed offset)
+                // would not notice. Seek to the claimed offset and look again.
+                match self.reseek_verdict(&tp, st.generation, e, record.offset)? {
+                    Verdict::Seek => {
+                        seeks.push(Seek::Reseek(tp.clone(), e));
                         stopped.insert(tp);
                         continue;
                     }
-                    // The same again after the second seek: the log has no record at
-                    // the claimed offset (compaction, transaction markers, retention).
-                    self.stats.seek_mismatches += 1;
-                    tracing::warn!(at = %record.coordinates(), expected = e, "no record at the claimed offset; the partition resumes at the next one");
+                    Verdict::Gap => {
+                        self.stats.seek_mismatches += 1;
+                        tracing::warn!(at = %record.coordinates(), expected = e, "no record at the claimed offset (compaction, transaction markers); the partition resumes at the next one");
+                    }
                 }
+            }
+            if position.is_some_and(|p| record.offset < p) {
+                continue; // delivered before a rewind took effect
+            }
+            if !st.started {
                 if let Some(s) = self.state.lock().parts.get_mut(&tp) {
                     s.started = true;
                 }
@@ -916,6 +964,7 @@ where
             }
             match (self.decode)(&record) {
                 Ok(values) => {
+                    self.retry_at.remove(&tp);
                     if !values.is_empty() {
                         let start = self.pending.items.len();
                         let at = record.coordinates();
@@ -936,7 +985,7 @@ where
                 }
                 Err(r) if r.is_transient() => {
                     tracing::warn!(at = %record.coordinates(), error = %r.message(), "transient failure, pausing partition");
-                    seeks.push((tp.clone(), record.offset));
+                    seeks.push(Seek::Rewind(tp.clone(), record.offset));
                     stopped.insert(tp);
                     continue;
                 }
@@ -1231,6 +1280,26 @@ where
         Ok(())
     }
 }
+
+/// A seek the run loop makes after a poll.
+#[derive(Clone, Debug)]
+enum Seek {
+    /// Back to the claimed offset: the first delivered record was elsewhere.
+    Reseek(TopicPartition, i64),
+    /// Back to a record whose decode failed transiently: pause, then retry it.
+    Rewind(TopicPartition, i64),
+}
+
+/// What to make of a first record that is not at the claimed offset.
+enum Verdict {
+    /// Seek to the claimed offset and look again.
+    Seek,
+    /// The log has no record there: go on from this one.
+    Gap,
+}
+
+/// Seeks to a claimed offset before giving up on a partition.
+const MAX_RESEEKS: u32 = 3;
 
 /// Exponential backoff between 50 ms and 2 s.
 #[derive(Debug, Default)]

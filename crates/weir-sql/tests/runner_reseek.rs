@@ -92,7 +92,11 @@ impl Consumer for StaleSeek {
     }
 }
 
-async fn stale_seek<DB: TestDb>(pool: sqlx::Pool<DB>, job_name: &str) -> anyhow::Result<()> {
+async fn stale_seek<DB: TestDb>(
+    pool: sqlx::Pool<DB>,
+    job_name: &str,
+    skew: i64,
+) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let log = job::open_log(dir.path())?;
     job::create_out_table(&pool).await?;
@@ -103,7 +107,7 @@ async fn stale_seek<DB: TestDb>(pool: sqlx::Pool<DB>, job_name: &str) -> anyhow:
     // Standalone: the runner claims and seeks itself; each first seek lands 25 further.
     let mut consumer = StaleSeek {
         inner: job::consumer(&log, job_name)?,
-        skew: 25,
+        skew,
         seen: HashSet::new(),
     };
     let wake = consumer.wakeup_handle();
@@ -120,9 +124,9 @@ async fn stale_seek<DB: TestDb>(pool: sqlx::Pool<DB>, job_name: &str) -> anyhow:
         r
     });
     let stats = job::stop_when_stored(&pool, job_name, job::ends(&log)?, wake, task).await?;
-    // Without the re-seek, 25 records per partition would be missing here.
+    // Without the re-seek, a positive skew loses 25 records per partition here.
     verify(&pool, 1200).await?;
-    println!("{job_name}: first seeks skewed by 25 on 3 partitions, 1200 records, {stats:?}, 0 anomalies");
+    println!("{job_name}: first seeks skewed by {skew} on 3 partitions, 1200 records, {stats:?}, 0 anomalies");
     assert_eq!(stats.seek_mismatches, 0, "{stats:?}");
     Ok(())
 }
@@ -130,11 +134,19 @@ async fn stale_seek<DB: TestDb>(pool: sqlx::Pool<DB>, job_name: &str) -> anyhow:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_stale_seek_after_claim_is_corrected() -> anyhow::Result<()> {
     let (pool, _dir) = common::sqlite("reseek").await?;
-    stale_seek(pool, "reseek-sqlite").await
+    stale_seek(pool, "reseek-sqlite", 25).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_stale_seek_after_claim_is_corrected() -> anyhow::Result<()> {
     let (pool, _schema) = common::pg("reseek").await?;
-    stale_seek(pool, "reseek-pg").await
+    stale_seek(pool, "reseek-pg", 25).await
+}
+
+/// The first seek lands 25 records early (records from before the claim delivered):
+/// written again, they would be duplicates; they are skipped by seeking again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_early_seek_after_claim_is_corrected() -> anyhow::Result<()> {
+    let (pool, _dir) = common::sqlite("reseek_early").await?;
+    stale_seek(pool, "reseek-early", -25).await
 }
