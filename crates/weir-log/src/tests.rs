@@ -69,7 +69,9 @@ fn interval_mode_flushes_in_the_background() {
     let log = Log::open(
         dir.path(),
         LogOptions::default()
-            .with_durability(Durability::Interval(std::time::Duration::from_millis(10))),
+            // long enough that the check right after the append is not raced by the
+            // flusher on a loaded machine (it was at 10 ms: seen in a CI dry run)
+            .with_durability(Durability::Interval(std::time::Duration::from_millis(500))),
     )
     .unwrap();
     log.create_topic("t", 1).unwrap();
