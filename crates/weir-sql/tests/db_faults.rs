@@ -103,11 +103,11 @@ async fn postgres_connection_killed_during_commit() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let log = job::open_log(dir.path())?;
     job::create_out_table(&pool).await?;
-    // COMMIT runs a deferred trigger that takes 300 ms for some batches: the window in
-    // which the connection is cut.
+    // COMMIT runs a deferred trigger that takes 500 ms for some batches: the window in
+    // which the connection is cut (300 ms was missed once on a heavily loaded machine).
     sqlx::query(
         "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS \
-         $$ BEGIN PERFORM pg_sleep(0.3); RETURN NULL; END $$",
+         $$ BEGIN PERFORM pg_sleep(0.5); RETURN NULL; END $$",
     )
     .execute(&pool)
     .await?;
@@ -133,7 +133,7 @@ async fn postgres_connection_killed_during_commit() -> Result<()> {
                 .await
                 .unwrap_or_default();
                 killed.fetch_add(n.iter().filter(|k| **k).count() as u32, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
         })
     };
@@ -143,7 +143,13 @@ async fn postgres_connection_killed_during_commit() -> Result<()> {
     verify(&pool, 1500).await?;
     let kills = killed.load(Ordering::SeqCst);
     assert!(kills >= 1, "no COMMIT was cut");
-    assert!(stats.unknown_outcomes >= u64::from(kills), "{stats:?}");
+    // A kill can land just after its COMMIT completed (pg_stat_activity showed it
+    // active a moment earlier): the runner then meets the dead connection at its next
+    // BEGIN, a plain retry. So not every kill is an unknown outcome, but one is.
+    assert!(
+        stats.unknown_outcomes >= 1,
+        "no COMMIT outcome was unknown: {stats:?}"
+    );
     println!(
         "pg_terminate_backend during COMMIT: {kills} kills, {} unknown outcomes, 0 anomalies",
         stats.unknown_outcomes
