@@ -210,9 +210,23 @@ impl DeserializeError {
     }
 
     /// `true` when retrying later may succeed (registry unavailable): pause, never
-    /// dead-letter.
+    /// dead-letter. Same as [`is_retriable`](Self::is_retriable).
     pub fn is_transient(&self) -> bool {
         self.permanence() == Permanence::Transient
+    }
+
+    /// `true` when retrying later may succeed (registry unavailable): pause the
+    /// partition and retry, never dead-letter. weir's one word for retryability
+    /// (`weir_core::Error::is_retriable`, `weir_sql::Error::is_retriable`).
+    ///
+    /// ```
+    /// use weir_formats::{Json, SyncDeserializer};
+    /// let r = weir_core::Record::new("t", 0, 7, None, Some(weir_core::Bytes::from_static(b"{")));
+    /// let e = SyncDeserializer::<serde_json::Value>::decode_value(&Json::<serde_json::Value>::new(), &r).unwrap_err();
+    /// assert!(!e.is_retriable()); // poison: a dead letter
+    /// ```
+    pub fn is_retriable(&self) -> bool {
+        self.is_transient()
     }
 }
 
@@ -271,6 +285,17 @@ impl Error {
     /// Whether retrying later may succeed.
     pub fn is_transient(&self) -> bool {
         matches!(self, Error::RegistryUnavailable { .. })
+    }
+
+    /// Whether retrying later may succeed (weir's one word for it; same as
+    /// [`is_transient`](Self::is_transient)).
+    ///
+    /// ```
+    /// let e = weir_formats::Error::RegistryUnavailable { reason: "connection refused".into() };
+    /// assert!(e.is_retriable());
+    /// ```
+    pub fn is_retriable(&self) -> bool {
+        self.is_transient()
     }
 
     pub(crate) fn schema(reason: impl fmt::Display) -> Self {

@@ -32,6 +32,8 @@ pub enum Stage {
     Decode,
     /// The database refused the record's rows (bad value, constraint).
     Sink,
+    /// A pipeline operator (`try_map`, `map_async`, …) failed; the error names it.
+    Transform,
 }
 
 impl Stage {
@@ -46,6 +48,7 @@ impl Stage {
         match self {
             Stage::Decode => "decode",
             Stage::Sink => "sink",
+            Stage::Transform => "transform",
         }
     }
 }

@@ -150,6 +150,21 @@ impl Error {
     }
 }
 
+impl Error {
+    /// Whether the database refused a value of a row (a NUL byte in text, a value too
+    /// long or out of range, a constraint): the record that produced it is bad, the
+    /// rest of its batch is not. weir isolates such rows by bisection and dead-letters
+    /// them.
+    ///
+    /// ```
+    /// assert!(!weir_sql::Error::db("sink write", sqlx::Error::PoolTimedOut).is_row_error());
+    /// ```
+    pub fn is_row_error(&self) -> bool {
+        matches!(self, Error::Database { source, .. }
+            if crate::classify::classify(source) == crate::classify::ErrorClass::Row)
+    }
+}
+
 impl From<Error> for weir_core::Error {
     fn from(e: Error) -> Self {
         match e {

@@ -55,6 +55,15 @@ impl Reject {
         self.transient
     }
 
+    /// Whether this is a transient failure (weir's one word for retryability; same
+    /// as [`is_transient`](Self::is_transient)).
+    /// ```
+    /// assert!(weir_sql::Reject::transient("registry down").is_retriable());
+    /// ```
+    pub fn is_retriable(&self) -> bool {
+        self.transient
+    }
+
     /// The message.
     pub fn message(&self) -> &str {
         &self.message

@@ -1,0 +1,767 @@
+//! The job builder: [`Job`] → [`Pipeline`] → [`Ready`].
+//!
+//! Builder methods take `self` and never fail; whatever is wrong is collected and
+//! reported by [`Ready::build`] (or `run_until`) as one [`Error::Build`] naming the
+//! stage and the problem.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::Pool;
+use weir_core::{AutoOffsetReset, Record, Subscription};
+use weir_formats::Deserializer;
+use weir_sql::{DeadLetters, Dialect, OffsetStore, TableName};
+
+use crate::db::{redact, Database};
+use crate::decode::{DecodeKeyValue, DecodeValue, Raw};
+use crate::ops::{self, Flow, Keyed};
+use crate::runtime::{self, Backoff};
+use crate::sink::{BuiltSink, IntoSink};
+use crate::source::Source;
+use crate::{Error, OnError, OpError, Result, Summary};
+
+/// The defaults of a job's settings.
+pub mod defaults {
+    use std::time::Duration;
+    /// Records per transaction.
+    pub const BATCH_RECORDS: usize = 5000;
+    /// Key + value bytes per transaction.
+    pub const BATCH_BYTES: usize = 16 << 20;
+    /// Longest wait before a partial batch commits.
+    pub const LINGER: Duration = Duration::from_millis(200);
+    /// One poll's wait.
+    pub const POLL_TIMEOUT: Duration = Duration::from_millis(100);
+    /// In-flight records (polled, not yet committed), in batches of `BATCH_RECORDS`.
+    pub const IN_FLIGHT_BATCHES: usize = 4;
+    /// In-flight key + value bytes.
+    pub const MAX_IN_FLIGHT_BYTES: usize = 64 << 20;
+    /// How long transient database errors are retried before the job fails.
+    pub const RETRY_FOR: Duration = Duration::from_secs(60);
+    /// How long a shutdown may take to commit what is in flight.
+    pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+    /// How long a revoke waits for in-flight commits of the revoked partitions.
+    pub const REVOKE_TIMEOUT: Duration = Duration::from_secs(10);
+    /// PostgreSQL's idle-in-transaction bound for a batch transaction.
+    pub const IDLE_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+}
+
+#[derive(Clone, Debug)]
+struct Settings {
+    batch_records: usize,
+    batch_bytes: usize,
+    linger: Duration,
+    poll_timeout: Duration,
+    max_in_flight_records: Option<usize>,
+    max_in_flight_bytes: usize,
+    retry_for: Duration,
+    shutdown_timeout: Duration,
+    revoke_timeout: Duration,
+    reset: AutoOffsetReset,
+    idle_transaction_timeout: Option<Duration>,
+    owner: Option<String>,
+    offsets_table: Option<String>,
+    dead_letters_table: Option<String>,
+    connections: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            batch_records: defaults::BATCH_RECORDS,
+            batch_bytes: defaults::BATCH_BYTES,
+            linger: defaults::LINGER,
+            poll_timeout: defaults::POLL_TIMEOUT,
+            max_in_flight_records: None,
+            max_in_flight_bytes: defaults::MAX_IN_FLIGHT_BYTES,
+            retry_for: defaults::RETRY_FOR,
+            shutdown_timeout: defaults::SHUTDOWN_TIMEOUT,
+            revoke_timeout: defaults::REVOKE_TIMEOUT,
+            reset: AutoOffsetReset::Earliest,
+            idle_transaction_timeout: Some(defaults::IDLE_TRANSACTION_TIMEOUT),
+            owner: None,
+            offsets_table: None,
+            dead_letters_table: None,
+            connections: 4,
+        }
+    }
+}
+
+/// An exactly-once job: a name (the key of its offsets rows and, by default, its
+/// `group.id`), a source, settings. Turn it into a [`Pipeline`] with
+/// [`value`](Self::value), [`key_value`](Self::key_value) or
+/// [`records`](Self::records).
+///
+/// ```no_run
+/// # #[derive(serde::Deserialize)] struct Order { id: i64, customer: String, amount: f64 }
+/// # struct BigOrder { id: i64, customer: String, amount: f64 }
+/// # weir_sql::impl_row!(BigOrder { id, customer, amount });
+/// # async fn f() -> weir_pipeline::Result<()> {
+/// use weir_pipeline::{sink::Postgres, Job};
+/// Job::new("big-orders")
+///     .source("kafka://localhost:9092", ["orders"])
+///     .database("postgres://postgres@127.0.0.1:5432/test")
+///     .value(weir_formats::Json::<Order>::new())
+///     .filter(|o| o.amount > 100.0)
+///     .map(|o| BigOrder { id: o.id, customer: o.customer, amount: o.amount })
+///     .sink(Postgres::upsert("big_orders", ["id"]))
+///     .run_until(weir_pipeline::shutdown_signal())
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Job {
+    name: String,
+    source: Option<Source>,
+    topics: Vec<String>,
+    overrides: Vec<(String, String)>,
+    database: Option<String>,
+    settings: Settings,
+    problems: Vec<(String, String)>,
+}
+
+impl Job {
+    /// A job named `name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            source: None,
+            topics: Vec::new(),
+            overrides: Vec::new(),
+            database: None,
+            settings: Settings::default(),
+            problems: Vec::new(),
+        }
+    }
+
+    /// Read `topics` from `source`: a URL (`"log:///var/lib/weir"`,
+    /// `"kafka://host:9092"`), a `ConsumerConfig` or [`properties`](crate::properties).
+    pub fn source<S, I, T>(mut self, source: S, topics: I) -> Self
+    where
+        S: Into<Source>,
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.source = Some(source.into());
+        self.topics = topics.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Set a consumer property (Kafka's names: `session.timeout.ms`,
+    /// `max.poll.records`, `group.instance.id`, …), applied over the source's.
+    /// `enable.auto.commit=true` is refused at build: the database holds the offsets.
+    pub fn config(mut self, key: &str, value: &str) -> Self {
+        self.overrides.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// The database URL (`postgres://…`, `sqlite:path?mode=rwc`, `mysql://…`); default
+    /// `DATABASE_URL` from the environment. Or give a pool with [`Ready::pool`].
+    pub fn database(mut self, url: impl Into<String>) -> Self {
+        self.database = Some(url.into());
+        self
+    }
+
+    /// Commit once this many records are buffered (default 5000).
+    pub fn batch_records(mut self, n: usize) -> Self {
+        self.settings.batch_records = n;
+        self
+    }
+
+    /// Commit once this many key + value bytes are buffered (default 16 MiB).
+    pub fn batch_bytes(mut self, n: usize) -> Self {
+        self.settings.batch_bytes = n;
+        self
+    }
+
+    /// Commit a partial batch at the latest this long after its first record
+    /// (default 200 ms).
+    pub fn linger(mut self, d: Duration) -> Self {
+        self.settings.linger = d;
+        self
+    }
+
+    /// How long one poll waits (default 100 ms).
+    pub fn poll_timeout(mut self, d: Duration) -> Self {
+        self.settings.poll_timeout = d;
+        self
+    }
+
+    /// Most records polled but not yet committed (default 4 batches); at the limit
+    /// fetching pauses until commits catch up, so memory stays bounded however slow
+    /// the database.
+    pub fn max_in_flight_records(mut self, n: usize) -> Self {
+        self.settings.max_in_flight_records = Some(n);
+        self
+    }
+
+    /// Most key + value bytes polled but not yet committed (default 64 MiB).
+    pub fn max_in_flight_bytes(mut self, n: usize) -> Self {
+        self.settings.max_in_flight_bytes = n;
+        self
+    }
+
+    /// How long transient database errors are retried before the job fails (60 s).
+    pub fn retry_for(mut self, d: Duration) -> Self {
+        self.settings.retry_for = d;
+        self
+    }
+
+    /// How long a shutdown may take to commit what is in flight (30 s).
+    pub fn shutdown_timeout(mut self, d: Duration) -> Self {
+        self.settings.shutdown_timeout = d;
+        self
+    }
+
+    /// How long a revoke waits for in-flight commits (10 s; keep it well below
+    /// `max.poll.interval.ms`).
+    pub fn revoke_timeout(mut self, d: Duration) -> Self {
+        self.settings.revoke_timeout = d;
+        self
+    }
+
+    /// Where a partition this job never committed starts (default `Earliest`). The
+    /// consumer's committed offsets are never used: the database is the truth.
+    pub fn auto_offset_reset(mut self, reset: AutoOffsetReset) -> Self {
+        self.settings.reset = reset;
+        self
+    }
+
+    /// PostgreSQL: end a batch transaction idle this long (a frozen member) so its
+    /// locks are freed (default 60 s; `None`: never).
+    pub fn idle_transaction_timeout(mut self, d: Option<Duration>) -> Self {
+        self.settings.idle_transaction_timeout = d;
+        self
+    }
+
+    /// The owner name written with each claim (default: host, pid and a nonce).
+    pub fn owner(mut self, owner: impl Into<String>) -> Self {
+        self.settings.owner = Some(owner.into());
+        self
+    }
+
+    /// The offsets table (default `weir_offsets`).
+    pub fn offsets_table(mut self, table: impl Into<String>) -> Self {
+        self.settings.offsets_table = Some(table.into());
+        self
+    }
+
+    /// The dead-letter table (default `weir_dead_letters`).
+    pub fn dead_letters_table(mut self, table: impl Into<String>) -> Self {
+        self.settings.dead_letters_table = Some(table.into());
+        self
+    }
+
+    /// Connections of the pool weir opens from the URL (default 4).
+    pub fn connections(mut self, n: u32) -> Self {
+        self.settings.connections = n;
+        self
+    }
+
+    /// Decode each record's value with `deserializer` (any weir-formats
+    /// deserializer, sync or async). Poison follows the stage's policy
+    /// ([`Pipeline::on_error`], default dead letter); a transient error (registry
+    /// unreachable) pauses the partition and retries.
+    pub fn value<T, D>(self, deserializer: D) -> Pipeline<T>
+    where
+        T: Send + 'static,
+        D: Deserializer<T> + 'static,
+    {
+        Pipeline {
+            job: self,
+            flow: Box::new(DecodeValue {
+                deser: deserializer,
+                policy: OnError::default(),
+                name: Arc::from("decode"),
+                _t: PhantomData,
+            }),
+        }
+    }
+
+    /// Decode keys with `key` and values with `value`: a pipeline of `(K, V)`.
+    pub fn key_value<K, V, KD, VD>(self, key: KD, value: VD) -> Pipeline<(K, V)>
+    where
+        K: Send + 'static,
+        V: Send + 'static,
+        KD: Deserializer<K> + 'static,
+        VD: Deserializer<V> + 'static,
+    {
+        Pipeline {
+            job: self,
+            flow: Box::new(DecodeKeyValue {
+                key,
+                value,
+                policy: OnError::default(),
+                name: Arc::from("decode"),
+                _t: PhantomData,
+            }),
+        }
+    }
+
+    /// The records themselves, undecoded (coordinates, key, value, headers).
+    pub fn records(self) -> Pipeline<Record> {
+        Pipeline {
+            job: self,
+            flow: Box::new(Raw),
+        }
+    }
+}
+
+/// A job's chain of operators, from decoded values of type `T`. End it with
+/// [`sink`](Self::sink).
+///
+/// | operator | closure | what it does |
+/// |---|---|---|
+/// | [`map`](Self::map) | `T -> U` | one value out per value |
+/// | [`map_with`](Self::map_with) | `(T, &Record) -> U` | same, seeing coordinates, timestamp, key, headers |
+/// | [`filter`](Self::filter) | `&T -> bool` | drop values (their records are consumed) |
+/// | [`filter_map`](Self::filter_map) | `T -> Option<U>` | map and drop |
+/// | [`flat_map`](Self::flat_map) | `T -> impl IntoIterator<Item = U>` | any number of rows per record (ordinals 0, 1, …) |
+/// | [`inspect`](Self::inspect) | `(&T, &Record)` | look, change nothing |
+/// | [`try_map`](Self::try_map) | `T -> Result<U, E>` | an error follows the stage's [`OnError`] (retriable ones retry) |
+/// | [`map_async`](Self::map_async) | `T -> impl Future<Output = Result<U, E>>` | bounded concurrency, order kept |
+/// | [`key_by`](Self::key_by) | `&T -> K` | [`Keyed`] values |
+pub struct Pipeline<T> {
+    job: Job,
+    flow: Box<dyn Flow<T>>,
+}
+
+impl<T> std::fmt::Debug for Pipeline<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("job", &self.job.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Send + 'static> Pipeline<T> {
+    fn then<U>(self, flow: impl FnOnce(Box<dyn Flow<T>>) -> Box<dyn Flow<U>>) -> Pipeline<U> {
+        Pipeline {
+            job: self.job,
+            flow: flow(self.flow),
+        }
+    }
+
+    /// What a permanent failure of the last stage does (default
+    /// [`OnError::DeadLetter`]). Applies to `value`/`key_value` (decode), `try_map`
+    /// and `map_async`.
+    pub fn on_error(mut self, policy: OnError) -> Self {
+        self.flow.set_policy(policy);
+        self
+    }
+
+    /// `f` on every value.
+    pub fn map<U: Send + 'static>(self, f: impl FnMut(T) -> U + Send + 'static) -> Pipeline<U> {
+        self.then(|inner| Box::new(ops::Map { inner, f }))
+    }
+
+    /// `f` on every value, with its record.
+    pub fn map_with<U: Send + 'static>(
+        self,
+        f: impl FnMut(T, &Record) -> U + Send + 'static,
+    ) -> Pipeline<U> {
+        self.then(|inner| Box::new(ops::MapWith { inner, f }))
+    }
+
+    /// Keep values for which `f` is true.
+    pub fn filter(self, f: impl FnMut(&T) -> bool + Send + 'static) -> Pipeline<T> {
+        self.then(|inner| Box::new(ops::Filter { inner, f }))
+    }
+
+    /// Map, dropping `None`.
+    pub fn filter_map<U: Send + 'static>(
+        self,
+        f: impl FnMut(T) -> Option<U> + Send + 'static,
+    ) -> Pipeline<U> {
+        self.then(|inner| Box::new(ops::FilterMap { inner, f }))
+    }
+
+    /// Any number of values per value.
+    pub fn flat_map<U, I>(self, f: impl FnMut(T) -> I + Send + 'static) -> Pipeline<U>
+    where
+        U: Send + 'static,
+        I: IntoIterator<Item = U> + 'static,
+    {
+        self.then(|inner| Box::new(ops::FlatMap { inner, f }))
+    }
+
+    /// Look at each value and its record.
+    pub fn inspect(self, f: impl FnMut(&T, &Record) + Send + 'static) -> Pipeline<T> {
+        self.then(|inner| Box::new(ops::Inspect { inner, f }))
+    }
+
+    /// A fallible map: an `Err` follows this stage's policy ([`on_error`](Self::on_error)),
+    /// a retriable one ([`OpError::retriable`]) pauses the partition and retries.
+    pub fn try_map<U, E>(
+        self,
+        f: impl FnMut(T) -> std::result::Result<U, E> + Send + 'static,
+    ) -> Pipeline<U>
+    where
+        U: Send + 'static,
+        E: Into<OpError> + 'static,
+    {
+        self.then(|inner| {
+            Box::new(ops::TryMap {
+                inner,
+                f,
+                name: Arc::from("try_map"),
+                policy: OnError::default(),
+            })
+        })
+    }
+
+    /// An async fallible map, at most `concurrency` calls at once, results in input
+    /// order (so per-partition order is kept).
+    pub fn map_async<U, E, Fut>(
+        self,
+        concurrency: usize,
+        f: impl Fn(T) -> Fut + Send + Sync + 'static,
+    ) -> Pipeline<U>
+    where
+        U: Send + 'static,
+        E: Into<OpError> + Send + 'static,
+        Fut: Future<Output = std::result::Result<U, E>> + Send + 'static,
+    {
+        self.then(|inner| {
+            Box::new(ops::MapAsync {
+                inner,
+                f,
+                concurrency,
+                name: Arc::from("map_async"),
+                policy: OnError::default(),
+            })
+        })
+    }
+
+    /// Attach a key to each value.
+    pub fn key_by<K: Send + 'static>(
+        self,
+        f: impl FnMut(&T) -> K + Send + 'static,
+    ) -> Pipeline<Keyed<K, T>> {
+        self.then(|inner| Box::new(ops::KeyBy { inner, f }))
+    }
+
+    /// Where the values go: a table spec ([`sink::Postgres`](crate::sink::Postgres)
+    /// and the others), [`sink::custom`](crate::sink::custom) or
+    /// [`sink::fan_out`](crate::sink::fan_out).
+    pub fn sink<DB, S>(self, sink: S) -> Ready<DB, T, S::Sink>
+    where
+        DB: Database,
+        T: Sync,
+        S: IntoSink<DB, T>,
+    {
+        Ready {
+            job: self.job,
+            flow: self.flow,
+            sink: sink.into_sink(),
+            pool: None,
+        }
+    }
+}
+
+/// A whole job, ready to [`build`](Self::build) or [`run_until`](Self::run_until).
+pub struct Ready<DB: Dialect, T, S> {
+    job: Job,
+    flow: Box<dyn Flow<T>>,
+    sink: std::result::Result<BuiltSink<DB, S>, (String, String)>,
+    pool: Option<Pool<DB>>,
+}
+
+impl<DB: Dialect, T, S> std::fmt::Debug for Ready<DB, T, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ready")
+            .field("job", &self.job.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A validated job (see [`Ready::build`]).
+pub struct Built<DB: Dialect, T, S> {
+    cfg: runtime::Config,
+    consumer_config: weir_core::ConsumerConfig,
+    subscription: Subscription,
+    store: OffsetStore<DB>,
+    dead_letters: DeadLetters<DB>,
+    flow: Box<dyn Flow<T>>,
+    sink: BuiltSink<DB, S>,
+    pool: PoolSource<DB>,
+    connections: u32,
+}
+
+impl<DB: Dialect, T, S> std::fmt::Debug for Built<DB, T, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Built")
+            .field("job", &self.cfg.job)
+            .field("subscription", &self.subscription)
+            .finish_non_exhaustive()
+    }
+}
+
+enum PoolSource<DB: Dialect> {
+    Pool(Pool<DB>),
+    Url(String),
+}
+
+fn default_owner() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "weir".to_owned());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{host}-{}-{nanos:08x}", std::process::id())
+}
+
+impl<DB, T, S> Ready<DB, T, S>
+where
+    DB: Database,
+    T: Send + Sync + 'static,
+    S: weir_sql::TransactionalSink<DB, T> + 'static,
+{
+    /// Use this pool instead of opening one from the URL.
+    pub fn pool(mut self, pool: Pool<DB>) -> Self {
+        self.pool = Some(pool);
+        self
+    }
+
+    /// Check everything that can be checked without connecting: the source and its
+    /// configuration, the topics, the sink (tables, upsert keys against the row's
+    /// columns), the database URL, conflicting settings. Errors name the stage.
+    pub fn build(self) -> Result<Built<DB, T, S>> {
+        let job = self.job;
+        let name = job.name.clone();
+        let fail = |stage: &str, reason: String| Error::Build {
+            job: name.clone(),
+            stage: stage.to_owned(),
+            reason,
+        };
+        if let Some((stage, reason)) = job.problems.first() {
+            return Err(fail(stage, reason.clone()));
+        }
+        let store =
+            OffsetStore::<DB>::new(&job.name).map_err(|e| fail("job name", e.to_string()))?;
+        let store = match &job.settings.offsets_table {
+            None => store,
+            Some(t) => TableName::new(t)
+                .and_then(|t| store.with_table(t))
+                .map_err(|e| fail("offsets table", e.to_string()))?,
+        };
+        let dead_letters =
+            DeadLetters::<DB>::new(&job.name).map_err(|e| fail("job name", e.to_string()))?;
+        let dead_letters = match &job.settings.dead_letters_table {
+            None => dead_letters,
+            Some(t) => TableName::new(t)
+                .and_then(|t| dead_letters.with_table(t))
+                .map_err(|e| fail("dead letters table", e.to_string()))?,
+        };
+        let Some(source) = &job.source else {
+            return Err(fail(
+                "source",
+                "no source: call `.source(\"log:///path\" or \"kafka://host:port\", [topics])`"
+                    .into(),
+            ));
+        };
+        if job.topics.is_empty() || job.topics.iter().any(|t| t.trim().is_empty()) {
+            return Err(fail("source", "no topics, or an empty topic name".into()));
+        }
+        let consumer_config = source
+            .resolve(&job.name, &job.overrides)
+            .map_err(|(stage, reason)| fail(&stage, reason))?;
+        let sink = self.sink.map_err(|(stage, reason)| fail(&stage, reason))?;
+        let s = &job.settings;
+        if s.batch_records == 0 || s.batch_bytes == 0 {
+            return Err(fail(
+                "settings",
+                "batch_records and batch_bytes must be at least 1".into(),
+            ));
+        }
+        if s.poll_timeout.is_zero() || s.shutdown_timeout.is_zero() {
+            return Err(fail(
+                "settings",
+                "poll_timeout and shutdown_timeout must be above zero".into(),
+            ));
+        }
+        let max_in_flight_records = s
+            .max_in_flight_records
+            .unwrap_or(s.batch_records.saturating_mul(defaults::IN_FLIGHT_BATCHES));
+        if max_in_flight_records < s.batch_records {
+            return Err(fail(
+                "settings",
+                format!("max_in_flight_records ({max_in_flight_records}) is below batch_records ({}): a batch could never fill", s.batch_records),
+            ));
+        }
+        if s.max_in_flight_bytes < s.batch_bytes.min(1 << 20) {
+            return Err(fail(
+                "settings",
+                format!(
+                    "max_in_flight_bytes ({}) is below 1 MiB or batch_bytes",
+                    s.max_in_flight_bytes
+                ),
+            ));
+        }
+        if s.revoke_timeout >= consumer_config.max_poll_interval() {
+            return Err(fail(
+                "settings",
+                format!(
+                    "revoke_timeout ({:?}) must be below max.poll.interval.ms ({:?})",
+                    s.revoke_timeout,
+                    consumer_config.max_poll_interval()
+                ),
+            ));
+        }
+        let pool = match (self.pool, &job.database) {
+            (Some(p), _) => PoolSource::Pool(p),
+            (None, Some(url)) => PoolSource::Url(url.clone()),
+            (None, None) => match std::env::var("DATABASE_URL") {
+                Ok(url) if !url.trim().is_empty() => PoolSource::Url(url),
+                _ => {
+                    return Err(fail(
+                        "database",
+                        "no database: call `.database(url)`, give a pool with `.pool(pool)`, or set DATABASE_URL".into(),
+                    ))
+                }
+            },
+        };
+        if let PoolSource::Url(url) = &pool {
+            if !DB::SCHEMES.iter().any(|s| url.starts_with(s)) {
+                return Err(fail(
+                    "database",
+                    format!(
+                        "`{}` is not a {:?} URL (the sink is for {:?}; expected {})",
+                        redact(url),
+                        DB::KIND,
+                        DB::KIND,
+                        DB::SCHEMES.join(" or ")
+                    ),
+                ));
+            }
+        }
+        if s.connections == 0 {
+            return Err(fail("settings", "connections must be at least 1".into()));
+        }
+        let cfg = runtime::Config {
+            job: job.name.clone(),
+            owner: s.owner.clone().unwrap_or_else(default_owner),
+            batch_records: s.batch_records,
+            batch_bytes: s.batch_bytes,
+            linger: s.linger,
+            poll_timeout: s.poll_timeout,
+            max_in_flight_records,
+            max_in_flight_bytes: s.max_in_flight_bytes,
+            retry_for: s.retry_for,
+            shutdown_timeout: s.shutdown_timeout,
+            revoke_timeout: s.revoke_timeout,
+            reset: s.reset,
+            idle_transaction_timeout: s.idle_transaction_timeout,
+        };
+        Ok(Built {
+            cfg,
+            consumer_config,
+            subscription: Subscription::topics(job.topics.clone()),
+            store,
+            dead_letters,
+            flow: self.flow,
+            sink,
+            pool,
+            connections: s.connections,
+        })
+    }
+
+    /// [`build`](Self::build), then [`Built::run_until`].
+    pub async fn run_until<F>(self, stop: F) -> Result<Summary>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.build()?.run_until(stop).await
+    }
+
+    /// Run until SIGINT or SIGTERM ([`shutdown_signal`](crate::shutdown_signal)).
+    pub async fn run(self) -> Result<Summary> {
+        self.run_until(crate::shutdown_signal()).await
+    }
+}
+
+impl<DB, T, S> Built<DB, T, S>
+where
+    DB: Database,
+    T: Send + Sync + 'static,
+    S: weir_sql::TransactionalSink<DB, T> + 'static,
+{
+    /// The consumer configuration the job will use (`group.id` filled in, auto-commit
+    /// off).
+    pub fn consumer_config(&self) -> &weir_core::ConsumerConfig {
+        &self.consumer_config
+    }
+
+    /// Connect (database, then consumer), create the tables, run until `stop`
+    /// resolves, then commit what is in flight and close the consumer.
+    pub async fn run_until<F>(self, stop: F) -> Result<Summary>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let job = self.cfg.job.clone();
+        let pool = match self.pool {
+            PoolSource::Pool(p) => p,
+            PoolSource::Url(url) => {
+                DB::open(&url, self.connections)
+                    .await
+                    .map_err(|e| Error::Build {
+                        job: job.clone(),
+                        stage: "database".to_owned(),
+                        reason: format!("cannot connect to {}: {e}", redact(&url)),
+                    })?
+            }
+        };
+        setup(
+            &pool,
+            &self.store,
+            &self.dead_letters,
+            self.sink.setup,
+            self.cfg.retry_for,
+        )
+        .await?;
+        let consumer = crate::connect(self.consumer_config)?;
+        let parts = runtime::Parts {
+            cfg: self.cfg,
+            pool,
+            store: self.store,
+            dead_letters: self.dead_letters,
+            sink: self.sink.sink,
+            flow: self.flow,
+            subscription: self.subscription,
+        };
+        runtime::run(parts, consumer, stop).await
+    }
+}
+
+/// Create the offsets, dead-letter and sink tables, retrying transient errors.
+async fn setup<DB: Dialect>(
+    pool: &Pool<DB>,
+    store: &OffsetStore<DB>,
+    dead_letters: &DeadLetters<DB>,
+    sink_setup: Vec<crate::sink::Setup<DB>>,
+    retry_for: Duration,
+) -> Result<()> {
+    let deadline = std::time::Instant::now() + retry_for;
+    let mut backoff = Backoff::for_loop();
+    loop {
+        let r = async {
+            store.migrate(pool).await?;
+            dead_letters.migrate(pool).await
+        }
+        .await;
+        match r {
+            Ok(()) => break,
+            Err(e) if e.is_retriable() && std::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "creating the offsets and dead-letter tables failed, retrying");
+                backoff.wait().await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for step in sink_setup {
+        // a setup step is FnOnce: retried steps are not possible, so fail clearly
+        step(pool).await?;
+    }
+    Ok(())
+}

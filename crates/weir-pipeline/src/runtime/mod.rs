@@ -1,0 +1,208 @@
+//! The pipelined exactly-once runtime.
+//!
+//! ```text
+//!  fetch side (caller's task)                          commit task (spawned)
+//!  poll ─► reconcile claims ─► first-record check      BEGIN
+//!       ─► operators ─► pending batch ──(channel)──►     sink rows, offsets CAS, dead letters
+//!       ◄── pause while in-flight is at its limit ──     COMMIT / resolve / isolate
+//! ```
+//!
+//! Each invariant lives in the file named for it: [`ownership`] (claims, generations,
+//! the listener), [`pending`] (a batch and its accounting), [`fetch`] (the poll loop,
+//! the chain of expected offsets, transient pauses, backpressure), [`reseek`] (the
+//! first record after a claim), [`commit`] (one transaction per batch and the
+//! resolution of refused or unknown outcomes), [`isolate`] (bisection of refused
+//! rows), [`flight`] (in-flight accounting, revoke waits), [`backoff`].
+
+mod backoff;
+mod commit;
+mod fetch;
+mod flight;
+mod isolate;
+mod ownership;
+mod pending;
+mod reseek;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use sqlx::Pool;
+use tokio::sync::mpsc;
+use weir_core::{AutoOffsetReset, Consumer, Subscription};
+use weir_sql::{DeadLetters, Dialect, DialectKind, OffsetStore, TransactionalSink};
+
+use crate::ops::Flow;
+use crate::{Error, Result, Summary};
+
+pub(crate) use backoff::Backoff;
+
+/// Settings of one run (validated by the job builder).
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub job: String,
+    pub owner: String,
+    pub batch_records: usize,
+    pub batch_bytes: usize,
+    pub linger: Duration,
+    pub poll_timeout: Duration,
+    pub max_in_flight_records: usize,
+    pub max_in_flight_bytes: usize,
+    pub retry_for: Duration,
+    pub shutdown_timeout: Duration,
+    pub revoke_timeout: Duration,
+    pub reset: AutoOffsetReset,
+    pub idle_transaction_timeout: Option<Duration>,
+}
+
+fn idle_sql<DB: Dialect>(timeout: Option<Duration>) -> Option<Arc<str>> {
+    match (DB::KIND, timeout) {
+        (DialectKind::Postgres, Some(t)) if !t.is_zero() => {
+            let ms = t.as_millis().clamp(1, i32::MAX as u128);
+            Some(Arc::from(format!(
+                "SET LOCAL idle_in_transaction_session_timeout = '{ms}ms'"
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// Everything a run needs besides the consumer.
+pub(crate) struct Parts<DB: Dialect, T, S> {
+    pub cfg: Config,
+    pub pool: Pool<DB>,
+    pub store: OffsetStore<DB>,
+    pub dead_letters: DeadLetters<DB>,
+    pub sink: S,
+    pub flow: Box<dyn Flow<T>>,
+    pub subscription: Subscription,
+}
+
+/// Run until `stop` resolves (then drain and close) or a fatal error.
+pub(crate) async fn run<DB, T, S, F>(
+    parts: Parts<DB, T, S>,
+    mut consumer: Box<dyn Consumer>,
+    stop: F,
+) -> Result<Summary>
+where
+    DB: Dialect,
+    T: Send + Sync + 'static,
+    S: TransactionalSink<DB, T> + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let started = Instant::now();
+    let cfg = Arc::new(parts.cfg);
+    let stats = Arc::new(Mutex::new(Summary::default()));
+    let state = Arc::default();
+    let flight = Arc::new(flight::Flight::default());
+    let claimer = Arc::new(ownership::Claimer {
+        pool: parts.pool.clone(),
+        store: parts.store.clone(),
+        owner: Arc::from(cfg.owner.as_str()),
+        reset: cfg.reset,
+        state: Arc::clone(&state),
+    });
+    let listener = Arc::new(ownership::Listener {
+        claimer: Arc::clone(&claimer),
+        flight: Arc::clone(&flight),
+        revoke_timeout: cfg.revoke_timeout,
+    });
+
+    let span = tracing::info_span!("job", job = %cfg.job, owner = %cfg.owner);
+
+    let wakeup = consumer.wakeup_handle();
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_flag = Arc::clone(&stopping);
+    let stop_task = tokio::spawn(async move {
+        stop.await;
+        tracing::info!("shutdown requested: committing what is in flight");
+        stop_flag.store(true, std::sync::atomic::Ordering::Release);
+        wakeup.wakeup();
+    });
+
+    consumer.subscribe(parts.subscription, listener).await?;
+
+    let (tx, rx) = mpsc::unbounded_channel();
+    let committer = commit::Committer {
+        pool: parts.pool,
+        store: parts.store,
+        dead_letters: parts.dead_letters,
+        sink: Arc::new(parts.sink),
+        state,
+        stats: Arc::clone(&stats),
+        retry_for: cfg.retry_for,
+        idle_sql: idle_sql::<DB>(cfg.idle_transaction_timeout),
+        _t: PhantomData,
+    };
+    let mut commit_task = tokio::spawn(tracing::Instrument::instrument(
+        committer.run(rx, Arc::clone(&flight)),
+        span.clone(),
+    ));
+
+    let mut fetcher = fetch::Fetcher {
+        cfg: Arc::clone(&cfg),
+        claimer,
+        flow: parts.flow,
+        flight,
+        tx,
+        stats: Arc::clone(&stats),
+        pending: pending::Pending::default(),
+        chain: HashMap::new(),
+        reseeks: reseek::Reseeks::default(),
+        retry_at: HashMap::new(),
+        held: Default::default(),
+    };
+    let fetched =
+        tracing::Instrument::instrument(fetcher.run(consumer.as_mut()), span.clone()).await;
+    // Closing the channel lets the commit task finish what it was given and end.
+    drop(fetcher);
+    stop_task.abort();
+
+    let drain = async {
+        match tokio::time::timeout(cfg.shutdown_timeout, &mut commit_task).await {
+            Ok(Ok(r)) => r.map_err(Error::Sql),
+            Ok(Err(join)) => Err(Error::Sql(weir_sql::Error::Sink {
+                sink: "commit task".to_owned(),
+                message: join.to_string(),
+                retriable: false,
+            })),
+            Err(_) => Err(Error::ShutdownDeadline(cfg.shutdown_timeout)),
+        }
+    };
+    let committed = if stopping.load(std::sync::atomic::Ordering::Acquire) {
+        tokio::select! {
+            r = drain => r,
+            () = crate::shutdown::signal() => {
+                tracing::warn!("second shutdown signal: aborting at once (nothing is half-committed)");
+                Err(Error::Aborted)
+            }
+        }
+    } else {
+        drain.await
+    };
+    commit_task.abort();
+    let closed = consumer.close().await;
+
+    let summary = stats.lock().clone();
+    let secs = started.elapsed().as_secs_f64();
+    tracing::info!(
+        job = %cfg.job,
+        records = summary.records,
+        rows = summary.rows,
+        dead_letters = summary.dead_letters,
+        skipped = summary.skipped,
+        commits = summary.commits,
+        fenced = summary.fenced,
+        seconds = secs,
+        "job stopped"
+    );
+    // The first error wins: the fetch side's (it stopped the job), then the commit
+    // task's, then closing the consumer.
+    fetched?;
+    committed?;
+    closed?;
+    Ok(summary)
+}

@@ -1,0 +1,297 @@
+//! Where a job reads from: a URL, a `ConsumerConfig` or a properties file, and the one
+//! entry point that opens the backend its `bootstrap.servers` names.
+
+use std::path::PathBuf;
+
+use weir_core::{Consumer, ConsumerConfig, Error, Result};
+
+/// Open the consumer that `bootstrap.servers` names, as sqlx picks a driver from a
+/// URL's scheme:
+///
+/// | `bootstrap.servers` | backend | feature |
+/// |---|---|---|
+/// | `log:///path/to/dir` | the embedded log in that directory | `log` (default) |
+/// | `kafka://host:port[,host:port]` or `host:port[,…]` | Kafka through librdkafka | `kafka` |
+///
+/// Anything else is an [`Error::Config`] naming `bootstrap.servers`.
+///
+/// ```
+/// use weir_core::ConsumerConfig;
+/// let dir = tempfile::tempdir()?;
+/// let url = format!("log://{}", dir.path().display());
+/// let consumer = weir_pipeline::connect(
+///     ConsumerConfig::new().with_bootstrap_servers(url).with_group_id("g"),
+/// )?;
+/// # drop(consumer);
+/// let err = weir_pipeline::connect(ConsumerConfig::new().with_bootstrap_servers("pulsar://x:6650"))
+///     .err().unwrap();
+/// assert!(err.to_string().contains("bootstrap.servers"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn connect(config: ConsumerConfig) -> Result<Box<dyn Consumer>> {
+    match backend_of(config.bootstrap_servers())? {
+        Backend::Log => connect_log(config),
+        Backend::Kafka => connect_kafka(config),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backend {
+    Log,
+    Kafka,
+}
+
+pub(crate) fn backend_of(servers: &str) -> Result<Backend> {
+    let s = servers.trim();
+    if s.is_empty() {
+        return Err(Error::config(
+            "bootstrap.servers",
+            "is empty: give `log:///path/to/dir` (embedded log) or `kafka://host:port`",
+        ));
+    }
+    if s.starts_with("log://") {
+        return Ok(Backend::Log);
+    }
+    if s.starts_with("kafka://") {
+        return Ok(Backend::Kafka);
+    }
+    if let Some((scheme, _)) = s.split_once("://") {
+        return Err(Error::config(
+            "bootstrap.servers",
+            format!("unknown scheme `{scheme}://` in `{s}`: weir reads `log:///path/to/dir` (embedded log) or `kafka://host:port`"),
+        ));
+    }
+    // plain host:port entries are Kafka, as in Kafka's own configuration
+    let plain = s.split(',').all(|e| {
+        e.trim()
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+    });
+    if plain {
+        Ok(Backend::Kafka)
+    } else {
+        Err(Error::config(
+            "bootstrap.servers",
+            format!("`{s}` is neither `log:///path/to/dir` nor `kafka://host:port` nor `host:port` entries"),
+        ))
+    }
+}
+
+#[cfg(feature = "log")]
+fn connect_log(config: ConsumerConfig) -> Result<Box<dyn Consumer>> {
+    Ok(Box::new(weir_log::connect(config)?))
+}
+
+#[cfg(not(feature = "log"))]
+fn connect_log(_config: ConsumerConfig) -> Result<Box<dyn Consumer>> {
+    Err(Error::config(
+        "bootstrap.servers",
+        "`log://` needs weir's feature `log` (on by default), which this build leaves out",
+    ))
+}
+
+#[cfg(feature = "kafka")]
+fn connect_kafka(config: ConsumerConfig) -> Result<Box<dyn Consumer>> {
+    Ok(Box::new(weir_kafka::KafkaConsumer::new(config)?))
+}
+
+#[cfg(not(feature = "kafka"))]
+fn connect_kafka(_config: ConsumerConfig) -> Result<Box<dyn Consumer>> {
+    Err(Error::config(
+        "bootstrap.servers",
+        "a Kafka address needs weir's feature `kafka` (off by default: it builds librdkafka); enable it in Cargo.toml",
+    ))
+}
+
+/// Where a job's records come from, before the job fills in what it owns (`group.id`
+/// defaults to the job name; auto-commit is off because the database holds the
+/// offsets).
+///
+/// Made from a URL (`"log:///var/lib/weir"`, `"kafka://localhost:9092"`), a
+/// [`ConsumerConfig`], or [`properties`] (a Kafka properties file).
+///
+/// ```
+/// use weir_pipeline::Source;
+/// let a: Source = "kafka://localhost:9092".into();
+/// let b: Source = weir_core::ConsumerConfig::new().with_bootstrap_servers("log:///tmp/x").into();
+/// let c = weir_pipeline::properties("consumer.properties");
+/// # drop((a, b, c));
+/// ```
+#[derive(Clone, Debug)]
+pub struct Source(pub(crate) SourceKind);
+
+#[derive(Clone, Debug)]
+pub(crate) enum SourceKind {
+    Url(String),
+    Config(Box<ConsumerConfig>),
+    File(PathBuf),
+}
+
+impl From<&str> for Source {
+    fn from(url: &str) -> Self {
+        Source(SourceKind::Url(url.to_owned()))
+    }
+}
+
+impl From<String> for Source {
+    fn from(url: String) -> Self {
+        Source(SourceKind::Url(url))
+    }
+}
+
+impl From<ConsumerConfig> for Source {
+    fn from(c: ConsumerConfig) -> Self {
+        Source(SourceKind::Config(Box::new(c)))
+    }
+}
+
+/// A source read from a Kafka-style properties file (`key=value` lines, `#`
+/// comments), e.g. one a Kafka user already has. Errors name the file and the key.
+///
+/// ```
+/// let s = weir_pipeline::properties("/etc/weir/orders.properties");
+/// # drop(s);
+/// ```
+pub fn properties(path: impl Into<PathBuf>) -> Source {
+    Source(SourceKind::File(path.into()))
+}
+
+impl Source {
+    /// The consumer configuration for job `job`, with the job's own settings
+    /// (`overrides`, from `Job::config`) applied last.
+    pub(crate) fn resolve(
+        &self,
+        job: &str,
+        overrides: &[(String, String)],
+    ) -> std::result::Result<ConsumerConfig, (String, String)> {
+        let (mut config, explicit_auto_commit) = match &self.0 {
+            SourceKind::Url(url) => (
+                ConsumerConfig::new().with_bootstrap_servers(url.clone()),
+                None,
+            ),
+            SourceKind::Config(c) => ((**c).clone(), None),
+            SourceKind::File(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    (
+                        "source".to_owned(),
+                        format!("cannot read properties file {}: {e}", path.display()),
+                    )
+                })?;
+                let mut props = Vec::new();
+                let mut auto = None;
+                for (n, line) in text.lines().enumerate() {
+                    let line = line.trim();
+                    if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+                        continue;
+                    }
+                    let Some((k, v)) = line.split_once('=').or_else(|| line.split_once(':')) else {
+                        return Err((
+                            "source".to_owned(),
+                            format!(
+                                "{}:{}: expected `key=value`, got a line without `=`",
+                                path.display(),
+                                n + 1
+                            ),
+                        ));
+                    };
+                    let (k, v) = (k.trim().to_owned(), v.trim().to_owned());
+                    if k == "enable.auto.commit" {
+                        auto = Some(v.clone());
+                    }
+                    props.push((k, v));
+                }
+                let c = ConsumerConfig::from_properties(props)
+                    .map_err(|e| ("source".to_owned(), format!("{}: {e}", path.display())))?;
+                (c, auto)
+            }
+        };
+        let mut auto = explicit_auto_commit;
+        for (k, v) in overrides {
+            if k == "enable.auto.commit" {
+                auto = Some(v.clone());
+            }
+            config
+                .set(k, v)
+                .map_err(|e| (format!("config `{k}`"), e.to_string()))?;
+        }
+        if auto.as_deref().is_some_and(|v| v.trim() != "false") {
+            return Err((
+                "config `enable.auto.commit`".to_owned(),
+                "must stay off: the database holds this job's offsets, in the same transaction as its results; an auto-commit would let the group's offsets drift from them".to_owned(),
+            ));
+        }
+        config = config.with_enable_auto_commit(false);
+        if config.group_id().is_none_or(str::is_empty) {
+            config = config.with_group_id(job);
+        }
+        config
+            .validate()
+            .map_err(|e| ("source".to_owned(), e.to_string()))?;
+        backend_of(config.bootstrap_servers()).map_err(|e| ("source".to_owned(), e.to_string()))?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schemes_pick_backends() {
+        assert_eq!(backend_of("log:///var/lib/weir").unwrap(), Backend::Log);
+        assert_eq!(backend_of("kafka://a:9092").unwrap(), Backend::Kafka);
+        assert_eq!(backend_of("a:9092,b:9093").unwrap(), Backend::Kafka);
+        for bad in ["", "pulsar://x:1", "just-a-host", "a:notaport"] {
+            let e = backend_of(bad).unwrap_err().to_string();
+            assert!(e.contains("bootstrap.servers"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn group_defaults_to_the_job_and_auto_commit_is_off() {
+        let c = Source::from("log:///tmp/x")
+            .resolve("orders-job", &[])
+            .unwrap();
+        assert_eq!(c.group_id(), Some("orders-job"));
+        assert!(!c.enable_auto_commit());
+        let c = Source::from("log:///tmp/x")
+            .resolve("j", &[("group.id".into(), "other".into())])
+            .unwrap();
+        assert_eq!(c.group_id(), Some("other"));
+    }
+
+    #[test]
+    fn auto_commit_on_is_an_error_naming_the_key() {
+        let (stage, why) = Source::from("log:///tmp/x")
+            .resolve("j", &[("enable.auto.commit".into(), "true".into())])
+            .unwrap_err();
+        assert_eq!(stage, "config `enable.auto.commit`");
+        assert!(why.contains("database holds"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.properties");
+        std::fs::write(
+            &path,
+            "# a Kafka user's file\nbootstrap.servers=log:///tmp/x\nenable.auto.commit=true\n",
+        )
+        .unwrap();
+        let (stage, _) = properties(&path).resolve("j", &[]).unwrap_err();
+        assert_eq!(stage, "config `enable.auto.commit`");
+    }
+
+    #[test]
+    fn properties_file_errors_name_the_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.properties");
+        std::fs::write(
+            &path,
+            "bootstrap.servers=log:///tmp/x\nthis line is wrong\n",
+        )
+        .unwrap();
+        let (_, why) = properties(&path).resolve("j", &[]).unwrap_err();
+        assert!(why.contains("bad.properties:2"), "{why}");
+        let (_, why) = properties(dir.path().join("missing.properties"))
+            .resolve("j", &[])
+            .unwrap_err();
+        assert!(why.contains("missing.properties"), "{why}");
+    }
+}
