@@ -11,7 +11,32 @@
 //! |---|---|---|
 //! | (always) | [`core`] (`weir-core`) | records, config, `Consumer`, `RebalanceListener` |
 //! | `log` (default) | [`log`] (`weir-log`) | the embedded, persistent, partitioned log |
-//! | `formats` | `formats` (`weir-formats`) | JSON, Avro, Protobuf deserializers, schema registry |
+//! | `formats` (default) | `formats` (`weir-formats`) | JSON, Avro, Protobuf deserializers, schema registry |
+//! | `sql` (default) | `sql` (`weir-sql`) | offsets store with fencing, table sinks, dead letters, `ExactlyOnceRunner` |
+//! | `pipeline` (default) | `pipeline` (`weir-pipeline`) | the job DSL: [`Job`], operators, sinks, the pipelined runtime |
+//! | `kafka` | `kafka` (`weir-kafka`) | the Kafka backend (`kafka://`), builds librdkafka |
+//!
+//! A whole exactly-once job (embedded log into SQLite; `kafka://host:9092` and a
+//! `postgres://` database work the same way):
+//!
+//! ```no_run
+//! #[derive(serde::Deserialize)]
+//! struct Order { id: i64, customer: String, amount: f64 }
+//! struct BigOrder { id: i64, customer: String, amount: f64 }
+//! weir::sql::impl_row!(BigOrder { id, customer, amount });
+//!
+//! # async fn f() -> Result<(), weir::pipeline::Error> {
+//! weir::Job::new("big-orders")
+//!     .source("log:///var/lib/weir", ["orders"])
+//!     .database("sqlite:big-orders.db")
+//!     .value::<Order, _>(weir::formats::Json::new())
+//!     .filter(|o| o.amount > 100.0)
+//!     .map(|o| BigOrder { id: o.id, customer: o.customer, amount: o.amount })
+//!     .sink(weir::sink::Sqlite::upsert("big_orders", ["id"]))
+//!     .run_until(weir::shutdown_signal())
+//!     .await?;
+//! # Ok(()) }
+//! ```
 //!
 //! ```
 //! use weir::core::{ConsumerConfig, TopicPartition};
@@ -45,6 +70,17 @@ pub use weir_sql as sql;
 /// librdkafka from source).
 #[cfg(feature = "kafka")]
 pub use weir_kafka as kafka;
+
+/// The pipeline DSL and job runtime (feature `pipeline`, on by default).
+#[cfg(feature = "pipeline")]
+pub use weir_pipeline as pipeline;
+
+#[cfg(feature = "pipeline")]
+pub use weir_pipeline::{connect, shutdown_signal, sink, Job, OnError, OpError, Summary};
+
+/// A table row: the trait (and, with weir-sql's `derive` feature, `#[derive(Row)]`).
+#[cfg(feature = "sql")]
+pub use weir_sql::Row;
 
 /// The README's code blocks, compiled as doctests so that they stay true.
 #[cfg(doctest)]

@@ -102,7 +102,7 @@ impl Default for Settings {
 /// Job::new("big-orders")
 ///     .source("kafka://localhost:9092", ["orders"])
 ///     .database("postgres://postgres@127.0.0.1:5432/test")
-///     .value(weir_formats::Json::<Order>::new())
+///     .value::<Order, _>(weir_formats::Json::new())
 ///     .filter(|o| o.amount > 100.0)
 ///     .map(|o| BigOrder { id: o.id, customer: o.customer, amount: o.amount })
 ///     .sink(Postgres::upsert("big_orders", ["id"]))

@@ -19,7 +19,7 @@
 //! let summary = Job::new("big-orders")
 //!     .source("log:///var/lib/weir", ["orders"])
 //!     .database("sqlite:big-orders.db")
-//!     .value(weir_formats::Json::<Order>::new())
+//!     .value::<Order, _>(weir_formats::Json::new())
 //!     .filter(|o| o.amount > 100.0)
 //!     .map(|o| BigOrder { id: o.id, customer: o.customer, amount: o.amount })
 //!     .sink(Sqlite::upsert("big_orders", ["id"]))

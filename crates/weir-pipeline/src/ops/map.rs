@@ -13,7 +13,7 @@ use crate::OnError;
 /// # #[derive(serde::Deserialize)] struct Order { id: i64, amount: f64 }
 /// let p = Job::new("doubled")
 ///     .source("log:///tmp/weir-doc-map", ["orders"])
-///     .value(weir_formats::Json::<Order>::new())
+///     .value::<Order, _>(weir_formats::Json::new())
 ///     .map(|o| (o.id, o.amount * 2.0));
 /// # drop(p);
 /// ```
