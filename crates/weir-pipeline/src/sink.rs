@@ -83,6 +83,31 @@ impl<DB> Table<DB> {
         }
     }
 
+    /// Insert every value as a new row of `table`, on any dialect (for code generic
+    /// over the database; [`Postgres::insert`] and the others name it for you).
+    ///
+    /// ```
+    /// let spec = weir_pipeline::sink::Table::<sqlx::Sqlite>::insert("events");
+    /// # drop(spec);
+    /// ```
+    pub fn insert(table: &str) -> Self {
+        Self::new(table, None)
+    }
+
+    /// Insert or replace by the `key` columns, on any dialect.
+    ///
+    /// ```
+    /// let spec = weir_pipeline::sink::Table::<sqlx::Postgres>::upsert("totals", ["customer"]);
+    /// # drop(spec);
+    /// ```
+    pub fn upsert<I, S>(table: &str, key: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::new(table, Some(key.into_iter().map(Into::into).collect()))
+    }
+
     /// Create the table at start if it is missing (default true).
     pub fn create_if_missing(mut self, create: bool) -> Self {
         self.create = create;
@@ -143,7 +168,7 @@ macro_rules! dialect_spec {
         impl $name {
             /// Insert every value as a new row of `table`.
             pub fn insert(table: &str) -> Table<$db> {
-                Table::new(table, None)
+                Table::insert(table)
             }
 
             /// Insert or replace by the `key` columns (the table's primary key when
@@ -153,7 +178,7 @@ macro_rules! dialect_spec {
                 I: IntoIterator<Item = S>,
                 S: Into<String>,
             {
-                Table::new(table, Some(key.into_iter().map(Into::into).collect()))
+                Table::upsert(table, key)
             }
         }
     };

@@ -112,6 +112,9 @@ pub struct CrashConfig {
     pub batch: usize,
     /// Where the job's stderr goes.
     pub stderr: PathBuf,
+    /// Arguments added to every job run (`--dsl`: the job written with the pipeline
+    /// DSL; `--group`: subscribe on Kafka instead of assigning).
+    pub args: Vec<String>,
 }
 
 /// What a crash loop did and found.
@@ -275,6 +278,7 @@ fn spawn(cfg: &CrashConfig, failpoints: bool, extra: &[String]) -> Result<tokio:
     if let Some(s) = &cfg.schema {
         cmd.arg("--schema").arg(s);
     }
+    cmd.args(&cfg.args);
     cmd.args(extra);
     if failpoints {
         cmd.env("WEIR_FAILPOINT", &cfg.failpoints);

@@ -41,6 +41,7 @@ fn config(
         max_kill_delay: Duration::from_millis(900),
         batch: 40,
         stderr: dir.path().join("job.stderr"),
+        args: Vec::new(),
     }
 }
 
@@ -125,6 +126,83 @@ async fn mariadb_embedded_log_crash_loop() -> Result<()> {
         n,
     )
     .await
+}
+
+/// The same job written with the pipeline DSL (`weir-crash-job --dsl`: pipelined
+/// runtime, subscribe, dead letters by policy and by bisection).
+fn dsl(mut cfg: CrashConfig) -> CrashConfig {
+    cfg.args.push("--dsl".to_owned());
+    cfg.job.push_str("-dsl");
+    cfg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dsl_sqlite_embedded_log_crash_loop() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let url = format!("sqlite://{}", dir.path().join("crash.sqlite").display());
+    let n = kills(50);
+    check_run(
+        "DSL, embedded log + SQLite",
+        dsl(config("sqlite", &dir, url, None, n)),
+        n,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dsl_postgres_embedded_log_crash_loop() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let url = "postgres://postgres@127.0.0.1:5432/test".to_owned();
+    let schema = unique("crash_dsl_pg");
+    let admin = sqlx::PgPool::connect(&url).await.map_err(|e| {
+        anyhow!("cannot reach PostgreSQL at 127.0.0.1:5432: {e}; run scripts/provision")
+    })?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
+        .execute(&admin)
+        .await?;
+    let n = kills(20);
+    check_run(
+        "DSL, embedded log + PostgreSQL",
+        dsl(config("pg", &dir, url, Some(schema), n)),
+        n,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dsl_mariadb_embedded_log_crash_loop() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = unique("crash_dsl_my");
+    let admin = sqlx::MySqlPool::connect("mysql://root@127.0.0.1:3306/test")
+        .await
+        .map_err(|e| {
+            anyhow!("cannot reach MariaDB at 127.0.0.1:3306: {e}; run scripts/provision")
+        })?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE `{db}`")))
+        .execute(&admin)
+        .await?;
+    let url = format!("mysql://root@127.0.0.1:3306/{db}");
+    let n = kills(10);
+    check_run(
+        "DSL, embedded log + MariaDB",
+        dsl(config("mariadb", &dir, url, None, n)),
+        n,
+    )
+    .await
+}
+
+/// Kafka through the DSL subscribes in a group: a restarted member waits for the
+/// killed one's session (3 s here) to time out before it gets the partitions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dsl_postgres_kafka_crash_loop() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let n = kills(10);
+    let mut cfg = dsl(kafka_pg_config("kafka-pg-dsl", &dir, 3, 600, "WEIR_CRASH_STDERR").await?);
+    cfg.args
+        .extend(["--session-timeout-ms".to_owned(), "3000".to_owned()]);
+    cfg.kills = n;
+    cfg.max_kill_delay = Duration::from_millis(4000);
+    check_run("DSL, Kafka (tansu) + PostgreSQL", cfg, n).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

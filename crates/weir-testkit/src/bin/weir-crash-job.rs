@@ -13,6 +13,9 @@
 //!     [--idle-tx-timeout-ms MS]   (PostgreSQL: idle-in-transaction bound of each batch)
 //! ```
 //!
+//! `--dsl` runs the same job written with the pipeline DSL (`weir_pipeline::Job`,
+//! subscribing in the group `NAME` on either backend) instead of `ExactlyOnceRunner`.
+//!
 //! SIGTERM makes it commit what it buffered, leave the group and exit 0.
 
 use std::sync::Arc;
@@ -65,6 +68,7 @@ struct Args {
     group: bool,
     session_timeout_ms: Option<u64>,
     idle_tx_timeout_ms: Option<u64>,
+    dsl: bool,
 }
 
 fn args() -> Result<Args> {
@@ -79,6 +83,7 @@ fn args() -> Result<Args> {
         group: false,
         session_timeout_ms: None,
         idle_tx_timeout_ms: None,
+        dsl: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -92,6 +97,7 @@ fn args() -> Result<Args> {
             "--batch" => a.batch = val()?.parse()?,
             "--topic" => a.topic = val()?,
             "--group" => a.group = true,
+            "--dsl" => a.dsl = true,
             "--session-timeout-ms" => a.session_timeout_ms = Some(val()?.parse()?),
             "--idle-tx-timeout-ms" => a.idle_tx_timeout_ms = Some(val()?.parse()?),
             other => bail!("unknown argument {other}"),
@@ -109,6 +115,71 @@ fn table(name: &str, schema: &Option<String>) -> Result<TableName> {
         Some(s) => t.with_schema(s)?,
         None => t,
     })
+}
+
+/// The sink table: payloads over 40 characters are refused by the database.
+async fn create_sink_table<DB: Dialect>(
+    pool: &sqlx::Pool<DB>,
+    sink_table: &TableName,
+) -> Result<()> {
+    let k = DB::KIND;
+    let q = |s: &str| weir_sql::Ident::new(s).map(|i| i.quoted(k));
+    let text = if k == weir_sql::DialectKind::Sqlite {
+        "TEXT"
+    } else {
+        "VARCHAR(40)"
+    };
+    let ddl = format!(
+        "CREATE TABLE IF NOT EXISTS {} ({} INTEGER NOT NULL, {} BIGINT NOT NULL, {} INTEGER NOT NULL, {} {text} NOT NULL CHECK (length({}) <= 40))",
+        sink_table.quoted(k),
+        q("src_partition")?,
+        q("src_offset")?,
+        q("ordinal")?,
+        q("payload")?,
+        q("payload")?
+    );
+    let mut conn = pool.acquire().await?;
+    DB::execute(&mut conn, &Arc::from(ddl), &[]).await?;
+    Ok(())
+}
+
+/// The same job through the pipeline DSL: records → rows (poison is a permanent
+/// error, dead-lettered), the table refuses over-long payloads (isolated into the
+/// dead letters by the runtime), offsets in the same transaction.
+async fn run_dsl<DB: weir_pipeline::Database>(
+    pool: sqlx::Pool<DB>,
+    args: &Args,
+    source: String,
+    mut term: tokio::signal::unix::Signal,
+) -> Result<()> {
+    create_sink_table(&pool, &TableName::new("crash_out")?).await?;
+    eprintln!("crash job {} starting (dsl)", args.job);
+    let mut job = weir_pipeline::Job::new(&args.job)
+        .source(source, [args.topic.as_str()])
+        .config("max.poll.records", &args.batch.max(1).to_string())
+        .batch_records(args.batch)
+        .linger(Duration::from_millis(20))
+        .poll_timeout(Duration::from_millis(50));
+    if let Some(ms) = args.session_timeout_ms {
+        job = job
+            .config("session.timeout.ms", &ms.to_string())
+            .config("heartbeat.interval.ms", &(ms / 4).max(100).to_string());
+    }
+    if let Some(ms) = args.idle_tx_timeout_ms {
+        job = job.idle_transaction_timeout(Some(Duration::from_millis(ms)));
+    }
+    let summary = job
+        .records()
+        .try_map(|r: Record| decode(&r).map_err(weir_pipeline::OpError::from))
+        .flat_map(|rows| rows)
+        .sink(weir_pipeline::sink::Table::<DB>::insert("crash_out").create_if_missing(false))
+        .pool(pool)
+        .run_until(async move {
+            term.recv().await;
+        })
+        .await?;
+    eprintln!("crash job {} stopped cleanly: {summary:?}", args.job);
+    Ok(())
 }
 
 async fn run<DB: Dialect>(
@@ -133,26 +204,7 @@ async fn run<DB: Dialect>(
         runner = runner.with_idle_transaction_timeout(Some(Duration::from_millis(ms)));
     }
     runner.migrate().await?;
-    // The sink table: payloads over 40 characters are refused by the database.
-    let k = DB::KIND;
-    let q = |s: &str| weir_sql::Ident::new(s).map(|i| i.quoted(k));
-    let text = if k == weir_sql::DialectKind::Sqlite {
-        "TEXT"
-    } else {
-        "VARCHAR(40)"
-    };
-    let ddl = format!(
-        "CREATE TABLE IF NOT EXISTS {} ({} INTEGER NOT NULL, {} BIGINT NOT NULL, {} INTEGER NOT NULL, {} {text} NOT NULL CHECK (length({}) <= 40))",
-        sink_table.quoted(k),
-        q("src_partition")?,
-        q("src_offset")?,
-        q("ordinal")?,
-        q("payload")?,
-        q("payload")?
-    );
-    let mut conn = pool.acquire().await?;
-    DB::execute(&mut conn, &Arc::from(ddl), &[]).await?;
-    drop(conn);
+    create_sink_table(&pool, &sink_table).await?;
     eprintln!("crash job {} starting", args.job);
     // SIGTERM: stop polling, commit what is buffered, leave the group, exit 0.
     let wake = consumer.wakeup_handle();
@@ -200,6 +252,9 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .try_init();
+    if args.dsl {
+        return main_dsl(&args, term).await;
+    }
     let config = ConsumerConfig::new()
         .with_group_id(args.job.clone())
         .with_auto_offset_reset(AutoOffsetReset::Earliest)
@@ -251,6 +306,47 @@ async fn main() -> Result<()> {
                 sqlx::SqlitePool::connect_with(opts).await?,
                 &args,
                 consumer,
+                term,
+            )
+            .await
+        }
+        other => bail!("unsupported database scheme `{other}`"),
+    }
+}
+
+async fn main_dsl(args: &Args, term: tokio::signal::unix::Signal) -> Result<()> {
+    let source = match (&args.log, &args.kafka) {
+        (Some(dir), None) => format!("log://{dir}"),
+        (None, Some(servers)) => format!("kafka://{servers}"),
+        _ => bail!("exactly one of --log or --kafka is required"),
+    };
+    let scheme = args.db.split(':').next().unwrap_or("");
+    match scheme {
+        "postgres" | "postgresql" => {
+            let mut opts: sqlx::postgres::PgConnectOptions = args.db.parse()?;
+            if let Some(schema) = &args.schema {
+                opts = opts.options([("search_path", schema.as_str())]);
+            }
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(4)
+                .connect_with(opts)
+                .await?;
+            run_dsl(pool, args, source, term).await
+        }
+        "mysql" | "mariadb" => {
+            let pool = sqlx::MySqlPool::connect(&args.db).await?;
+            run_dsl(pool, args, source, term).await
+        }
+        "sqlite" => {
+            let opts: sqlx::sqlite::SqliteConnectOptions = args.db.parse()?;
+            let opts = opts
+                .create_if_missing(true)
+                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                .busy_timeout(Duration::from_secs(10));
+            run_dsl(
+                sqlx::SqlitePool::connect_with(opts).await?,
+                args,
+                source,
                 term,
             )
             .await
