@@ -323,6 +323,7 @@ impl LogConsumer {
             &mut self.parts,
             self.config.group_id(),
             self.config.auto_offset_reset(),
+            true,
         ) {
             tracing::debug!(error = %e, "position not resolved yet");
         }

@@ -99,12 +99,18 @@ pub(crate) fn resolve_all(
     parts: &mut BTreeMap<TopicPartition, PartState>,
     group: Option<&str>,
     policy: AutoOffsetReset,
+    include_paused: bool,
 ) -> Result<()> {
     let mut committed: Option<BTreeMap<TopicPartition, i64>> = None;
     for (tp, st) in parts.iter_mut() {
         let Pos::Pending(offset) = st.pos else {
             continue;
         };
+        if st.paused && !include_paused {
+            // resolved when resumed: a paused partition whose position cannot be
+            // resolved (auto.offset.reset=none) must not fail the others' fetch
+            continue;
+        }
         let stored = if offset == Offset::Stored {
             match (&committed, group) {
                 (Some(c), _) => c.get(tp).copied(),
@@ -143,7 +149,7 @@ pub(crate) fn fetch(
     group: Option<&str>,
     policy: AutoOffsetReset,
 ) -> Result<Vec<Record>> {
-    resolve_all(log, parts, group, policy)?;
+    resolve_all(log, parts, group, policy, false)?;
     let order: Vec<TopicPartition> = parts
         .iter()
         .filter(|(_, s)| !s.paused)

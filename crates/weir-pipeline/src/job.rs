@@ -58,7 +58,7 @@ struct Settings {
     retry_for: Duration,
     shutdown_timeout: Duration,
     revoke_timeout: Duration,
-    reset: AutoOffsetReset,
+    reset: Option<AutoOffsetReset>,
     idle_transaction_timeout: Option<Duration>,
     owner: Option<String>,
     offsets_table: Option<String>,
@@ -78,7 +78,7 @@ impl Default for Settings {
             retry_for: defaults::RETRY_FOR,
             shutdown_timeout: defaults::SHUTDOWN_TIMEOUT,
             revoke_timeout: defaults::REVOKE_TIMEOUT,
-            reset: AutoOffsetReset::Earliest,
+            reset: None,
             idle_transaction_timeout: Some(defaults::IDLE_TRANSACTION_TIMEOUT),
             owner: None,
             offsets_table: None,
@@ -221,10 +221,13 @@ impl Job {
         self
     }
 
-    /// Where a partition this job never committed starts (default `Earliest`). The
-    /// consumer's committed offsets are never used: the database is the truth.
+    /// Where a partition this job never committed starts: `Earliest` by default, or
+    /// the source's `auto.offset.reset` when it sets one (`Job::config`, a properties
+    /// file, a `ConsumerConfig`). The consumer's committed offsets are never used: the
+    /// database is the truth. It applies only to partitions without an offsets row: a
+    /// claimed offset outside the log is never reset (see the crate guide).
     pub fn auto_offset_reset(mut self, reset: AutoOffsetReset) -> Self {
-        self.settings.reset = reset;
+        self.settings.reset = Some(reset);
         self
     }
 
@@ -564,7 +567,7 @@ where
         if job.topics.is_empty() || job.topics.iter().any(|t| t.trim().is_empty()) {
             return Err(fail("source", "no topics, or an empty topic name".into()));
         }
-        let consumer_config = source
+        let (consumer_config, source_reset) = source
             .resolve(&job.name, &job.overrides)
             .map_err(|(stage, reason)| fail(&stage, reason))?;
         let sink = self.sink.map_err(|(stage, reason)| fail(&stage, reason))?;
@@ -651,7 +654,10 @@ where
             retry_for: s.retry_for,
             shutdown_timeout: s.shutdown_timeout,
             revoke_timeout: s.revoke_timeout,
-            reset: s.reset,
+            reset: s
+                .reset
+                .or(source_reset)
+                .unwrap_or(AutoOffsetReset::Earliest),
             idle_transaction_timeout: s.idle_transaction_timeout,
         };
         Ok(Built {

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use weir_core::{Consumer, ConsumerConfig, Error, Result};
+use weir_core::{AutoOffsetReset, Consumer, ConsumerConfig, Error, Result};
 
 /// Open the consumer that `bootstrap.servers` names, as sqlx picks a driver from a
 /// URL's scheme:
@@ -158,18 +158,27 @@ pub fn properties(path: impl Into<PathBuf>) -> Source {
 
 impl Source {
     /// The consumer configuration for job `job`, with the job's own settings
-    /// (`overrides`, from `Job::config`) applied last.
+    /// (`overrides`, from `Job::config`) applied last, and the `auto.offset.reset`
+    /// the source asked for, if it did.
+    ///
+    /// The consumer itself always gets `auto.offset.reset=none`: the runtime resolves
+    /// where an unclaimed partition starts (from the returned policy) and seeks there
+    /// on every claim, so a reset inside the consumer could only ever move a
+    /// *claimed* partition away from its stored offset (beyond the log end after a
+    /// broker failover, say) behind weir's back: a silent replay or skip. With
+    /// `none` that case comes back as an error the runtime handles.
     pub(crate) fn resolve(
         &self,
         job: &str,
         overrides: &[(String, String)],
-    ) -> std::result::Result<ConsumerConfig, (String, String)> {
-        let (mut config, explicit_auto_commit) = match &self.0 {
+    ) -> std::result::Result<(ConsumerConfig, Option<AutoOffsetReset>), (String, String)> {
+        let (mut config, explicit_auto_commit, mut reset) = match &self.0 {
             SourceKind::Url(url) => (
                 ConsumerConfig::new().with_bootstrap_servers(url.clone()),
                 None,
+                None,
             ),
-            SourceKind::Config(c) => ((**c).clone(), None),
+            SourceKind::Config(c) => ((**c).clone(), None, Some(c.auto_offset_reset())),
             SourceKind::File(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| {
                     (
@@ -179,6 +188,7 @@ impl Source {
                 })?;
                 let mut props = Vec::new();
                 let mut auto = None;
+                let mut file_reset = false;
                 for (n, line) in text.lines().enumerate() {
                     let line = line.trim();
                     if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
@@ -198,11 +208,13 @@ impl Source {
                     if k == "enable.auto.commit" {
                         auto = Some(v.clone());
                     }
+                    file_reset |= k == "auto.offset.reset";
                     props.push((k, v));
                 }
                 let c = ConsumerConfig::from_properties(props)
                     .map_err(|e| ("source".to_owned(), format!("{}: {e}", path.display())))?;
-                (c, auto)
+                let reset = file_reset.then(|| c.auto_offset_reset());
+                (c, auto, reset)
             }
         };
         let mut auto = explicit_auto_commit;
@@ -213,6 +225,9 @@ impl Source {
             config
                 .set(k, v)
                 .map_err(|e| (format!("config `{k}`"), e.to_string()))?;
+            if k == "auto.offset.reset" {
+                reset = Some(config.auto_offset_reset());
+            }
         }
         if auto.as_deref().is_some_and(|v| v.trim() != "false") {
             return Err((
@@ -220,7 +235,9 @@ impl Source {
                 "must stay off: the database holds this job's offsets, in the same transaction as its results; an auto-commit would let the group's offsets drift from them".to_owned(),
             ));
         }
-        config = config.with_enable_auto_commit(false);
+        config = config
+            .with_enable_auto_commit(false)
+            .with_auto_offset_reset(AutoOffsetReset::None);
         if config.group_id().is_none_or(str::is_empty) {
             config = config.with_group_id(job);
         }
@@ -228,7 +245,7 @@ impl Source {
             .validate()
             .map_err(|e| ("source".to_owned(), e.to_string()))?;
         backend_of(config.bootstrap_servers()).map_err(|e| ("source".to_owned(), e.to_string()))?;
-        Ok(config)
+        Ok((config, reset))
     }
 }
 
@@ -249,15 +266,25 @@ mod tests {
 
     #[test]
     fn group_defaults_to_the_job_and_auto_commit_is_off() {
-        let c = Source::from("log:///tmp/x")
+        let (c, reset) = Source::from("log:///tmp/x")
             .resolve("orders-job", &[])
             .unwrap();
         assert_eq!(c.group_id(), Some("orders-job"));
         assert!(!c.enable_auto_commit());
-        let c = Source::from("log:///tmp/x")
+        assert_eq!(reset, None);
+        let (c, _) = Source::from("log:///tmp/x")
             .resolve("j", &[("group.id".into(), "other".into())])
             .unwrap();
         assert_eq!(c.group_id(), Some("other"));
+    }
+
+    #[test]
+    fn the_consumer_never_resets_and_the_job_keeps_the_policy() {
+        let (c, reset) = Source::from("log:///tmp/x")
+            .resolve("j", &[("auto.offset.reset".into(), "latest".into())])
+            .unwrap();
+        assert_eq!(c.auto_offset_reset(), AutoOffsetReset::None);
+        assert_eq!(reset, Some(AutoOffsetReset::Latest));
     }
 
     #[test]

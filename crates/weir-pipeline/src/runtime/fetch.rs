@@ -86,6 +86,21 @@ impl<DB: Dialect, T: Send + Sync + 'static> Fetcher<DB, T> {
                     self.drop_unowned();
                     continue;
                 }
+                Err(weir_core::Error::NoOffset {
+                    partition,
+                    position: Some(at),
+                    log_start,
+                    log_end,
+                })
+                | Err(weir_core::Error::OffsetOutOfRange {
+                    partition,
+                    offset: at,
+                    log_start,
+                    log_end,
+                }) => {
+                    self.out_of_range(consumer, &partition, at, log_start, log_end)?;
+                    continue;
+                }
                 Err(weir_core::Error::Listener(e)) => {
                     tracing::warn!(error = %e, "rebalance listener failed; claiming on the next round");
                     weir_core::Batch::new()
@@ -124,6 +139,49 @@ impl<DB: Dialect, T: Send + Sync + 'static> Fetcher<DB, T> {
             self.apply(consumer, &seeks)?;
             self.backpressure(consumer)?;
         }
+    }
+
+    /// The consumer could not start `tp` at `at`, outside its log `log_start..log_end`
+    /// (the consumer never resets: see `Source::resolve`).
+    ///
+    /// Beyond the end: the offsets row says this job committed up to `at`, so the
+    /// broker held those records once; after a leader failover the new leader may be
+    /// behind for a while (unclean election, a restored broker). Resetting would
+    /// replay the partition into the sink (duplicates) or skip what comes: the
+    /// partition waits instead, retrying with backoff, while the others go on.
+    /// Below the start: records this job never committed were deleted by retention;
+    /// that is a loss weir will not hide, so the job stops and says so.
+    fn out_of_range(
+        &mut self,
+        consumer: &mut dyn Consumer,
+        tp: &TopicPartition,
+        at: i64,
+        log_start: i64,
+        log_end: i64,
+    ) -> Result<()> {
+        if at < log_start {
+            return Err(Error::Sql(weir_sql::Error::Sink {
+                sink: "offsets".to_owned(),
+                message: format!(
+                    "job `{}`: records {at}..{log_start} of {tp} were deleted by the topic's retention before this job committed them; they cannot be read any more, and weir does not skip them silently. Nothing of them was written. Raise the topic's retention (or the job's throughput) so it does not recur",
+                    self.cfg.job
+                ),
+                retriable: false,
+            }));
+        }
+        tracing::warn!(
+            partition = %tp,
+            stored_offset = at,
+            log_start,
+            log_end,
+            "the stored offset is beyond the broker's log end (a leader behind after a failover?); \
+             weir never resets a claimed partition, it waits and retries this partition; \
+             if the topic was deleted and re-created, its new records are not the ones this job committed"
+        );
+        if consumer.assignment().contains(tp) {
+            self.apply(consumer, &[Seek::Rewind(tp.clone(), at)])?;
+        }
+        Ok(())
     }
 
     /// This poll's batch is dropped (a claim failed): rewind every assigned partition
