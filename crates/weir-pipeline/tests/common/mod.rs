@@ -212,3 +212,23 @@ pub fn logs() {
         .with_test_writer()
         .try_init();
 }
+
+/// Rows of `sql` as (i64, i64, text), on any of the three databases.
+pub async fn rows3(db: &Db, sql: &str) -> Result<Vec<(i64, i64, String)>> {
+    let q = sqlx::AssertSqlSafe(sql.to_owned());
+    Ok(match db {
+        Db::Postgres(p) => sqlx::query_as(q).fetch_all(p).await?,
+        Db::MySql(p) => sqlx::query_as(q).fetch_all(p).await?,
+        Db::Sqlite(p) => sqlx::query_as(q).fetch_all(p).await?,
+    })
+}
+
+/// `SELECT COUNT(*)`-like single integer.
+pub async fn scalar(db: &Db, sql: &str) -> Result<i64> {
+    let q = sqlx::AssertSqlSafe(sql.to_owned());
+    Ok(match db {
+        Db::Postgres(p) => sqlx::query_scalar(q).fetch_one(p).await?,
+        Db::MySql(p) => sqlx::query_scalar(q).fetch_one(p).await?,
+        Db::Sqlite(p) => sqlx::query_scalar(q).fetch_one(p).await?,
+    })
+}
