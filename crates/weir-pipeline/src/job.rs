@@ -110,7 +110,7 @@ impl Default for Settings {
 ///     .await?;
 /// # Ok(()) }
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Job {
     name: String,
     source: Option<Source>,
@@ -119,6 +119,34 @@ pub struct Job {
     database: Option<String>,
     settings: Settings,
     problems: Vec<(String, String)>,
+}
+
+/// Secrets stay out: the database URL's password and secret configuration values
+/// (`sasl.password`, `ssl.key.password`, …) are shown as `***`.
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let overrides: Vec<(&str, &str)> = self
+            .overrides
+            .iter()
+            .map(|(k, v)| {
+                let v = if weir_core::ConsumerConfig::is_secret_key(k) {
+                    "***"
+                } else {
+                    v.as_str()
+                };
+                (k.as_str(), v)
+            })
+            .collect();
+        f.debug_struct("Job")
+            .field("name", &self.name)
+            .field("source", &self.source)
+            .field("topics", &self.topics)
+            .field("overrides", &overrides)
+            .field("database", &self.database.as_deref().map(redact))
+            .field("settings", &self.settings)
+            .field("problems", &self.problems)
+            .finish()
+    }
 }
 
 impl Job {

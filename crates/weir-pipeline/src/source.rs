@@ -117,8 +117,19 @@ fn connect_kafka(_config: ConsumerConfig) -> Result<Box<dyn Consumer>> {
 /// let c = weir_pipeline::properties("consumer.properties");
 /// # drop((a, b, c));
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Source(pub(crate) SourceKind);
+
+/// A URL's password is shown as `***`; a `ConsumerConfig` redacts its own secrets.
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            SourceKind::Url(u) => f.debug_tuple("Url").field(&crate::db::redact(u)).finish(),
+            SourceKind::Config(c) => f.debug_tuple("Config").field(c).finish(),
+            SourceKind::File(p) => f.debug_tuple("File").field(p).finish(),
+        }
+    }
+}
 
 #[derive(Clone, Debug)]
 pub(crate) enum SourceKind {
