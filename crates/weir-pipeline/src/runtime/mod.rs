@@ -116,11 +116,18 @@ where
     let wakeup = consumer.wakeup_handle();
     let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop_flag = Arc::clone(&stopping);
+    let abort = Arc::new(tokio::sync::Notify::new());
+    let abort_tx = Arc::clone(&abort);
     let stop_task = tokio::spawn(async move {
         stop.await;
         tracing::info!("shutdown requested: committing what is in flight");
         stop_flag.store(true, std::sync::atomic::Ordering::Release);
         wakeup.wakeup();
+        // Listening starts the moment the stop is seen, so a second SIGINT/SIGTERM
+        // during the drain is never missed (it would otherwise find the handlers
+        // installed but nobody listening, and be ignored).
+        crate::shutdown::signal().await;
+        abort_tx.notify_one();
     });
 
     consumer.subscribe(parts.subscription, listener).await?;
@@ -159,7 +166,6 @@ where
         tracing::Instrument::instrument(fetcher.run(consumer.as_mut()), span.clone()).await;
     // Closing the channel lets the commit task finish what it was given and end.
     drop(fetcher);
-    stop_task.abort();
 
     let drain = async {
         match tokio::time::timeout(cfg.shutdown_timeout, &mut commit_task).await {
@@ -175,7 +181,7 @@ where
     let committed = if stopping.load(std::sync::atomic::Ordering::Acquire) {
         tokio::select! {
             r = drain => r,
-            () = crate::shutdown::signal() => {
+            () = abort.notified() => {
                 tracing::warn!("second shutdown signal: aborting at once (nothing is half-committed)");
                 Err(Error::Aborted)
             }
@@ -184,6 +190,7 @@ where
         drain.await
     };
     commit_task.abort();
+    stop_task.abort();
     let closed = consumer.close().await;
 
     let summary = stats.lock().clone();
