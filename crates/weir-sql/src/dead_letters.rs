@@ -210,7 +210,9 @@ impl<DB: Dialect> DeadLetters<DB> {
         &self.table
     }
 
-    /// Create the table (and schema) if missing; idempotent.
+    /// Create the table (and schema) if missing; idempotent, and safe when several
+    /// instances run it at the same moment (like
+    /// [`OffsetStore::migrate`](crate::OffsetStore::migrate)).
     /// [`ExactlyOnceRunner::migrate`](crate::ExactlyOnceRunner::migrate) calls it.
     ///
     /// ```
@@ -224,7 +226,7 @@ impl<DB: Dialect> DeadLetters<DB> {
     /// ```
     pub async fn migrate(&self, pool: &Pool<DB>) -> Result<()> {
         let k = DB::KIND;
-        let mut stmts: Vec<String> = Vec::new();
+        let mut stmts: Vec<Arc<str>> = Vec::new();
         if let (Some(schema), DialectKind::Postgres | DialectKind::MySql) = (self.table.schema(), k)
         {
             let kw = if k == DialectKind::Postgres {
@@ -232,7 +234,10 @@ impl<DB: Dialect> DeadLetters<DB> {
             } else {
                 "DATABASE"
             };
-            stmts.push(format!("CREATE {kw} IF NOT EXISTS {}", schema.quoted(k)));
+            stmts.push(Arc::from(format!(
+                "CREATE {kw} IF NOT EXISTS {}",
+                schema.quoted(k)
+            )));
         }
         let cols = self
             .plan
@@ -259,22 +264,15 @@ impl<DB: Dialect> DeadLetters<DB> {
             DialectKind::Sqlite => ("TEXT", format!("({})", DB::NOW)),
             DialectKind::MySql => ("TIMESTAMP(6)", DB::NOW.to_owned()),
         };
-        stmts.push(format!(
+        stmts.push(Arc::from(format!(
             "CREATE TABLE IF NOT EXISTS {} ({cols}, {} {ts} NOT NULL DEFAULT {now}, PRIMARY KEY ({key})){}",
             self.plan.table,
             crate::Ident::new("at")?.quoted(k),
             if k == DialectKind::MySql { " ENGINE=InnoDB" } else { "" }
-        ));
-        let mut conn = pool
-            .acquire()
-            .await
-            .map_err(|e| Error::db("dead letters migrate", e))?;
-        for s in stmts {
-            DB::execute(&mut conn, &Arc::from(s), &[])
-                .await
-                .map_err(|e| Error::db("dead letters migrate", e))?;
-        }
-        Ok(())
+        )));
+        let during = "dead letters migrate";
+        let mut conn = pool.acquire().await.map_err(|e| Error::db(during, e))?;
+        crate::migrate::run_ddl::<DB>(&mut conn, during, &self.table, &stmts).await
     }
 
     /// Write these dead letters on the batch's open transaction (they become

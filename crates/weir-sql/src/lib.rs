@@ -65,6 +65,7 @@ mod error;
 pub mod failpoint;
 mod ident;
 mod listener;
+mod migrate;
 #[cfg(feature = "mysql")]
 mod mysql;
 mod offsets;

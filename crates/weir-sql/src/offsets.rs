@@ -399,6 +399,14 @@ impl<DB: Dialect> OffsetStore<DB> {
     /// and check its shape. [`ExactlyOnceRunner::migrate`](crate::ExactlyOnceRunner::migrate)
     /// calls it.
     ///
+    /// Safe when several instances run it at the same moment on a fresh database:
+    /// on PostgreSQL the creation runs in one transaction behind a transaction-scoped
+    /// advisory lock (`pg_advisory_xact_lock`), and on every dialect an error meaning
+    /// "another session is creating it" (PostgreSQL 23505 on a catalog index, 42P07;
+    /// MySQL 1050; `SQLITE_BUSY`) is retried briefly. The `ALTER`s that add missing
+    /// columns run the same way; one that finds its column already added (by another
+    /// instance) fails and is ignored, and the shape is checked after them.
+    ///
     /// It first checks the settings of the connection it runs on (pooled connections
     /// are opened with the same options; one changed later by hand is not seen):
     ///
@@ -433,17 +441,21 @@ impl<DB: Dialect> OffsetStore<DB> {
             .await
             .map_err(|e| Error::db("offsets migrate", e))?;
         check_connection::<DB>(&mut conn, "offsets migrate").await?;
-        for stmt in &self.sql.create {
-            DB::execute(&mut conn, stmt, &[])
-                .await
-                .map_err(|e| Error::db("offsets migrate", e))?;
-        }
+        crate::migrate::run_ddl::<DB>(&mut conn, "offsets migrate", &self.table, &self.sql.create)
+            .await?;
         if DB::execute(&mut conn, &self.sql.check, &[]).await.is_ok() {
             return Ok(());
         }
         for stmt in &self.sql.migrate {
-            // A column that already exists makes its ALTER fail: fine.
-            let _ = DB::execute(&mut conn, stmt, &[]).await;
+            // A column that already exists makes its ALTER fail: fine (the check
+            // below tells whether the table has the expected shape).
+            let _ = crate::migrate::run_ddl::<DB>(
+                &mut conn,
+                "offsets migrate",
+                &self.table,
+                std::slice::from_ref(stmt),
+            )
+            .await;
         }
         DB::execute(&mut conn, &self.sql.check, &[])
             .await

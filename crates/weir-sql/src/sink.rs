@@ -266,7 +266,8 @@ impl<DB: Dialect, R: Row> TableSink<DB, R> {
 
     /// Create the table if missing, from the row type's columns (the upsert key
     /// becomes the primary key). For tests and quick starts; production schemas are
-    /// usually managed elsewhere.
+    /// usually managed elsewhere. Safe when several instances run it at the same
+    /// moment (like [`OffsetStore::migrate`](crate::OffsetStore::migrate)).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -289,7 +290,7 @@ impl<DB: Dialect, R: Row> TableSink<DB, R> {
     pub async fn create_table(&self, pool: &Pool<DB>) -> Result<()> {
         let k = DB::KIND;
         let keys = self.plan.upsert_keys.clone().unwrap_or_default();
-        let mut stmts = Vec::new();
+        let mut stmts: Vec<Arc<str>> = Vec::new();
         if let (Some(schema), DialectKind::Postgres | DialectKind::MySql) = (self.table.schema(), k)
         {
             let kw = if k == DialectKind::Postgres {
@@ -297,7 +298,10 @@ impl<DB: Dialect, R: Row> TableSink<DB, R> {
             } else {
                 "DATABASE"
             };
-            stmts.push(format!("CREATE {kw} IF NOT EXISTS {}", schema.quoted(k)));
+            stmts.push(Arc::from(format!(
+                "CREATE {kw} IF NOT EXISTS {}",
+                schema.quoted(k)
+            )));
         }
         let mut cols: Vec<String> = self
             .plan
@@ -321,21 +325,14 @@ impl<DB: Dialect, R: Row> TableSink<DB, R> {
                 .join(", ");
             cols.push(format!("PRIMARY KEY ({list})"));
         }
-        stmts.push(format!(
+        stmts.push(Arc::from(format!(
             "CREATE TABLE IF NOT EXISTS {} ({})",
             self.plan.table,
             cols.join(", ")
-        ));
-        let mut conn = pool
-            .acquire()
-            .await
-            .map_err(|e| Error::db("create table", e))?;
-        for s in stmts {
-            DB::execute(&mut conn, &Arc::from(s), &[])
-                .await
-                .map_err(|e| Error::db("create table", e))?;
-        }
-        Ok(())
+        )));
+        let during = "create table";
+        let mut conn = pool.acquire().await.map_err(|e| Error::db(during, e))?;
+        crate::migrate::run_ddl::<DB>(&mut conn, during, &self.table, &stmts).await
     }
 
     /// Write rows on an open connection or transaction (what [`TransactionalSink::write`]
