@@ -159,28 +159,26 @@ pub fn ends(topic: &str, counts: &[i64]) -> BTreeMap<(String, i32), Option<i64>>
 
 /// Resolves once `job` has committed exactly `ends` in `offsets_table` (quoted as
 /// needed), or after `patience` (the test then fails on what it finds).
-pub fn committed(
+pub async fn committed(
     db_url: String,
     job: String,
     offsets_table: String,
     ends: BTreeMap<(String, i32), Option<i64>>,
     patience: Duration,
-) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        let deadline = Instant::now() + patience;
-        let Ok(db) = Db::connect(&db_url).await else {
+) {
+    let deadline = Instant::now() + patience;
+    let Ok(db) = Db::connect(&db_url).await else {
+        return;
+    };
+    while Instant::now() < deadline {
+        if db
+            .next_offsets(&job, &offsets_table)
+            .await
+            .is_ok_and(|got| got == ends)
+        {
             return;
-        };
-        while Instant::now() < deadline {
-            if db
-                .next_offsets(&job, &offsets_table)
-                .await
-                .is_ok_and(|got| got == ends)
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
