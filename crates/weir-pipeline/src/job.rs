@@ -734,15 +734,63 @@ where
         F: Future<Output = ()> + Send + 'static,
     {
         let job = self.cfg.job.clone();
-        let pool = match self.pool {
-            PoolSource::Pool(p) => p,
+        // The stop future is watched from the start: a signal while connecting or
+        // creating tables (which retry for a while on a database that is down) stops
+        // the job there, with nothing to drain.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let watcher = tokio::spawn(async move {
+            stop.await;
+            let _ = stop_tx.send(true);
+        });
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                if rx.wait_for(|s| *s).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        let before = stopped();
+        let r = self.start(job, before, stopped()).await;
+        watcher.abort();
+        r
+    }
+
+    /// Connect, set up (both given up when `before` resolves), then run until `stop`.
+    async fn start(
+        mut self,
+        job: String,
+        before: impl Future<Output = ()> + Send,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<Summary> {
+        let pool = tokio::select! {
+            r = self.prepare(&job) => r?,
+            () = before => {
+                tracing::info!(job = %job, "stopped before the job started");
+                return Ok(Summary::default());
+            }
+        };
+        self.launch(pool, stop).await
+    }
+}
+
+impl<DB, T, S> Built<DB, T, S>
+where
+    DB: Database,
+    T: Send + Sync + 'static,
+    S: weir_sql::TransactionalSink<DB, T> + 'static,
+{
+    /// Open the pool (unless given one) and create the tables.
+    async fn prepare(&mut self, job: &str) -> Result<Pool<DB>> {
+        let pool = match &self.pool {
+            PoolSource::Pool(p) => p.clone(),
             PoolSource::Url(url) => {
-                DB::open(&url, self.connections)
+                DB::open(url, self.connections)
                     .await
                     .map_err(|e| Error::Build {
-                        job: job.clone(),
+                        job: job.to_owned(),
                         stage: "database".to_owned(),
-                        reason: format!("cannot connect to {}: {e}", redact(&url)),
+                        reason: format!("cannot connect to {}: {e}", redact(url)),
                     })?
             }
         };
@@ -750,10 +798,19 @@ where
             &pool,
             &self.store,
             &self.dead_letters,
-            self.sink.setup,
+            std::mem::take(&mut self.sink.setup),
             self.cfg.retry_for,
         )
         .await?;
+        Ok(pool)
+    }
+
+    /// Connect the consumer and run.
+    async fn launch(
+        self,
+        pool: Pool<DB>,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<Summary> {
         let consumer = crate::connect(self.consumer_config)?;
         let parts = runtime::Parts {
             cfg: self.cfg,

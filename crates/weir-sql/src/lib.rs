@@ -46,8 +46,8 @@
 //! ```
 //!
 //! Features: `postgres`, `sqlite`, `mysql` (all on by default) choose the dialects;
-//! `failpoints` compiles the named crash points used by the kill -9 tests
-//! ([`failpoint`]).
+//! `derive` (on by default) adds `#[derive(Row)]`; `failpoints` compiles the named
+//! crash points used by the kill -9 tests ([`failpoint`]).
 //!
 //! ## How it is proven
 //! This crate's tests run on all three dialects (each test in its own schema or
@@ -57,6 +57,9 @@
 //! loops, the multi-instance storm and the independent checker live in `weir-testkit`
 //! (`crash`, `checker`).
 #![warn(missing_docs)]
+
+// `#[derive(Row)]` names this crate `::weir_sql`, also when it expands inside it.
+extern crate self as weir_sql;
 
 mod classify;
 mod dead_letters;
@@ -86,6 +89,11 @@ pub use offsets::{Claim, OffsetStore, StoredOffset, DEFAULT_CLAIM_LOCK_TIMEOUT, 
 pub use runner::{ExactlyOnceRunner, Reject, RunStats, DEFAULT_IDLE_TRANSACTION_TIMEOUT};
 pub use sink::{Item, TableSink, TransactionalSink, WriteMode};
 pub use value::{Column, ColumnType, Row, ToValue, Value};
+/// `#[derive(Row)]`: implement [`Row`] for a struct, one column per field (see
+/// [`weir_macros::Row`](macro@weir_macros::Row) for `#[weir(rename = "...")]` and
+/// `#[weir(skip)]`).
+#[cfg(feature = "derive")]
+pub use weir_macros::Row;
 
 /// Re-exported so that sink implementations use the same macro version as weir.
 pub use async_trait::async_trait;
