@@ -915,3 +915,132 @@ pub async fn paused_zombie(cfg: &ZombieConfig) -> Result<ZombieOutcome> {
         report,
     })
 }
+
+/// SIGTERM under load: the job (usually `--dsl` with `--sink-delay-ms`, so batches are
+/// in flight) is signalled once it has committed something; with `second_after` a
+/// second SIGTERM follows (abort). Then a last run finishes the input and the checker
+/// compares. The last run is given `--sink-delay-ms 0`.
+#[derive(Clone, Debug)]
+pub struct SigtermConfig {
+    /// The job and its input (`kills` is not used).
+    pub base: CrashConfig,
+    /// Send a second SIGTERM this long after the first.
+    pub second_after: Option<Duration>,
+}
+
+/// What a SIGTERM run did.
+#[derive(Clone, Debug)]
+pub struct SigtermOutcome {
+    /// The job's exit code after the signal(s) (`None`: killed by a signal).
+    pub exit_code: Option<i32>,
+    /// From the first SIGTERM to the exit.
+    pub exit_after: Duration,
+    /// Whether stderr says the job stopped cleanly (drained, left the group).
+    pub stopped_cleanly: bool,
+    /// Records committed (sum of the stored next offsets) right after the exit.
+    pub committed_at_exit: i64,
+    /// Input records in the end.
+    pub records: u64,
+    /// The checker's report after the last run.
+    pub report: Report,
+}
+
+/// Run the SIGTERM scenario.
+pub async fn sigterm(cfg: &SigtermConfig) -> Result<SigtermOutcome> {
+    let base = &cfg.base;
+    let db = Db::connect(&base.db_url).await.with_context(|| {
+        "cannot reach the database (PostgreSQL 127.0.0.1:5432, MariaDB 127.0.0.1:3306); run scripts/provision"
+    })?;
+    let table = quoted(&base.db_url, &base.schema, "weir_offsets");
+    let committed = |db: &Db| {
+        let db = db.clone();
+        let table = table.clone();
+        let job = base.job.clone();
+        async move {
+            db.next_offsets(&job, &table)
+                .await
+                .map(|m| m.values().map(|v| v.unwrap_or(0)).sum::<i64>())
+                .unwrap_or(0)
+        }
+    };
+    let records = base.chunk;
+    append(base, 0, records).await?;
+    let _ = std::fs::remove_file(&base.stderr);
+    let mut child = spawn(base, false, &[])?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while committed(&db).await == 0 {
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "the job exited before committing ({status}):\n{}",
+                stderr_tail(base)
+            );
+        }
+        if Instant::now() > deadline {
+            let _ = child.start_kill();
+            bail!(
+                "the job committed nothing within 60 s:\n{}",
+                stderr_tail(base)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // (the embedded log is one process's: input is appended between runs only)
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = child
+        .id()
+        .map(|p| nix::unistd::Pid::from_raw(p as i32))
+        .context("the job has no pid")?;
+    let signalled = Instant::now();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+    if let Some(after) = cfg.second_after {
+        tokio::time::sleep(after).await;
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    }
+    let status = match tokio::time::timeout(Duration::from_secs(90), child.wait()).await {
+        Ok(s) => s?,
+        Err(_) => {
+            let _ = child.start_kill();
+            bail!(
+                "the job did not exit within 90 s of SIGTERM:\n{}",
+                stderr_tail(base)
+            );
+        }
+    };
+    let exit_after = signalled.elapsed();
+    let committed_at_exit = committed(&db).await;
+    let stopped_cleanly = std::fs::read_to_string(&base.stderr)
+        .unwrap_or_default()
+        .contains("stopped cleanly");
+
+    // a last run finishes the input, at full speed (the delay only served to keep
+    // batches in flight at the signal)
+    let mut child = spawn(base, false, &["--sink-delay-ms".to_owned(), "0".to_owned()])?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !caught_up(&db, base, records).await? {
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "the final job run exited ({status}):\n{}",
+                stderr_tail(base)
+            );
+        }
+        if Instant::now() > deadline {
+            let _ = child.start_kill();
+            bail!(
+                "the final run did not catch up within 120 s:\n{}",
+                stderr_tail(base)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.start_kill()?;
+    child.wait().await?;
+    let report = check_tables(&db, base).await?;
+    Ok(SigtermOutcome {
+        exit_code: status.code(),
+        exit_after,
+        stopped_cleanly,
+        committed_at_exit,
+        records,
+        report,
+    })
+}

@@ -5,7 +5,7 @@
 //! fetch side pauses its partitions while the count is at the limit (backpressure),
 //! and a revoke waits until every batch sent before it is done.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -16,6 +16,9 @@ pub(crate) struct Flight {
     bytes: AtomicUsize,
     sent: AtomicU64,
     done: watch::Sender<u64>,
+    /// Set on an abort: nobody waits for in-flight batches any more (they are
+    /// abandoned, not committed; the next owner re-reads them).
+    abandoned: AtomicBool,
 }
 
 impl Default for Flight {
@@ -25,6 +28,7 @@ impl Default for Flight {
             bytes: AtomicUsize::new(0),
             sent: AtomicU64::new(0),
             done: watch::Sender::new(0),
+            abandoned: AtomicBool::new(false),
         }
     }
 }
@@ -57,13 +61,24 @@ impl Flight {
         self.sent.load(Ordering::Acquire)
     }
 
-    /// Wait until batch `seq` and all before it are done, at most `timeout`. Whether
-    /// they are.
+    /// Wait until batch `seq` and all before it are done, at most `timeout` and not
+    /// past [`abandon`](Self::abandon). Whether they are done.
     pub(crate) async fn wait_done(&self, seq: u64, timeout: Duration) -> bool {
         let mut rx = self.done.subscribe();
-        tokio::time::timeout(timeout, rx.wait_for(|d| *d >= seq))
-            .await
-            .is_ok_and(|r| r.is_ok())
+        let waited = tokio::time::timeout(
+            timeout,
+            rx.wait_for(|d| *d >= seq || self.abandoned.load(Ordering::Acquire)),
+        )
+        .await;
+        waited.is_ok_and(|r| r.is_ok_and(|d| *d >= seq))
+    }
+
+    /// The job aborts: wake every waiter now (a revoke during the consumer's close
+    /// then gives its partitions up at once instead of waiting for batches that the
+    /// abort cancelled).
+    pub(crate) fn abandon(&self) {
+        self.abandoned.store(true, Ordering::Release);
+        self.done.send_modify(|_| {});
     }
 }
 
@@ -84,5 +99,19 @@ mod tests {
         f.done(b, 5, 50);
         assert!(waiter.await.unwrap());
         assert_eq!((f.records(), f.bytes(), f.last_sent()), (0, 0, 2));
+    }
+
+    #[tokio::test]
+    async fn abandon_wakes_waiters_who_see_not_done() {
+        let f = std::sync::Arc::new(Flight::default());
+        let seq = f.send(1, 1);
+        let g = f.clone();
+        let waiter = tokio::spawn(async move { g.wait_done(seq, Duration::from_secs(60)).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let started = std::time::Instant::now();
+        f.abandon();
+        assert!(!waiter.await.unwrap(), "an abandoned batch is not done");
+        assert!(started.elapsed() < Duration::from_secs(30));
+        assert!(!f.wait_done(seq, Duration::from_secs(60)).await);
     }
 }

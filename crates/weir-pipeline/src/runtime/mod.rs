@@ -149,6 +149,7 @@ where
         span.clone(),
     ));
 
+    let abandon = Arc::clone(&flight);
     let mut fetcher = fetch::Fetcher {
         cfg: Arc::clone(&cfg),
         claimer,
@@ -190,6 +191,9 @@ where
         drain.await
     };
     commit_task.abort();
+    // Nothing more will be committed (drained, aborted, past the deadline or failed):
+    // the revoke that closing the consumer triggers must not wait for batches.
+    abandon.abandon();
     stop_task.abort();
     let closed = consumer.close().await;
 

@@ -14,7 +14,10 @@
 //! ```
 //!
 //! `--dsl` runs the same job written with the pipeline DSL (`weir_pipeline::Job`,
-//! subscribing in the group `NAME` on either backend) instead of `ExactlyOnceRunner`.
+//! subscribing in the group `NAME` on either backend) instead of `ExactlyOnceRunner`;
+//! `--sink-delay-ms MS` (with `--dsl`) makes every batch write take that much longer
+//! (a slow database, for the shutdown tests). With `--dsl` the job stops on
+//! `weir::shutdown_signal()`: the first SIGINT/SIGTERM drains, a second aborts.
 //!
 //! SIGTERM makes it commit what it buffered, leave the group and exit 0.
 
@@ -69,6 +72,7 @@ struct Args {
     session_timeout_ms: Option<u64>,
     idle_tx_timeout_ms: Option<u64>,
     dsl: bool,
+    sink_delay_ms: u64,
 }
 
 fn args() -> Result<Args> {
@@ -84,6 +88,7 @@ fn args() -> Result<Args> {
         session_timeout_ms: None,
         idle_tx_timeout_ms: None,
         dsl: false,
+        sink_delay_ms: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -98,6 +103,7 @@ fn args() -> Result<Args> {
             "--topic" => a.topic = val()?,
             "--group" => a.group = true,
             "--dsl" => a.dsl = true,
+            "--sink-delay-ms" => a.sink_delay_ms = val()?.parse()?,
             "--session-timeout-ms" => a.session_timeout_ms = Some(val()?.parse()?),
             "--idle-tx-timeout-ms" => a.idle_tx_timeout_ms = Some(val()?.parse()?),
             other => bail!("unknown argument {other}"),
@@ -143,6 +149,29 @@ async fn create_sink_table<DB: Dialect>(
     Ok(())
 }
 
+/// A table sink whose every write takes `delay` longer.
+struct Delayed<DB: Dialect> {
+    inner: TableSink<DB, Out>,
+    delay: Duration,
+}
+
+#[weir_sql::async_trait]
+impl<DB: Dialect> weir_sql::TransactionalSink<DB, Out> for Delayed<DB> {
+    fn name(&self) -> &str {
+        "crash_out"
+    }
+    async fn write(
+        &self,
+        tx: &mut sqlx::Transaction<'static, DB>,
+        items: &[weir_sql::Item<Out>],
+    ) -> weir_sql::Result<()> {
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        self.inner.write(tx, items).await
+    }
+}
+
 /// The same job through the pipeline DSL: records → rows (poison is a permanent
 /// error, dead-lettered), the table refuses over-long payloads (isolated into the
 /// dead letters by the runtime), offsets in the same transaction.
@@ -150,8 +179,11 @@ async fn run_dsl<DB: weir_pipeline::Database>(
     pool: sqlx::Pool<DB>,
     args: &Args,
     source: String,
-    mut term: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
 ) -> Result<()> {
+    // the runtime installs its own SIGINT/SIGTERM handlers (first drains, second
+    // aborts); the one main registered early only covered start-up
+    drop(term);
     create_sink_table(&pool, &TableName::new("crash_out")?).await?;
     eprintln!("crash job {} starting (dsl)", args.job);
     let mut job = weir_pipeline::Job::new(&args.job)
@@ -172,11 +204,12 @@ async fn run_dsl<DB: weir_pipeline::Database>(
         .records()
         .try_map(|r: Record| decode(&r).map_err(weir_pipeline::OpError::from))
         .flat_map(|rows| rows)
-        .sink(weir_pipeline::sink::Table::<DB>::insert("crash_out").create_if_missing(false))
+        .sink(weir_pipeline::sink::custom(Delayed {
+            inner: TableSink::<DB, Out>::new(TableName::new("crash_out")?)?,
+            delay: Duration::from_millis(args.sink_delay_ms),
+        }))
         .pool(pool)
-        .run_until(async move {
-            term.recv().await;
-        })
+        .run_until(weir_pipeline::shutdown_signal())
         .await?;
     eprintln!("crash job {} stopped cleanly: {summary:?}", args.job);
     Ok(())
