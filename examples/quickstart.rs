@@ -10,7 +10,9 @@
 //! 1. A fresh directory `target/weir-quickstart/` gets an embedded log with a topic
 //!    `orders` (4 partitions) holding `--records` JSON orders; about one in 500 is
 //!    deliberately malformed (a poison record).
-//! 2. A worker process (this example with `--worker`) runs the job: it consumes
+//! 2. A worker process (this example with `--worker`) runs the job, written with
+//!    weir's pipeline DSL in `worker()` (the part a user writes; the rest of this file
+//!    is the crash driver and the checker): it consumes
 //!    `orders` in the consumer group `quickstart`, decodes each value as JSON and writes
 //!    one row per order into the SQLite table `orders`, poison records into
 //!    `weir_dead_letters`, and the partitions' next offsets into `weir_offsets`, all in
@@ -32,10 +34,10 @@ use anyhow::{bail, Context};
 use serde::Deserialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{Row as _, SqlitePool};
-use weir::core::{AutoOffsetReset, Consumer, ConsumerConfig, Record, Subscription, TopicPartition};
-use weir::formats::{Json, SyncDeserializer};
-use weir::log::{Log, LogConsumer, LogOptions, NewRecord, Producer};
-use weir::sql::{impl_row, ExactlyOnceRunner, Reject, TableName, TableSink};
+use weir::core::TopicPartition;
+use weir::formats::Json;
+use weir::log::{Log, LogOptions, NewRecord, Producer};
+use weir::{sink, Job};
 
 const TOPIC: &str = "orders";
 const PARTITIONS: i32 = 4;
@@ -51,6 +53,7 @@ struct Order {
 }
 
 /// One row of the `orders` table: the order plus where it came from.
+#[derive(weir::Row)]
 struct OrderRow {
     src_partition: i32,
     src_offset: i64,
@@ -58,13 +61,6 @@ struct OrderRow {
     customer: String,
     amount_cents: i64,
 }
-impl_row!(OrderRow {
-    src_partition,
-    src_offset,
-    id,
-    customer,
-    amount_cents
-});
 
 struct Args {
     records: u64,
@@ -136,52 +132,38 @@ async fn open_db(dir: &Path) -> anyhow::Result<SqlitePool> {
 // ---------------------------------------------------------------------------------
 
 async fn worker(dir: &Path) -> anyhow::Result<()> {
+    // SIGTERM is handled from here on (tokio replaces the default action for good
+    // once a handler is registered); the driver waits for the ready file below.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let log = Log::open(dir.join("log"), LogOptions::default())?;
-    let config = ConsumerConfig::new()
-        .with_group_id(JOB)
-        .with_enable_auto_commit(false) // the database holds the offsets
-        .with_auto_offset_reset(AutoOffsetReset::Earliest);
-    let mut consumer = LogConsumer::new(&log, config)?;
-
-    let pool = open_db(dir).await?;
-    let sink = TableSink::<sqlx::Sqlite, OrderRow>::new(TableName::new("orders")?)?;
-    sink.create_table(&pool).await?;
-
-    let json = Json::new();
-    let decode = move |r: &Record| -> Result<Vec<OrderRow>, Reject> {
-        let order: Order =
-            SyncDeserializer::<Order>::decode_value(&json, r).map_err(Reject::permanent)?;
-        Ok(vec![OrderRow {
-            src_partition: r.partition,
-            src_offset: r.offset,
-            id: order.id,
-            customer: order.customer,
-            amount_cents: order.amount_cents,
-        }])
-    };
-    let mut runner = ExactlyOnceRunner::new(pool, JOB, sink, decode)?
-        .with_batch_records(500)
-        .with_linger(Duration::from_millis(50));
-    runner.migrate().await?;
-
-    // SIGTERM: leave the poll loop, commit what is buffered, close.
-    let wakeup = consumer.wakeup_handle();
-    tokio::spawn(async move {
-        term.recv().await;
-        wakeup.wakeup();
-    });
-    // Tell the driver that SIGTERM is now handled.
+    let dir = std::path::absolute(dir)?;
     std::fs::write(
         dir.join(format!("worker-{}.ready", std::process::id())),
         b"",
     )?;
 
-    let stats = runner
-        .run(&mut consumer, Subscription::topics([TOPIC]))
+    let summary = Job::new(JOB) // also the consumer group
+        .source(format!("log://{}", dir.join("log").display()), [TOPIC])
+        .database(format!("sqlite://{}", dir.join("results.db").display()))
+        .batch_records(500)
+        .linger(Duration::from_millis(50))
+        .value::<Order, _>(Json::new()) // a malformed order is dead-lettered
+        .map_with(|order, r| OrderRow {
+            src_partition: r.partition,
+            src_offset: r.offset,
+            id: order.id,
+            customer: order.customer,
+            amount_cents: order.amount_cents,
+        })
+        .sink(sink::Sqlite::insert("orders"))
+        // SIGTERM: stop fetching, commit what is in flight, leave the group
+        .run_until(async move {
+            term.recv().await;
+        })
         .await?;
-    consumer.close().await?;
-    eprintln!("worker {}: stopped cleanly: {stats:?}", std::process::id());
+    eprintln!(
+        "worker {}: stopped cleanly: {summary:?}",
+        std::process::id()
+    );
     Ok(())
 }
 
