@@ -1,6 +1,7 @@
 //! Sinks on PostgreSQL, SQLite and MariaDB: upsert on a key (last value wins, within a
 //! batch and across batches), fan-out to two tables in one transaction, and a user's
-//! own `TransactionalSink`.
+//! own `TransactionalSink`; `#[derive(Row)]` (rename, skip, `Option`, a record's
+//! `Arc<str>` topic) on all three.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -12,12 +13,19 @@ use common::{committed, ends, pg_pool, rows3, scalar, sqlite_url, Db, Input};
 use weir_pipeline::sink::{custom, fan_out, Table};
 use weir_pipeline::{Database, Job, OpError};
 
+#[derive(weir_sql::Row)]
 struct Total {
     id: i64,
+    #[weir(rename = "ver")]
     version: i64,
     label: String,
+    /// the record's topic, carried without a copy
+    topic: std::sync::Arc<str>,
+    /// NULL for even versions
+    note: Option<String>,
+    #[weir(skip)]
+    _scratch: Vec<u32>,
 }
-weir_sql::impl_row!(Total { id, version, label });
 
 struct OrderRow {
     order_id: i64,
@@ -74,10 +82,13 @@ async fn sinks_on<DB: Database>(pool: sqlx::Pool<DB>, db: Db, check_url: String)
         .linger(Duration::from_millis(5))
         .records()
         .try_map(pair)
-        .map(|(id, version)| Total {
+        .map_with(|(id, version), r| Total {
             id,
             version,
             label: format!("v{version}"),
+            topic: r.topic.clone(),
+            note: (version % 2 == 1).then(|| format!("odd {version}")),
+            _scratch: vec![1, 2, 3],
         })
         .sink(Table::<DB>::upsert("totals", ["id"]))
         .pool(pool.clone())
@@ -89,11 +100,20 @@ async fn sinks_on<DB: Database>(pool: sqlx::Pool<DB>, db: Db, check_url: String)
             Duration::from_secs(60),
         ))
         .await?;
-    let got = rows3(&db, "SELECT id, version, label FROM totals ORDER BY id").await?;
+    let got = rows3(&db, "SELECT id, ver, label FROM totals ORDER BY id").await?;
     let want: Vec<_> = (0..IDS)
         .map(|id| (id, VERSIONS - 1, format!("v{}", VERSIONS - 1)))
         .collect();
     assert_eq!(got, want, "one row per id, the last version");
+    // derive(Row): the topic column, NULL where the note was None (last version 4)
+    let q = format!("SELECT COUNT(*) FROM totals WHERE topic = '{updates}' AND note IS NULL");
+    assert_eq!(scalar(&db, &q).await?, IDS);
+    assert!(
+        scalar(&db, "SELECT COUNT(_scratch) FROM totals")
+            .await
+            .is_err(),
+        "a skipped field has no column"
+    );
     assert_eq!(summary.records, (IDS * VERSIONS) as u64);
 
     // fan-out: `orders` and `order_lines` from one record, one transaction

@@ -157,6 +157,8 @@ pub trait ToValue {
     /// assert_eq!(7_i16.to_value(), Value::SmallInt(7));
     /// assert_eq!(None::<f64>.to_value(), Value::Null(ColumnType::Double));
     /// assert_eq!(b"ab".to_vec().to_value(), Value::Bytes(b"ab"));
+    /// let topic: std::sync::Arc<str> = "orders".into(); // a record's topic, not copied
+    /// assert_eq!(topic.to_value(), Value::Text("orders"));
     /// ```
     fn to_value(&self) -> Value<'_>;
 }
@@ -184,6 +186,11 @@ to_value! {
     Vec<u8> => Bytes, Bytes, |x| x.as_slice();
     [u8] => Bytes, Bytes, |x| x;
     weir_core::Bytes => Bytes, Bytes, |x| x.as_ref();
+    // `Record::topic` is an `Arc<str>`: a row can carry it without a copy per record
+    std::sync::Arc<str> => Text, Text, |x| x;
+    Box<str> => Text, Text, |x| x;
+    std::borrow::Cow<'_, str> => Text, Text, |x| x;
+    std::sync::Arc<[u8]> => Bytes, Bytes, |x| x;
 }
 
 impl<T: ToValue> ToValue for Option<T> {
