@@ -537,6 +537,21 @@ impl std::fmt::Debug for RegistryAvro {
 }
 
 impl RegistryAvro {
+    /// Fetch writer schemas from the registry at `url` (default settings; use
+    /// [`new`](Self::new) with a [`SchemaRegistry`] for timeouts, credentials, or one
+    /// client shared by several deserializers). A malformed URL is an error naming
+    /// `schema.registry.url`; an unreachable registry is found only when decoding (a
+    /// transient error: the job waits and retries, never a dead letter).
+    ///
+    /// ```
+    /// let avro = weir_formats::avro::RegistryAvro::from_url("http://127.0.0.1:8081")?;
+    /// # drop(avro);
+    /// # Ok::<(), weir_formats::Error>(())
+    /// ```
+    pub fn from_url(url: impl AsRef<str>) -> Result<Self> {
+        Ok(Self::new(SchemaRegistry::from_url(url)?))
+    }
+
     /// Fetch writer schemas from `registry`.
     pub fn new(registry: Arc<SchemaRegistry>) -> Self {
         Self {

@@ -216,6 +216,18 @@ impl std::fmt::Debug for RegistryJson {
 }
 
 impl RegistryJson {
+    /// Check writer schemas against the registry at `url` (default settings; see
+    /// [`RegistryAvro::from_url`](crate::avro::RegistryAvro::from_url)).
+    ///
+    /// ```
+    /// let json = weir_formats::json::RegistryJson::from_url("http://127.0.0.1:8081")?;
+    /// # drop(json);
+    /// # Ok::<(), weir_formats::Error>(())
+    /// ```
+    pub fn from_url(url: impl AsRef<str>) -> crate::Result<Self> {
+        Ok(Self::new(crate::registry::SchemaRegistry::from_url(url)?))
+    }
+
     /// Check writer schemas against `registry`.
     pub fn new(registry: std::sync::Arc<crate::registry::SchemaRegistry>) -> Self {
         Self {

@@ -444,6 +444,18 @@ impl std::fmt::Debug for RegistryProtobuf {
 }
 
 impl RegistryProtobuf {
+    /// Fetch writer schemas from the registry at `url` (default settings; see
+    /// [`RegistryAvro::from_url`](crate::avro::RegistryAvro::from_url)).
+    ///
+    /// ```
+    /// let proto = weir_formats::protobuf::RegistryProtobuf::from_url("http://127.0.0.1:8081")?;
+    /// # drop(proto);
+    /// # Ok::<(), weir_formats::Error>(())
+    /// ```
+    pub fn from_url(url: impl AsRef<str>) -> Result<Self> {
+        Ok(Self::new(SchemaRegistry::from_url(url)?))
+    }
+
     /// Fetch writer schemas from `registry`.
     pub fn new(registry: Arc<SchemaRegistry>) -> Self {
         Self {

@@ -343,6 +343,19 @@ fn encode_segment(s: &str) -> String {
 }
 
 impl SchemaRegistry {
+    /// A shared client for the registry at `url` with the default settings (the
+    /// deserializers' `from_url` use it).
+    ///
+    /// ```
+    /// let registry = weir_formats::registry::SchemaRegistry::from_url("http://127.0.0.1:8081")?;
+    /// assert!(weir_formats::registry::SchemaRegistry::from_url("registry:8081").is_err());
+    /// # drop(registry);
+    /// # Ok::<(), weir_formats::Error>(())
+    /// ```
+    pub fn from_url(url: impl AsRef<str>) -> Result<Arc<Self>> {
+        Ok(Arc::new(Self::new(RegistryConfig::new(url)?)?))
+    }
+
     /// A client for the registry described by `config`.
     pub fn new(config: RegistryConfig) -> Result<Self> {
         let http = reqwest::Client::builder()
