@@ -22,11 +22,19 @@ impl Database for sqlx::Postgres {
     const SCHEMES: &'static [&'static str] = &["postgres://", "postgresql://"];
     fn open(url: &str, max: u32) -> BoxFuture<'_, Result<Pool<Self>, sqlx::Error>> {
         Box::pin(async move {
-            sqlx::postgres::PgPoolOptions::new()
+            use std::str::FromStr;
+            let opts = sqlx::postgres::PgConnectOptions::from_str(url)?;
+            let mut pool = sqlx::postgres::PgPoolOptions::new()
                 .max_connections(max)
-                .acquire_timeout(Duration::from_secs(10))
-                .connect(url)
-                .await
+                .acquire_timeout(Duration::from_secs(10));
+            // sqlx 0.9 leaves Nagle on (see weir_sql::nodelay)
+            if opts.get_socket().is_none() {
+                pool = pool.after_connect(weir_sql::nodelay::after_connect::<Self>(
+                    opts.get_host(),
+                    opts.get_port(),
+                ));
+            }
+            pool.connect_with(opts).await
         })
     }
 }
@@ -39,11 +47,19 @@ impl Database for sqlx::MySql {
             let url = url
                 .strip_prefix("mariadb://")
                 .map_or_else(|| url.to_owned(), |rest| format!("mysql://{rest}"));
-            sqlx::mysql::MySqlPoolOptions::new()
+            use std::str::FromStr;
+            let opts = sqlx::mysql::MySqlConnectOptions::from_str(&url)?;
+            let mut pool = sqlx::mysql::MySqlPoolOptions::new()
                 .max_connections(max)
-                .acquire_timeout(Duration::from_secs(10))
-                .connect(&url)
-                .await
+                .acquire_timeout(Duration::from_secs(10));
+            // sqlx 0.9 leaves Nagle on (see weir_sql::nodelay)
+            if opts.get_socket().is_none() {
+                pool = pool.after_connect(weir_sql::nodelay::after_connect::<Self>(
+                    opts.get_host(),
+                    opts.get_port(),
+                ));
+            }
+            pool.connect_with(opts).await
         })
     }
 }

@@ -550,6 +550,21 @@ where
     S: weir_sql::TransactionalSink<DB, T> + 'static,
 {
     /// Use this pool instead of opening one from the URL.
+    ///
+    /// The pools weir opens set `TCP_NODELAY` on their connections, which sqlx 0.9
+    /// does not: without it a commit can wait about 40 ms for a delayed ACK. Give your
+    /// own pool the same with
+    /// [`weir_sql::nodelay::after_connect`](weir_sql::nodelay::after_connect):
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), sqlx::Error> {
+    /// let pool = sqlx::postgres::PgPoolOptions::new()
+    ///     .max_connections(2)
+    ///     .after_connect(weir_sql::nodelay::after_connect::<sqlx::Postgres>("127.0.0.1", 5432))
+    ///     .connect("postgres://postgres@127.0.0.1:5432/test")
+    ///     .await?;
+    /// # drop(pool); Ok(()) }
+    /// ```
     pub fn pool(mut self, pool: Pool<DB>) -> Self {
         self.pool = Some(pool);
         self

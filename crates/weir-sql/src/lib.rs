@@ -69,6 +69,7 @@ pub mod failpoint;
 mod ident;
 mod listener;
 mod migrate;
+pub mod nodelay;
 #[cfg(feature = "mysql")]
 mod mysql;
 mod offsets;
