@@ -15,7 +15,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::types::RDKafkaRespErr;
@@ -48,6 +48,9 @@ pub(crate) struct Shared {
     has_rebalance: AtomicBool,
     commits: Mutex<Vec<CommitOutcome>>,
     pub(crate) commit_done: tokio::sync::Notify,
+    /// Set when the consumer is being torn down: from then on the rebalance callback
+    /// carries rebalances out itself (see [`WeirContext::rebalance`]).
+    closing: AtomicBool,
 }
 
 impl Shared {
@@ -66,6 +69,15 @@ impl Shared {
         let mut q = self.rebalances.lock();
         q.push_back(ev);
         self.has_rebalance.store(true, Ordering::SeqCst);
+    }
+
+    /// From now on rebalances are carried out in the callback, not captured.
+    pub(crate) fn begin_close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+    }
+
+    fn closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
     }
 
     pub(crate) fn take_commits(&self) -> Vec<CommitOutcome> {
@@ -145,6 +157,18 @@ impl ConsumerContext for WeirContext {
         err: RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
+        if self.shared.closing() {
+            // Being torn down (`close()` or a drop): librdkafka's consumer close runs
+            // in `BaseConsumer`'s `Drop`, whose poll loop serves the revoke the close
+            // raises. No task of weir's will ever handle a captured event, and the
+            // close cannot finish (nor LeaveGroup be sent) until the revoke is carried
+            // out, so carry it out here, as rdkafka's default callback does. The
+            // listener already ran in `close()` (a drop runs none). Once the close has
+            // begun librdkafka treats an assign as an unassign; one served just before
+            // is revoked by the close that follows.
+            carry_out(base_consumer, err, tpl);
+            return;
+        }
         let partitions = partitions_of(tpl);
         let ev = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
@@ -169,5 +193,24 @@ impl ConsumerContext for WeirContext {
             }
         };
         self.shared.push_rebalance(ev);
+    }
+}
+
+/// Carry a rebalance out the way librdkafka expects it for the group's protocol,
+/// without weir's listener or start offsets: only while the consumer is torn down.
+pub(crate) fn carry_out(
+    rd: &BaseConsumer<WeirContext>,
+    err: RDKafkaRespErr,
+    tpl: &TopicPartitionList,
+) {
+    let cooperative = matches!(rd.rebalance_protocol(), RebalanceProtocol::Cooperative);
+    let r = match (err, cooperative) {
+        (RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS, true) => rd.incremental_assign(tpl),
+        (RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS, false) => rd.assign(tpl),
+        (_, true) => rd.incremental_unassign(tpl),
+        (_, false) => rd.unassign(),
+    };
+    if let Err(e) = r {
+        tracing::debug!(target: "weir_kafka", error = %e, "carrying out a rebalance while closing");
     }
 }

@@ -22,8 +22,10 @@ use crate::fetch::{fetch, Fetched};
 mod commit;
 mod offsets;
 mod rebalance;
+mod teardown;
 
 use offsets::{clone_error, tpl_plain, watermark_error};
+use teardown::{teardown, DROP_PATIENCE};
 
 /// Async commits waiting for their outcome: id, offsets, callback.
 type PendingCommits = VecDeque<(u64, BTreeMap<TopicPartition, i64>, Option<CommitCallback>)>;
@@ -92,7 +94,10 @@ enum Mode {
 /// - **Commits.** `enable.auto.commit` is done by weir inside `poll` (the positions of
 ///   what earlier polls returned), never for records that were only prefetched.
 /// - **close()** is bounded (10 s by default, [`set_close_timeout`](Self::set_close_timeout)),
-///   even when the broker is gone.
+///   even when the broker is gone. It leaves the group at once (LeaveGroup: the other
+///   members get its partitions without waiting for `session.timeout.ms`). A consumer
+///   dropped without `close()` leaves the group too, on a thread of its own, but runs
+///   no listener and makes no final commit.
 ///
 /// ```no_run
 /// # async fn run() -> weir_core::Result<()> {
@@ -449,41 +454,21 @@ impl KafkaConsumer {
             let map = self.positions();
             let _ = self.commit_map_sync(map, deadline).await;
         }
-        let rd = self.rd()?;
+        // weir's part is done: librdkafka's consumer close (leaving the group) is the
+        // one `BaseConsumer`'s `Drop` makes, once the commit thread and any fetch let
+        // the handle go; closing it here as well made that drop's close fail and log
+        // an error (reasoning in teardown.rs).
+        self.committer = None;
+        let rd = self.rd.take().ok_or(Error::Closed)?;
         let shared = self.shared.clone();
-        let redactor = self.redactor.clone();
-        let closed = detached("close", move || {
-            if let Err(e) = rd.close_queue() {
-                return Err(from_kafka("closing", &e, &redactor));
-            }
-            while !rd.closed() {
-                if Instant::now() >= deadline {
-                    return Err(Error::Timeout(
-                        "closing the consumer (leaving the group)".into(),
-                    ));
-                }
-                let _ = rd.poll(Duration::from_millis(50));
-                while let Some(ev) = shared.take_rebalance() {
-                    let r = match ev {
-                        RebalanceEvent::Revoke { partitions, .. } => {
-                            if is_cooperative(&rd) {
-                                rd.incremental_unassign(&tpl_plain(&partitions))
-                            } else {
-                                rd.unassign()
-                            }
-                        }
-                        RebalanceEvent::Assign(_) => rd.unassign(),
-                    };
-                    if let Err(e) = r {
-                        tracing::debug!(target: "weir_kafka", error = %from_kafka("unassigning while closing", &e, &redactor), "close");
-                    }
-                }
-            }
-            Ok(())
-        });
+        let torn_down = detached("close", move || teardown(rd, &shared, deadline));
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let closed = match tokio::time::timeout(remaining, closed).await {
-            Ok(r) => r.and_then(|r| r),
+        let closed = match tokio::time::timeout(remaining, torn_down).await {
+            Ok(Ok(true)) => Ok(()),
+            Ok(Ok(false)) => Err(Error::Timeout(
+                "closing the consumer (another handle to it was still in use)".into(),
+            )),
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(Error::Timeout(
                 "closing the consumer (leaving the group)".into(),
             )),
@@ -499,11 +484,14 @@ impl KafkaConsumer {
 impl Drop for KafkaConsumer {
     fn drop(&mut self) {
         if let Some(rd) = self.rd.take() {
-            // librdkafka's destructor leaves the group and may wait for the broker: never
-            // on the caller's thread.
+            // librdkafka's close leaves the group and may wait for the broker: never on
+            // the caller's thread. Set before the thread starts, so that even a drop
+            // made here (the thread could not start) carries its revoke out.
+            self.shared.begin_close();
+            let shared = self.shared.clone();
             let _ = std::thread::Builder::new()
                 .name("weir-kafka-drop".into())
-                .spawn(move || drop(rd));
+                .spawn(move || teardown(rd, &shared, Instant::now() + DROP_PATIENCE));
         }
     }
 }
@@ -890,9 +878,12 @@ impl Consumer for KafkaConsumer {
         }
         self.committer = None;
         if let Some(rd) = self.rd.take() {
+            // close_inner timed out before handing the handle over: tear it down anyway.
+            self.shared.begin_close();
+            let shared = self.shared.clone();
             let _ = std::thread::Builder::new()
                 .name("weir-kafka-drop".into())
-                .spawn(move || drop(rd));
+                .spawn(move || teardown(rd, &shared, Instant::now() + DROP_PATIENCE));
         }
         self.parts.clear();
         self.paused.clear();
