@@ -111,6 +111,7 @@ pub mod conformance;
 pub mod crash;
 pub mod faults;
 mod harness;
+pub mod registry;
 pub mod tansu;
 
 use std::future::Future;
