@@ -77,13 +77,37 @@ impl Database for sqlx::Sqlite {
                 .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
                 .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(5));
-            sqlx::sqlite::SqlitePoolOptions::new()
-                .max_connections(max)
-                .acquire_timeout(Duration::from_secs(10))
-                .connect_with(opts)
-                .await
+            // Switching a new file to WAL takes an exclusive lock and can answer
+            // SQLITE_BUSY at once (the busy timeout does not cover it) when another
+            // process opens the same file at that moment, e.g. a second instance
+            // starting: retry that for a while rather than failing the job's start.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let mut wait = Duration::from_millis(10);
+            loop {
+                let r = sqlx::sqlite::SqlitePoolOptions::new()
+                    .max_connections(max)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(opts.clone())
+                    .await;
+                match r {
+                    Err(e) if sqlite_busy(&e) && std::time::Instant::now() < deadline => {
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_millis(500));
+                    }
+                    r => return r,
+                }
+            }
         })
     }
+}
+
+/// SQLITE_BUSY (5) or SQLITE_LOCKED (6), extended codes included.
+#[cfg(feature = "sqlite")]
+fn sqlite_busy(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .and_then(|c| c.parse::<i32>().ok())
+        .is_some_and(|c| matches!(c & 0xff, 5 | 6))
 }
 
 /// `url` with any password replaced by `***` (for errors and logs).

@@ -73,6 +73,15 @@ impl Flight {
         waited.is_ok_and(|r| r.is_ok_and(|d| *d >= seq))
     }
 
+    /// Wait until fewer than `records` records and `bytes` bytes are in flight (a
+    /// commit finished), at most `timeout`. Whether there is room.
+    pub(crate) async fn wait_room(&self, records: usize, bytes: usize, timeout: Duration) -> bool {
+        let room = || self.records() < records && self.bytes() < bytes;
+        let mut rx = self.done.subscribe();
+        let waited = tokio::time::timeout(timeout, rx.wait_for(|_| room())).await;
+        waited.is_ok_and(|r| r.is_ok()) || room()
+    }
+
     /// The job aborts: wake every waiter now (a revoke during the consumer's close
     /// then gives its partitions up at once instead of waiting for batches that the
     /// abort cancelled).
@@ -99,6 +108,25 @@ mod tests {
         f.done(b, 5, 50);
         assert!(waiter.await.unwrap());
         assert_eq!((f.records(), f.bytes(), f.last_sent()), (0, 0, 2));
+    }
+
+    #[tokio::test]
+    async fn wait_room_wakes_when_a_batch_is_done() {
+        let f = std::sync::Arc::new(Flight::default());
+        let a = f.send(10, 100);
+        assert!(!f.wait_room(10, 1000, Duration::from_millis(20)).await);
+        let g = f.clone();
+        let waiter =
+            tokio::spawn(async move { g.wait_room(10, 1000, Duration::from_secs(60)).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let started = std::time::Instant::now();
+        f.done(a, 10, 100);
+        assert!(waiter.await.unwrap());
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "woken, not timed out"
+        );
+        assert!(f.wait_room(10, 1000, Duration::ZERO).await, "room at once");
     }
 
     #[tokio::test]

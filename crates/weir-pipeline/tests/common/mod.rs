@@ -167,8 +167,16 @@ pub async fn committed(
     patience: Duration,
 ) {
     let deadline = Instant::now() + patience;
-    let Ok(db) = Db::connect(&db_url).await else {
-        return;
+    // (the stop future runs from the start: the job may not have created the
+    // database yet)
+    let db = loop {
+        match Db::connect(&db_url).await {
+            Ok(db) => break db,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(_) => return,
+        }
     };
     while Instant::now() < deadline {
         if db
