@@ -69,9 +69,9 @@ pub mod failpoint;
 mod ident;
 mod listener;
 mod migrate;
-pub mod nodelay;
 #[cfg(feature = "mysql")]
 mod mysql;
+pub mod nodelay;
 mod offsets;
 #[cfg(feature = "postgres")]
 mod pg;
