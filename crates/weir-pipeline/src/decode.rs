@@ -26,6 +26,36 @@ fn failure(src: u32, stage: &Arc<str>, policy: OnError, e: &DeserializeError) ->
     }
 }
 
+/// The partitions of one poll whose decoding failed transiently: the fetch side
+/// retries from the first such record, so the later records of that partition are not
+/// decoded at all (against a registry that is down, every call would wait for its
+/// timeout and keep the poll loop from turning).
+#[derive(Default)]
+struct Stalled(Vec<(Arc<str>, i32)>);
+
+impl Stalled {
+    fn has(&self, r: &Record) -> bool {
+        self.0
+            .iter()
+            .any(|(t, p)| *p == r.partition && **t == *r.topic)
+    }
+    fn note(&mut self, r: &Record, e: &DeserializeError) {
+        if e.is_retriable() && !self.has(r) {
+            self.0.push((r.topic.clone(), r.partition));
+        }
+    }
+    fn failure(src: u32, stage: &Arc<str>, policy: OnError) -> Failure {
+        Failure {
+            src,
+            stage: stage.clone(),
+            retriable: true,
+            message: "not decoded: an earlier record of this partition is waiting for a retry"
+                .to_owned(),
+            policy,
+        }
+    }
+}
+
 /// Decodes record values with `D`.
 pub(crate) struct DecodeValue<D, T> {
     pub deser: D,
@@ -42,11 +72,20 @@ where
     fn run<'a>(&'a mut self, records: &'a [Record], out: &'a mut Out<T>) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             out.elems.reserve(records.len());
+            let mut stalled = Stalled::default();
             for (i, r) in records.iter().enumerate() {
                 let src = u32::try_from(i).unwrap_or(u32::MAX);
+                if stalled.has(r) {
+                    out.failures
+                        .push(Stalled::failure(src, &self.name, self.policy));
+                    continue;
+                }
                 match self.deser.value(r).await {
                     Ok(value) => out.elems.push(Elem { src, value }),
-                    Err(e) => out.failures.push(failure(src, &self.name, self.policy, &e)),
+                    Err(e) => {
+                        stalled.note(r, &e);
+                        out.failures.push(failure(src, &self.name, self.policy, &e));
+                    }
                 }
             }
         })
@@ -75,18 +114,28 @@ where
     fn run<'a>(&'a mut self, records: &'a [Record], out: &'a mut Out<(K, V)>) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             out.elems.reserve(records.len());
+            let mut stalled = Stalled::default();
             for (i, r) in records.iter().enumerate() {
                 let src = u32::try_from(i).unwrap_or(u32::MAX);
+                if stalled.has(r) {
+                    out.failures
+                        .push(Stalled::failure(src, &self.name, self.policy));
+                    continue;
+                }
                 let k = match self.key.key(r).await {
                     Ok(k) => k,
                     Err(e) => {
+                        stalled.note(r, &e);
                         out.failures.push(failure(src, &self.name, self.policy, &e));
                         continue;
                     }
                 };
                 match self.value.value(r).await {
                     Ok(v) => out.elems.push(Elem { src, value: (k, v) }),
-                    Err(e) => out.failures.push(failure(src, &self.name, self.policy, &e)),
+                    Err(e) => {
+                        stalled.note(r, &e);
+                        out.failures.push(failure(src, &self.name, self.policy, &e));
+                    }
                 }
             }
         })

@@ -249,9 +249,10 @@ impl Job {
         self
     }
 
-    /// Where a partition this job never committed starts: `Earliest` by default, or
-    /// the source's `auto.offset.reset` when it sets one (`Job::config`, a properties
-    /// file, a `ConsumerConfig`). The consumer's committed offsets are never used: the
+    /// Where a partition this job never committed starts: `Earliest` for a URL source
+    /// or a properties file without the key; otherwise the source's
+    /// `auto.offset.reset` (`Job::config`, the file, or a `ConsumerConfig`, whose
+    /// default is Kafka's `latest`); this setting overrides them all. The consumer's committed offsets are never used: the
     /// database is the truth. It applies only to partitions without an offsets row: a
     /// claimed offset outside the log is never reset (see the crate guide).
     pub fn auto_offset_reset(mut self, reset: AutoOffsetReset) -> Self {
@@ -636,12 +637,12 @@ where
                 format!("max_in_flight_records ({max_in_flight_records}) is below batch_records ({}): a batch could never fill", s.batch_records),
             ));
         }
-        if s.max_in_flight_bytes < s.batch_bytes.min(1 << 20) {
+        if s.max_in_flight_bytes < s.batch_bytes {
             return Err(fail(
                 "settings",
                 format!(
-                    "max_in_flight_bytes ({}) is below 1 MiB or batch_bytes",
-                    s.max_in_flight_bytes
+                    "max_in_flight_bytes ({}) is below batch_bytes ({}): a batch could never fill; lower batch_bytes or raise the limit",
+                    s.max_in_flight_bytes, s.batch_bytes
                 ),
             ));
         }

@@ -58,7 +58,7 @@ pub(crate) fn backend_of(servers: &str) -> Result<Backend> {
     if let Some((scheme, _)) = s.split_once("://") {
         return Err(Error::config(
             "bootstrap.servers",
-            format!("unknown scheme `{scheme}://` in `{s}`: weir reads `log:///path/to/dir` (embedded log) or `kafka://host:port`"),
+            format!("unknown scheme `{scheme}://` in `{}`: weir reads `log:///path/to/dir` (embedded log) or `kafka://host:port`", crate::db::redact(s)),
         ));
     }
     // plain host:port entries are Kafka, as in Kafka's own configuration
@@ -72,7 +72,7 @@ pub(crate) fn backend_of(servers: &str) -> Result<Backend> {
     } else {
         Err(Error::config(
             "bootstrap.servers",
-            format!("`{s}` is neither `log:///path/to/dir` nor `kafka://host:port` nor `host:port` entries"),
+            format!("`{}` is neither `log:///path/to/dir` nor `kafka://host:port` nor `host:port` entries", crate::db::redact(s)),
         ))
     }
 }
@@ -189,7 +189,17 @@ impl Source {
                 None,
                 None,
             ),
-            SourceKind::Config(c) => ((**c).clone(), None, Some(c.auto_offset_reset())),
+            SourceKind::Config(c) => {
+                // A ConsumerConfig cannot tell a default from a choice, and Kafka's
+                // default is on: refuse it rather than overriding it in silence.
+                if c.enable_auto_commit() {
+                    return Err((
+                        "source".to_owned(),
+                        "the ConsumerConfig has enable.auto.commit on (Kafka's default): set `.with_enable_auto_commit(false)`; the database holds this job's offsets, in the same transaction as its results".to_owned(),
+                    ));
+                }
+                ((**c).clone(), None, Some(c.auto_offset_reset()))
+            }
             SourceKind::File(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| {
                     (
@@ -255,7 +265,18 @@ impl Source {
         config
             .validate()
             .map_err(|e| ("source".to_owned(), e.to_string()))?;
-        backend_of(config.bootstrap_servers()).map_err(|e| ("source".to_owned(), e.to_string()))?;
+        let backend = backend_of(config.bootstrap_servers())
+            .map_err(|e| ("source".to_owned(), e.to_string()))?;
+        // a backend left out of this build is a build error, not one found after the
+        // database was opened
+        let missing = match backend {
+            Backend::Log if !cfg!(feature = "log") => Some("`log://` needs weir's feature `log` (on by default), which this build leaves out"),
+            Backend::Kafka if !cfg!(feature = "kafka") => Some("Kafka needs weir's feature `kafka` (`weir = { features = [\"kafka\"] }`), which this build leaves out"),
+            _ => None,
+        };
+        if let Some(why) = missing {
+            return Err(("source".to_owned(), why.to_owned()));
+        }
         Ok((config, reset))
     }
 }

@@ -202,3 +202,44 @@ async fn an_unreachable_database_fails_clearly() {
     assert!(reason.contains("127.0.0.1:1"), "{reason}");
     assert!(!reason.contains("hunter2"), "{reason}");
 }
+
+#[test]
+fn a_consumer_config_with_auto_commit_on_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = weir_core::ConsumerConfig::new()
+        .with_bootstrap_servers(format!("log://{}", dir.path().display()));
+    // Kafka's default is on: refused, not silently overridden
+    let r = rows(base(&dir).source(config.clone(), ["orders"]))
+        .sink(Sqlite::insert("t"))
+        .build();
+    check(
+        r,
+        "source",
+        &["enable.auto.commit", "with_enable_auto_commit(false)"],
+    );
+    let ok = rows(base(&dir).source(config.with_enable_auto_commit(false), ["orders"]))
+        .sink(Sqlite::insert("t"))
+        .build();
+    assert!(ok.is_ok(), "{:?}", ok.err());
+}
+
+#[test]
+fn in_flight_bytes_below_a_batch_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = rows(base(&dir).batch_bytes(4 << 20).max_in_flight_bytes(1 << 20))
+        .sink(Sqlite::insert("t"))
+        .build();
+    check(r, "settings", &["max_in_flight_bytes", "batch_bytes"]);
+}
+
+#[test]
+fn a_bad_bootstrap_url_is_named_without_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = rows(base(&dir).source("pulsar://user:hunter2@broker:6650", ["orders"]))
+        .sink(Sqlite::insert("t"))
+        .build();
+    let (stage, reason) = build_error(r.expect_err("build must fail"));
+    assert_eq!(stage, "source");
+    assert!(reason.contains("pulsar://"), "{reason}");
+    assert!(!reason.contains("hunter2"), "the password leaked: {reason}");
+}

@@ -899,14 +899,14 @@ where
             }
             Some((_, _, tries)) => {
                 let why = if first < claimed {
-                    "the consumer delivers from before it after seeking there: the offset lies beyond what the log holds (was the topic recreated, or is the offsets row another cluster's?)"
+                    "the consumer delivers from before it after seeking there: the offset lies beyond what the log holds (was the topic recreated or truncated, or do these offsets belong to another cluster?). weir neither skips nor replays records on its own: restore the topic's records or point the job at the cluster its offsets belong to. The offsets row is this job's exactly-once progress; editing or deleting it makes the job skip or repeat records"
                 } else {
                     "the consumer's position does not follow the seek"
                 };
                 Err(Error::Sink {
                     sink: "offsets".to_owned(),
                     message: format!(
-                        "stored next_offset {claimed} of {tp} (job `{}`): first record delivered at {first} after {tries} seek(s) to it; {why}. Fix or delete that offsets row to go on.",
+                        "stored next_offset {claimed} of {tp} (job `{}`): first record delivered at {first} after {tries} seek(s) to it; {why}",
                         self.store.job()
                     ),
                     retriable: false,

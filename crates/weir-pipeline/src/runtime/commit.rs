@@ -75,6 +75,10 @@ where
             let (records, bytes) = (sent.pending.records, sent.pending.bytes);
             let r = self.commit(sent.pending).await;
             flight.done(sent.seq, records, bytes);
+            if r.is_err() {
+                // nothing more will be committed: a revoke must not wait for it
+                flight.abandon();
+            }
             r?;
         }
         Ok(())

@@ -321,10 +321,11 @@ impl<DB: Dialect, T: Send + Sync + 'static> Fetcher<DB, T> {
     }
 
     /// Resume the paused partitions that may fetch: claimed and not fenced, not
-    /// waiting for a retry, not held for backpressure.
+    /// waiting for a retry, not held for backpressure; none while the in-flight
+    /// limit is reached.
     fn resume_ready(&mut self, consumer: &mut dyn Consumer) -> weir_core::Result<()> {
         let paused = consumer.paused();
-        if paused.is_empty() {
+        if paused.is_empty() || self.full() {
             return Ok(());
         }
         let resume: Vec<TopicPartition> = {
@@ -344,19 +345,24 @@ impl<DB: Dialect, T: Send + Sync + 'static> Fetcher<DB, T> {
         Ok(())
     }
 
+    /// Whether the in-flight records or bytes are at their limit.
+    fn full(&self) -> bool {
+        self.flight.records() + self.pending.records >= self.cfg.max_in_flight_records
+            || self.flight.bytes() + self.pending.bytes >= self.cfg.max_in_flight_bytes
+    }
+
     /// Pause every fetching partition while the in-flight records or bytes are at
-    /// their limit; resume them as soon as there is room.
+    /// their limit (also one resumed or assigned since the last pause: a rebalance
+    /// clears the consumer's paused set); resume them as soon as there is room.
     fn backpressure(&mut self, consumer: &mut dyn Consumer) -> Result<()> {
         let records = self.flight.records() + self.pending.records;
         let bytes = self.flight.bytes() + self.pending.bytes;
-        let full =
-            records >= self.cfg.max_in_flight_records || bytes >= self.cfg.max_in_flight_bytes;
         {
             let mut s = self.stats.lock();
             s.peak_in_flight_records = s.peak_in_flight_records.max(records as u64);
             s.peak_in_flight_bytes = s.peak_in_flight_bytes.max(bytes as u64);
         }
-        if full && self.held.is_empty() {
+        if self.full() {
             let paused = consumer.paused();
             let hold: Vec<TopicPartition> = consumer
                 .assignment()
@@ -364,17 +370,19 @@ impl<DB: Dialect, T: Send + Sync + 'static> Fetcher<DB, T> {
                 .filter(|tp| !paused.contains(tp))
                 .collect();
             if !hold.is_empty() {
-                tracing::debug!(
-                    records,
-                    bytes,
-                    partitions = hold.len(),
-                    "in-flight limit reached: pausing fetching"
-                );
+                if self.held.is_empty() {
+                    tracing::debug!(
+                        records,
+                        bytes,
+                        partitions = hold.len(),
+                        "in-flight limit reached: pausing fetching"
+                    );
+                    self.stats.lock().backpressure_pauses += 1;
+                }
                 consumer.pause(&hold)?;
-                self.stats.lock().backpressure_pauses += 1;
                 self.held.extend(hold);
             }
-        } else if !full && !self.held.is_empty() {
+        } else if !self.held.is_empty() {
             // unless fenced or waiting for a retry
             self.held.clear();
             self.resume_ready(consumer)?;
