@@ -22,8 +22,8 @@
 //! ```no_run
 //! #[derive(serde::Deserialize)]
 //! struct Order { id: i64, customer: String, amount: f64 }
+//! #[derive(weir::Row)]
 //! struct BigOrder { id: i64, customer: String, amount: f64 }
-//! weir::sql::impl_row!(BigOrder { id, customer, amount });
 //!
 //! # async fn f() -> Result<(), weir::pipeline::Error> {
 //! weir::Job::new("big-orders")

@@ -378,17 +378,45 @@ impl<T: Send + 'static> Pipeline<T> {
     /// What a permanent failure of the last stage does (default
     /// [`OnError::DeadLetter`]). Applies to `value`/`key_value` (decode), `try_map`
     /// and `map_async`.
+    ///
+    /// ```
+    /// use weir_pipeline::{Job, OnError};
+    /// #[derive(serde::Deserialize)]
+    /// struct Click { user: String }
+    /// let p = Job::new("clicks")
+    ///     .source("log:///var/lib/weir", ["clicks"])
+    ///     .value::<Click, _>(weir_formats::Json::new())
+    ///     .on_error(OnError::Skip); // malformed clicks: counted and logged, not kept
+    /// # drop(p);
+    /// ```
     pub fn on_error(mut self, policy: OnError) -> Self {
         self.flow.set_policy(policy);
         self
     }
 
     /// `f` on every value.
+    ///
+    /// ```
+    /// use weir_pipeline::{Job, OpError};
+    /// let p = Job::new("j").source("log:///var/lib/weir", ["orders"]).records();
+    /// let sizes = p.map(|r| r.value.map_or(0, |v| v.len() as i64));
+    /// # drop(sizes);
+    /// ```
     pub fn map<U: Send + 'static>(self, f: impl FnMut(T) -> U + Send + 'static) -> Pipeline<U> {
         self.then(|inner| Box::new(ops::Map { inner, f }))
     }
 
-    /// `f` on every value, with its record.
+    /// `f` on every value, with its record (topic, partition, offset, timestamp, key,
+    /// headers): a later stage sees what this one keeps.
+    ///
+    /// ```
+    /// use weir_pipeline::{Job, OpError};
+    /// let p = Job::new("j").source("log:///var/lib/weir", ["orders"]).records();
+    /// let at = p
+    ///     .map(|r| r.offset)
+    ///     .map_with(|n, r| (r.topic.clone(), r.partition, n, r.timestamp));
+    /// # drop(at);
+    /// ```
     pub fn map_with<U: Send + 'static>(
         self,
         f: impl FnMut(T, &Record) -> U + Send + 'static,
@@ -396,12 +424,27 @@ impl<T: Send + 'static> Pipeline<T> {
         self.then(|inner| Box::new(ops::MapWith { inner, f }))
     }
 
-    /// Keep values for which `f` is true.
+    /// Keep values for which `f` is true (the others are consumed, nothing is written
+    /// for them).
+    ///
+    /// ```
+    /// use weir_pipeline::{Job, OpError};
+    /// let p = Job::new("j").source("log:///var/lib/weir", ["orders"]).records();
+    /// let non_empty = p.filter(|r| r.value.as_ref().is_some_and(|v| !v.is_empty()));
+    /// # drop(non_empty);
+    /// ```
     pub fn filter(self, f: impl FnMut(&T) -> bool + Send + 'static) -> Pipeline<T> {
         self.then(|inner| Box::new(ops::Filter { inner, f }))
     }
 
     /// Map, dropping `None`.
+    ///
+    /// ```
+    /// use weir_pipeline::{Job, OpError};
+    /// let p = Job::new("j").source("log:///var/lib/weir", ["orders"]).records();
+    /// let texts = p.filter_map(|r| String::from_utf8(r.value?.to_vec()).ok());
+    /// # drop(texts);
+    /// ```
     pub fn filter_map<U: Send + 'static>(
         self,
         f: impl FnMut(T) -> Option<U> + Send + 'static,
@@ -409,7 +452,17 @@ impl<T: Send + 'static> Pipeline<T> {
         self.then(|inner| Box::new(ops::FilterMap { inner, f }))
     }
 
-    /// Any number of values per value.
+    /// Any number of values per value (one record, several rows; none is fine).
+    ///
+    /// ```
+    /// use weir_pipeline::{Job, OpError};
+    /// let p = Job::new("j").source("log:///var/lib/weir", ["orders"]).records();
+    /// let words = p.flat_map(|r| {
+    ///     let text = String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned();
+    ///     text.split(' ').map(str::to_owned).collect::<Vec<_>>()
+    /// });
+    /// # drop(words);
+    /// ```
     pub fn flat_map<U, I>(self, f: impl FnMut(T) -> I + Send + 'static) -> Pipeline<U>
     where
         U: Send + 'static,
@@ -419,12 +472,30 @@ impl<T: Send + 'static> Pipeline<T> {
     }
 
     /// Look at each value and its record.
+    ///
+    /// ```
+    /// use weir_pipeline::{Job, OpError};
+    /// let p = Job::new("j").source("log:///var/lib/weir", ["orders"]).records();
+    /// let p = p.inspect(|_, r| println!("{}", r.coordinates()));
+    /// # drop(p);
+    /// ```
     pub fn inspect(self, f: impl FnMut(&T, &Record) + Send + 'static) -> Pipeline<T> {
         self.then(|inner| Box::new(ops::Inspect { inner, f }))
     }
 
     /// A fallible map: an `Err` follows this stage's policy ([`on_error`](Self::on_error)),
     /// a retriable one ([`OpError::retriable`]) pauses the partition and retries.
+    ///
+    /// ```
+    /// use weir_pipeline::{Job, OpError};
+    /// let p = Job::new("j").source("log:///var/lib/weir", ["orders"]).records();
+    /// let amounts = p.try_map(|r| {
+    ///     let text = std::str::from_utf8(r.value.as_deref().unwrap_or_default())
+    ///         .map_err(OpError::permanent)?; // poison: a dead letter by default
+    ///     text.trim().parse::<i64>().map_err(OpError::permanent)
+    /// });
+    /// # drop(amounts);
+    /// ```
     pub fn try_map<U, E>(
         self,
         f: impl FnMut(T) -> std::result::Result<U, E> + Send + 'static,
@@ -444,7 +515,18 @@ impl<T: Send + 'static> Pipeline<T> {
     }
 
     /// An async fallible map, at most `concurrency` calls at once, results in input
-    /// order (so per-partition order is kept).
+    /// order (so per-partition order is kept). An error follows this stage's policy;
+    /// [`OpError::retriable`] (a service down) pauses the partition and retries.
+    ///
+    /// ```
+    /// use weir_pipeline::{Job, OpError};
+    /// let p = Job::new("j").source("log:///var/lib/weir", ["orders"]).records();
+    /// let looked_up = p.map_async(8, |r| async move {
+    ///     // e.g. an HTTP lookup; a timeout would be OpError::retriable
+    ///     Ok::<_, OpError>(r.offset * 2)
+    /// });
+    /// # drop(looked_up);
+    /// ```
     pub fn map_async<U, E, Fut>(
         self,
         concurrency: usize,
@@ -467,6 +549,13 @@ impl<T: Send + 'static> Pipeline<T> {
     }
 
     /// Attach a key to each value.
+    ///
+    /// ```
+    /// use weir_pipeline::{Job, OpError};
+    /// let p = Job::new("j").source("log:///var/lib/weir", ["orders"]).records();
+    /// let keyed = p.key_by(|r| r.partition);
+    /// # drop(keyed);
+    /// ```
     pub fn key_by<K: Send + 'static>(
         self,
         f: impl FnMut(&T) -> K + Send + 'static,

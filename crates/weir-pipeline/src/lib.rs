@@ -12,8 +12,8 @@
 //!
 //! #[derive(serde::Deserialize)]
 //! struct Order { id: i64, customer: String, amount: f64 }
+//! #[derive(weir_sql::Row)] // weir::Row through the facade
 //! struct BigOrder { id: i64, customer: String, amount: f64 }
-//! weir_sql::impl_row!(BigOrder { id, customer, amount }); // or #[derive(weir::Row)]
 //!
 //! # async fn f() -> weir_pipeline::Result<()> {
 //! let summary = Job::new("big-orders")
@@ -55,10 +55,13 @@
 //!   over are dropped and re-read by the next owner; the epoch fence covers every race.
 //! - lost: dropped at once.
 //! - `run_until(stop)`: when `stop` resolves the job stops fetching, commits what is
-//!   in flight, closes the consumer (leaving the group) within
-//!   [`Job::shutdown_timeout`] (30 s) and returns its [`Summary`], which is also
-//!   logged. A second SIGINT/SIGTERM during that drain aborts at once, which is safe:
-//!   nothing is half-committed.
+//!   in flight (within [`Job::shutdown_timeout`], 30 s, else
+//!   [`Error::ShutdownDeadline`]), closes the consumer (leaving the group; on Kafka
+//!   bounded by its close timeout, 10 s) and returns its [`Summary`], which is also
+//!   logged. A second SIGINT/SIGTERM during the drain or the close aborts at once
+//!   ([`Error::Aborted`]), which is safe: nothing is half-committed. (The runtime
+//!   installs SIGINT/SIGTERM handlers for that once a stop begins; tokio keeps them
+//!   for the life of the process.)
 //!
 //! ## Features
 //! `log` (default: `log://`), `kafka` (`kafka://`, builds librdkafka), `postgres`,

@@ -81,6 +81,15 @@ pub(crate) struct Parts<DB: Dialect, T, S> {
     pub subscription: Subscription,
 }
 
+/// A task aborted when dropped (also on an early return with `?`).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Run until `stop` resolves (then drain and close) or a fatal error.
 pub(crate) async fn run<DB, T, S, F>(
     parts: Parts<DB, T, S>,
@@ -118,7 +127,7 @@ where
     let stop_flag = Arc::clone(&stopping);
     let abort = Arc::new(tokio::sync::Notify::new());
     let abort_tx = Arc::clone(&abort);
-    let stop_task = tokio::spawn(async move {
+    let stop_task = AbortOnDrop(tokio::spawn(async move {
         stop.await;
         tracing::info!("shutdown requested: committing what is in flight");
         stop_flag.store(true, std::sync::atomic::Ordering::Release);
@@ -128,7 +137,7 @@ where
         // installed but nobody listening, and be ignored).
         crate::shutdown::signal().await;
         abort_tx.notify_one();
-    });
+    }));
 
     consumer.subscribe(parts.subscription, listener).await?;
 
@@ -194,8 +203,23 @@ where
     // Nothing more will be committed (drained, aborted, past the deadline or failed):
     // the revoke that closing the consumer triggers must not wait for batches.
     abandon.abandon();
-    stop_task.abort();
-    let closed = consumer.close().await;
+    let closed = if matches!(committed, Err(Error::Aborted)) {
+        // An abort does not wait for the group either: the consumer is dropped (the
+        // Kafka backend leaves the group on a thread of its own).
+        drop(consumer);
+        Ok(())
+    } else if stopping.load(std::sync::atomic::Ordering::Acquire) {
+        tokio::select! {
+            r = consumer.close() => r.map_err(Error::from),
+            () = abort.notified() => {
+                tracing::warn!("second shutdown signal while closing the consumer: aborting at once");
+                Err(Error::Aborted)
+            }
+        }
+    } else {
+        consumer.close().await.map_err(Error::from)
+    };
+    drop(stop_task);
 
     let summary = stats.lock().clone();
     let secs = started.elapsed().as_secs_f64();
