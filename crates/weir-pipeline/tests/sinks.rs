@@ -44,8 +44,7 @@ const IDS: i64 = 10;
 const VERSIONS: i64 = 5;
 
 /// `id:version` records, every id `VERSIONS` times, interleaved; then `order:lines`.
-async fn input() -> Result<(Input, String, String)> {
-    let input = Input::log()?;
+async fn fill(input: Input) -> Result<(Input, String, String)> {
     let updates = input.topic("updates", 1)?;
     let values: Vec<_> = (0..VERSIONS)
         .flat_map(|v| (0..IDS).map(move |id| (None, format!("{id}:{v}").into_bytes())))
@@ -72,8 +71,17 @@ fn pair(r: weir_core::Record) -> Result<(i64, i64), OpError> {
 }
 
 async fn sinks_on<DB: Database>(pool: sqlx::Pool<DB>, db: Db, check_url: String) -> Result<()> {
+    sinks_from(Input::log()?, pool, db, check_url).await
+}
+
+async fn sinks_from<DB: Database>(
+    input: Input,
+    pool: sqlx::Pool<DB>,
+    db: Db,
+    check_url: String,
+) -> Result<()> {
     common::logs();
-    let (input, updates, orders) = input().await?;
+    let (input, updates, orders) = fill(input).await?;
 
     // upsert: batches of 7 hold the same id twice at times; the last version wins
     let summary = Job::new("upserts")
@@ -183,6 +191,15 @@ async fn sinks_postgres() -> Result<()> {
     sinks_on(pool, db, url).await
 }
 
+/// The same sinks with Kafka as the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sinks_postgres_kafka() -> Result<()> {
+    let (pool, schema) = pg_pool().await?;
+    let db = Db::Postgres(pool.clone());
+    let url = format!("{}?options=-csearch_path%3D{schema}", common::PG_URL);
+    sinks_from(Input::kafka()?, pool, db, url).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sinks_mariadb() -> Result<()> {
     let url = common::mariadb_url().await?;
@@ -215,7 +232,7 @@ async fn custom_transactional_sink() -> Result<()> {
             Ok(())
         }
     }
-    let (input, updates, _) = input().await?;
+    let (input, updates, _) = fill(Input::log()?).await?;
     let dir = tempfile::tempdir()?;
     let url = sqlite_url(dir.path());
     let pool = <sqlx::Sqlite as Database>::open(&url, 2).await?;

@@ -94,7 +94,16 @@ async fn gate(upstream: String) -> Result<Gate> {
 const PER_PARTITION: i64 = 30;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn registry_outage_dead_letters_nothing_good() -> Result<()> {
+async fn registry_outage_dead_letters_nothing_good_embedded_log() -> Result<()> {
+    registry_outage(Input::log()?).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_outage_dead_letters_nothing_good_kafka() -> Result<()> {
+    registry_outage(Input::kafka()?).await
+}
+
+async fn registry_outage(input: Input) -> Result<()> {
     common::logs();
     let stub = support::Stub::start().await;
     stub.add(1, "readings-value", Schema::avro(READING));
@@ -107,7 +116,6 @@ async fn registry_outage_dead_letters_nothing_good() -> Result<()> {
             .with_backoff(Duration::from_millis(10), Duration::from_millis(20)),
     )?);
 
-    let input = Input::log()?;
     let topic = input.topic("readings", 2)?;
     for p in 0..2 {
         let values: Vec<_> = (0..PER_PARTITION)
