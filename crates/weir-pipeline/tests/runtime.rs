@@ -406,9 +406,18 @@ async fn clean_stop_rebalances_at_once_kafka() -> Result<()> {
 /// partition waits (never reset to `auto.offset.reset`), the other partition goes
 /// on, and when the log reaches the stored offset the job resumes exactly there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_claimed_offset_beyond_the_log_end_waits_instead_of_resetting() -> Result<()> {
+async fn a_claimed_offset_beyond_the_log_end_waits_instead_of_resetting_embedded_log() -> Result<()>
+{
+    beyond_the_log_end(Input::log()?).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claimed_offset_beyond_the_log_end_waits_instead_of_resetting_kafka() -> Result<()> {
+    beyond_the_log_end(Input::kafka()?).await
+}
+
+async fn beyond_the_log_end(input: Input) -> Result<()> {
     common::logs();
-    let input = Input::log()?;
     let topic = input.topic("behind", 2)?;
     for p in 0..2 {
         input.produce(&topic, p, &payloads(p, 0, 20)).await?;
@@ -450,7 +459,7 @@ async fn a_claimed_offset_beyond_the_log_end_waits_instead_of_resetting() -> Res
     let db = Db::Sqlite(pool.clone());
     eventually(
         "partition 1 is consumed",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || async {
             Ok(scalar(&db, "SELECT COUNT(*) FROM out WHERE part = 1")
                 .await

@@ -677,7 +677,14 @@ impl Consumer for KafkaConsumer {
             self.refresh_pattern().await?;
             self.schedule_retries();
             self.apply_seeks().await?;
-            if let Some(e) = self.unresolved.values().next() {
+            // A paused partition's unresolved start is not reported: the caller paused
+            // it (e.g. to retry it later), and reporting it on every poll would keep
+            // the other partitions from being delivered at all.
+            if let Some((_, e)) = self
+                .unresolved
+                .iter()
+                .find(|(tp, _)| !self.paused.contains(*tp))
+            {
                 return Err(clone_error(e));
             }
             let records = self.take_batch();

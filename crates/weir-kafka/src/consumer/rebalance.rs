@@ -255,7 +255,10 @@ impl KafkaConsumer {
                 st.position = None;
                 st.floor = None;
             }
-            if first_error.is_none() {
+            // A paused partition's failure is kept (its position reports it, and poll
+            // does once it is resumed) but does not fail this call: the caller paused
+            // it, typically to retry it later, and the others must go on.
+            if first_error.is_none() && !self.paused.contains(&tp) {
                 first_error = Some(clone_error(&e));
             }
             self.note_unresolved(tp, e, &targets);
