@@ -222,7 +222,7 @@ impl DeserializeError {
     /// ```
     /// use weir_formats::{Json, SyncDeserializer};
     /// let r = weir_core::Record::new("t", 0, 7, None, Some(weir_core::Bytes::from_static(b"{")));
-    /// let e = SyncDeserializer::<serde_json::Value>::decode_value(&Json::<serde_json::Value>::new(), &r).unwrap_err();
+    /// let e = SyncDeserializer::<serde_json::Value>::decode_value(&Json::new(), &r).unwrap_err();
     /// assert!(!e.is_retriable()); // poison: a dead letter
     /// ```
     pub fn is_retriable(&self) -> bool {
