@@ -29,7 +29,9 @@
 //!
 //! Run: `cargo bench -p weir-pipeline --bench end_to_end` (PostgreSQL must be up:
 //! `scripts/provision`). `WEIR_BENCH_SYNC_COMMIT=off` runs with
-//! `synchronous_commit = off`; `WEIR_BENCH_KEEP=1` keeps the schemas.
+//! `synchronous_commit = off`; `WEIR_BENCH_KEEP=1` keeps the schemas;
+//! `WEIR_BENCH_NAGLE=1` leaves Nagle's algorithm on (no `TCP_NODELAY`, sqlx 0.9's
+//! default) on every variant's connections.
 
 // Benchmark code: a setup failure aborts the run.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -347,10 +349,16 @@ async fn fresh_pool(admin: &PgPool, schema: &str, connections: u32) -> Result<Pg
             ("search_path", schema),
             ("synchronous_commit", sync.as_str()),
         ]);
-    Ok(PgPoolOptions::new()
-        .max_connections(connections)
-        .connect_with(opts)
-        .await?)
+    let mut pool = PgPoolOptions::new().max_connections(connections);
+    // TCP_NODELAY as the pools weir opens from a URL have it (sqlx 0.9 leaves Nagle
+    // on: weir_sql::nodelay); WEIR_BENCH_NAGLE=1 measures without it
+    if std::env::var_os("WEIR_BENCH_NAGLE").is_none() {
+        pool = pool.after_connect(weir_sql::nodelay::after_connect::<sqlx::Postgres>(
+            "127.0.0.1",
+            5432,
+        ));
+    }
+    Ok(pool.connect_with(opts).await?)
 }
 
 /// What a watcher saw: when every partition reached its end, when the first commit
@@ -711,8 +719,9 @@ async fn main() -> Result<()> {
         (0..n.min(10_000)).map(|id| value(id).len()).sum::<usize>() as f64 / n.min(10_000) as f64;
     let sync = std::env::var("WEIR_BENCH_SYNC_COMMIT").unwrap_or_else(|_| "on".to_owned());
     println!(
-        "end_to_end: {n} records (~{avg_bytes:.0} B JSON) on {PARTITIONS} partitions of the {} ({:.1} s to produce), transactions of {BATCH}, {CONNECTIONS} connections, synchronous_commit={sync}, {rounds} rounds",
+        "end_to_end: {n} records (~{avg_bytes:.0} B JSON) on {PARTITIONS} partitions of the {} ({:.1} s to produce), transactions of {BATCH}, {CONNECTIONS} connections, synchronous_commit={sync}, TCP_NODELAY {}, {rounds} rounds",
         input.name(),
+        if std::env::var_os("WEIR_BENCH_NAGLE").is_some() { "off" } else { "on" },
         produced.elapsed().as_secs_f64()
     );
     let keep = env_on("WEIR_BENCH_KEEP");
