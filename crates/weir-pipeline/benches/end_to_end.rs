@@ -721,8 +721,8 @@ async fn main() -> Result<()> {
     println!(
         "end_to_end: {n} records (~{avg_bytes:.0} B JSON) on {PARTITIONS} partitions of the {} ({:.1} s to produce), transactions of {BATCH}, {CONNECTIONS} connections, synchronous_commit={sync}, TCP_NODELAY {}, {rounds} rounds",
         input.name(),
-        if std::env::var_os("WEIR_BENCH_NAGLE").is_some() { "off" } else { "on" },
-        produced.elapsed().as_secs_f64()
+        produced.elapsed().as_secs_f64(),
+        if std::env::var_os("WEIR_BENCH_NAGLE").is_some() { "off" } else { "on" }
     );
     let keep = env_on("WEIR_BENCH_KEEP");
     // WEIR_BENCH_ONLY=dsl (or runner, ceiling; comma-separated) runs only those, for
