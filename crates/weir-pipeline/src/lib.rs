@@ -39,6 +39,16 @@
 //! loop keeps turning, so the consumer stays in its group) and resumed once commits
 //! catch up.
 //!
+//! Stages run on the task that polls, one poll's records (at most `max.poll.records`,
+//! 500 by default) at a time, while the commit task works on earlier batches. As
+//! with Kafka's own consumer, one poll's stage work must stay well below
+//! `max.poll.interval.ms` (5 min) or the member is evicted (safe: its partitions
+//! move and it is fenced, but it is not progress): for slow per-record work use
+//! [`Pipeline::map_async`] with some concurrency, or lower `max.poll.records`. A
+//! stage that fails transiently pauses only its partition, and the partition's later
+//! records in that poll are not decoded (a registry that is down costs one timeout
+//! per partition and poll, not one per record).
+//!
 //! ## Errors of a stage
 //! | failure | what happens |
 //! |---|---|
