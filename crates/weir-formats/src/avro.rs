@@ -609,7 +609,7 @@ impl<T: DeserializeOwned + Send> Deserializer<T> for RegistryAvro {
 /// let record = Record::new("t", 0, 0, None, Some(Bytes::from_static(&[0, 0, 0, 0, 1, 0x0a])));
 /// assert_eq!(avro.value(&record).await.unwrap(), Value::Long(5));
 /// let bad_magic = Record::new("t", 0, 1, None, Some(Bytes::from_static(&[7, 0, 0, 0, 1, 0x0a])));
-/// assert!(avro.value(&bad_magic).await.unwrap_err().is_permanent());
+/// assert!(!avro.value(&bad_magic).await.unwrap_err().is_retriable());
 /// # }
 /// ```
 pub struct RegistryAvroGeneric {

@@ -127,7 +127,7 @@ impl fmt::Display for ErrorKind {
 /// let ctx = Context::new(&topic, 2, 41, Part::Value);
 /// let err = I32.decode(Some(&b"abc"[..]), &ctx).unwrap_err();
 /// assert_eq!(err.kind(), ErrorKind::Malformed);
-/// assert!(err.is_permanent());
+/// assert!(!err.is_retriable());
 /// assert_eq!(err.coordinates().to_string(), "orders/2@41");
 /// assert!(err.to_string().starts_with("value of orders/2@41"));
 /// ```
@@ -205,12 +205,20 @@ impl DeserializeError {
     }
 
     /// `true` for poison: route the record to the dead letters.
+    #[deprecated(
+        since = "0.1.0",
+        note = "use `!is_retriable()`: weir's one word for retryability"
+    )]
     pub fn is_permanent(&self) -> bool {
         self.permanence() == Permanence::Permanent
     }
 
     /// `true` when retrying later may succeed (registry unavailable): pause, never
     /// dead-letter. Same as [`is_retriable`](Self::is_retriable).
+    #[deprecated(
+        since = "0.1.0",
+        note = "use `is_retriable()`: weir's one word for retryability"
+    )]
     pub fn is_transient(&self) -> bool {
         self.permanence() == Permanence::Transient
     }
@@ -226,7 +234,7 @@ impl DeserializeError {
     /// assert!(!e.is_retriable()); // poison: a dead letter
     /// ```
     pub fn is_retriable(&self) -> bool {
-        self.is_transient()
+        self.permanence() == Permanence::Transient
     }
 }
 
@@ -236,7 +244,7 @@ impl DeserializeError {
 /// ```
 /// let e = weir_formats::Error::Config { key: "url".into(), reason: "empty".into() };
 /// assert_eq!(e.to_string(), "invalid configuration `url`: empty");
-/// assert!(!e.is_transient());
+/// assert!(!e.is_retriable());
 /// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -283,6 +291,10 @@ pub enum Error {
 
 impl Error {
     /// Whether retrying later may succeed.
+    #[deprecated(
+        since = "0.1.0",
+        note = "use `is_retriable()`: weir's one word for retryability"
+    )]
     pub fn is_transient(&self) -> bool {
         matches!(self, Error::RegistryUnavailable { .. })
     }
@@ -295,7 +307,7 @@ impl Error {
     /// assert!(e.is_retriable());
     /// ```
     pub fn is_retriable(&self) -> bool {
-        self.is_transient()
+        matches!(self, Error::RegistryUnavailable { .. })
     }
 
     pub(crate) fn schema(reason: impl fmt::Display) -> Self {

@@ -38,7 +38,7 @@
 //!
 //! let poison = Record::new("orders", 0, 2, None, Some(Bytes::from_static(b"{\"id\":")));
 //! let err = SyncDeserializer::<Order>::decode_value(&Json::new(), &poison).unwrap_err();
-//! assert!(err.is_permanent());
+//! assert!(!err.is_retriable()); // poison: a dead letter
 //! assert_eq!(err.coordinates().to_string(), "orders/0@2");
 //! ```
 //!

@@ -124,7 +124,7 @@ fn registry_style_mismatch_is_a_permanent_record_error() {
         .unwrap();
     let err = ctx_do(|ctx| SyncDeserializer::<AccountV2>::decode(&avro, Some(&[0x0e, 0x06]), ctx))
         .unwrap_err();
-    assert!(err.is_permanent());
+    assert!(!err.is_retriable());
     assert_eq!(err.coordinates().to_string(), "users/0@11");
 }
 

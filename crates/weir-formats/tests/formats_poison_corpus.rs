@@ -619,7 +619,7 @@ async fn poison_corpus() {
                 case.kinds
             ));
         }
-        if err.is_transient() != case.transient || err.is_permanent() == case.transient {
+        if err.is_retriable() != case.transient {
             failures.push(format!(
                 "{}: permanence {:?} ({err})",
                 case.name,
@@ -701,7 +701,7 @@ fn size_limits_at_the_boundary() {
                     Err(e) => {
                         assert!(!ok, "{name} {len} bytes: {e}");
                         assert_eq!(e.kind(), ErrorKind::TooLarge);
-                        assert!(e.is_permanent());
+                        assert!(!e.is_retriable());
                     }
                 }
             }

@@ -124,7 +124,7 @@ async fn persistent_server_errors_are_transient_then_recover() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::RegistryUnavailable);
-    assert!(err.is_transient() && !err.is_permanent(), "{err}");
+    assert!(err.is_retriable(), "{err}");
     assert_eq!(err.coordinates().offset, 9);
     // The failure was not cached: the same record decodes once the registry is back.
     let r: Reading = avro.value(&record).await.unwrap();
@@ -143,7 +143,7 @@ async fn hung_registry_times_out_as_transient() {
     let avro = RegistryAvroGeneric::new(registry);
     let record = rec("hang", 3, framed(1, &reading_datum(1)));
     let err = avro.value(&record).await.unwrap_err();
-    assert!(err.is_transient(), "{err}");
+    assert!(err.is_retriable(), "{err}");
     assert_eq!(stub.count("GET /schemas/ids/1"), 2);
     stub.set_hang(false);
     assert!(avro.value(&record).await.is_ok());
@@ -160,7 +160,7 @@ async fn registry_down_is_transient() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::RegistryUnavailable);
-    assert!(err.is_transient());
+    assert!(err.is_retriable());
 }
 
 #[tokio::test]
@@ -172,7 +172,7 @@ async fn unknown_id_is_permanent_and_not_retried() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::UnknownSchema);
-    assert!(err.is_permanent());
+    assert!(!err.is_retriable());
     assert_eq!(stub.count("GET /schemas/ids/404"), 1);
     // Many poison records with the same unknown id: the miss is remembered.
     for offset in 6..50 {
@@ -205,7 +205,7 @@ async fn a_404_without_a_registry_error_code_is_transient() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::RegistryUnavailable, "{err}");
-    assert!(err.is_transient());
+    assert!(err.is_retriable());
 }
 
 /// A URL pointing at some other HTTP server: `status` with a body that is not the
@@ -265,7 +265,7 @@ async fn answers_that_are_not_the_registrys_are_transient() {
             ErrorKind::RegistryUnavailable,
             "{status}: {err}"
         );
-        assert!(err.is_transient(), "{status}: {err}");
+        assert!(err.is_retriable(), "{status}: {err}");
         assert_eq!(err.coordinates().offset, 3);
     }
 }
@@ -313,7 +313,7 @@ async fn credentials_in_the_url_become_basic_auth_and_stay_hidden() {
     assert_eq!(stub.authorization_headers().len(), 1);
     stub.down();
     let err = registry.schema(SchemaRef::Id(2)).await.unwrap_err();
-    assert!(err.is_transient());
+    assert!(err.is_retriable());
     assert!(!format!("{err} {err:?}").contains("canary-url"));
 }
 
@@ -682,7 +682,7 @@ async fn avro_references_are_fetched_by_subject() {
         .value(&rec("price", 0, framed(31, &[0x0a])))
         .await
         .unwrap_err();
-    assert!(err.is_transient(), "{err}");
+    assert!(err.is_retriable(), "{err}");
 
     let de = RegistryAvroGeneric::new(stub.client());
     let v = de

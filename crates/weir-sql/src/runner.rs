@@ -23,8 +23,8 @@ use crate::{
 /// ```
 /// use weir_sql::Reject;
 /// let r = Reject::permanent("bad magic byte 7");
-/// assert!(!r.is_transient());
-/// assert!(Reject::transient("schema registry unreachable").is_transient());
+/// assert!(!r.is_retriable());
+/// assert!(Reject::transient("schema registry unreachable").is_retriable());
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reject {
@@ -51,6 +51,10 @@ impl Reject {
     }
 
     /// Whether this is a transient failure.
+    #[deprecated(
+        since = "0.1.0",
+        note = "use `is_retriable()`: weir's one word for retryability"
+    )]
     pub fn is_transient(&self) -> bool {
         self.transient
     }
@@ -992,7 +996,7 @@ where
                         });
                     }
                 }
-                Err(r) if r.is_transient() => {
+                Err(r) if r.is_retriable() => {
                     tracing::warn!(at = %record.coordinates(), error = %r.message(), "transient failure, pausing partition");
                     seeks.push(Seek::Rewind(tp.clone(), record.offset));
                     stopped.insert(tp);

@@ -493,7 +493,7 @@ mod tests {
         let latest = fresh.subject_version("orders-value", None).await?;
         assert_eq!((latest.version, latest.id), (1, id));
         let missing = fresh.schema(SchemaRef::Id(99)).await;
-        assert!(missing.is_err_and(|e| !e.is_transient()));
+        assert!(missing.is_err_and(|e| !e.is_retriable()));
         server.abort();
         Ok(())
     }
