@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use common::{committed, ends, scalar, sqlite_url, Db, Input};
+use common::{committed, ends, eventually, scalar, sqlite_url, Db, Input};
 use tokio::net::{TcpListener, TcpStream};
 use weir_formats::avro::RegistryAvro;
 use weir_formats::framing::{write_prefix, SchemaRef};
@@ -154,9 +154,29 @@ async fn registry_outage(input: Input) -> Result<()> {
     );
     let running = tokio::spawn(job.run_until(done));
 
-    // the registry is down: nothing may be written, above all no dead letter
+    // the registry is down: nothing may be written, above all no dead letter; the
+    // outage lasts 2.5 s from the claims (on Kafka the group join comes first)
+    let db = loop {
+        if let Ok(db) = Db::connect(&url).await {
+            break db;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eventually(
+        "both partitions are claimed",
+        Duration::from_secs(60),
+        || async {
+            Ok(scalar(
+                &db,
+                "SELECT COUNT(*) FROM weir_offsets WHERE job = 'readings' AND epoch > 0",
+            )
+            .await
+            .unwrap_or(0)
+                == 2)
+        },
+    )
+    .await?;
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let db = Db::connect(&url).await?;
     let rows = scalar(&db, "SELECT COUNT(*) FROM readings")
         .await
         .unwrap_or(0);
