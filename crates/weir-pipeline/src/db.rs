@@ -17,6 +17,25 @@ pub trait Database: Dialect {
     fn open(url: &str, max: u32) -> BoxFuture<'_, Result<Pool<Self>, sqlx::Error>>;
 }
 
+/// Pool options for a networked database: `max` connections, a 10 s acquire
+/// timeout and, on a TCP connection to `tcp`, `TCP_NODELAY` (sqlx 0.9 leaves Nagle
+/// on; see `weir_sql::nodelay`).
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+fn pool_options<DB: sqlx::Database>(
+    max: u32,
+    tcp: Option<(&str, u16)>,
+) -> sqlx::pool::PoolOptions<DB> {
+    let pool = sqlx::pool::PoolOptions::<DB>::new()
+        .max_connections(max)
+        .acquire_timeout(Duration::from_secs(10));
+    match tcp {
+        Some((host, port)) => {
+            pool.after_connect(weir_sql::nodelay::after_connect::<DB>(host, port))
+        }
+        None => pool,
+    }
+}
+
 #[cfg(feature = "postgres")]
 impl Database for sqlx::Postgres {
     const SCHEMES: &'static [&'static str] = &["postgres://", "postgresql://"];
@@ -24,17 +43,10 @@ impl Database for sqlx::Postgres {
         Box::pin(async move {
             use std::str::FromStr;
             let opts = sqlx::postgres::PgConnectOptions::from_str(url)?;
-            let mut pool = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(max)
-                .acquire_timeout(Duration::from_secs(10));
-            // sqlx 0.9 leaves Nagle on (see weir_sql::nodelay)
-            if opts.get_socket().is_none() {
-                pool = pool.after_connect(weir_sql::nodelay::after_connect::<Self>(
-                    opts.get_host(),
-                    opts.get_port(),
-                ));
-            }
-            pool.connect_with(opts).await
+            let tcp = opts.get_socket().is_none();
+            pool_options::<Self>(max, tcp.then(|| (opts.get_host(), opts.get_port())))
+                .connect_with(opts)
+                .await
         })
     }
 }
@@ -49,17 +61,10 @@ impl Database for sqlx::MySql {
                 .map_or_else(|| url.to_owned(), |rest| format!("mysql://{rest}"));
             use std::str::FromStr;
             let opts = sqlx::mysql::MySqlConnectOptions::from_str(&url)?;
-            let mut pool = sqlx::mysql::MySqlPoolOptions::new()
-                .max_connections(max)
-                .acquire_timeout(Duration::from_secs(10));
-            // sqlx 0.9 leaves Nagle on (see weir_sql::nodelay)
-            if opts.get_socket().is_none() {
-                pool = pool.after_connect(weir_sql::nodelay::after_connect::<Self>(
-                    opts.get_host(),
-                    opts.get_port(),
-                ));
-            }
-            pool.connect_with(opts).await
+            let tcp = opts.get_socket().is_none();
+            pool_options::<Self>(max, tcp.then(|| (opts.get_host(), opts.get_port())))
+                .connect_with(opts)
+                .await
         })
     }
 }
