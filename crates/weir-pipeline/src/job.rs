@@ -18,7 +18,7 @@ use crate::db::{redact, Database};
 use crate::decode::{DecodeKeyValue, DecodeValue, Raw};
 use crate::ops::{self, Flow, Keyed};
 use crate::runtime::{self, Backoff};
-use crate::sink::{BuiltSink, IntoSink};
+use crate::sink::{BuiltSink, IntoSink, SinkContext};
 use crate::source::Source;
 use crate::{Error, OnError, OpError, Result, Summary};
 
@@ -150,6 +150,19 @@ impl std::fmt::Debug for Job {
 }
 
 impl Job {
+    /// The job's offsets store (its name, its offsets table); the error is `(stage,
+    /// reason)`.
+    fn offset_store<DB: Dialect>(&self) -> std::result::Result<OffsetStore<DB>, (String, String)> {
+        let store = OffsetStore::<DB>::new(&self.name)
+            .map_err(|e| ("job name".to_owned(), e.to_string()))?;
+        match &self.settings.offsets_table {
+            None => Ok(store),
+            Some(t) => TableName::new(t)
+                .and_then(|t| store.with_table(t))
+                .map_err(|e| ("offsets table".to_owned(), e.to_string())),
+        }
+    }
+
     /// A job named `name`.
     pub fn new(name: impl Into<String>) -> Self {
         Self {
@@ -572,10 +585,14 @@ impl<T: Send + 'static> Pipeline<T> {
         T: Sync,
         S: IntoSink<DB, T>,
     {
+        let sink = self
+            .job
+            .offset_store::<DB>()
+            .and_then(|store| sink.into_sink(&SinkContext { store }));
         Ready {
             job: self.job,
             flow: self.flow,
-            sink: sink.into_sink(),
+            sink,
             pool: None,
         }
     }
@@ -674,14 +691,9 @@ where
         if let Some((stage, reason)) = job.problems.first() {
             return Err(fail(stage, reason.clone()));
         }
-        let store =
-            OffsetStore::<DB>::new(&job.name).map_err(|e| fail("job name", e.to_string()))?;
-        let store = match &job.settings.offsets_table {
-            None => store,
-            Some(t) => TableName::new(t)
-                .and_then(|t| store.with_table(t))
-                .map_err(|e| fail("offsets table", e.to_string()))?,
-        };
+        let store = job
+            .offset_store::<DB>()
+            .map_err(|(stage, reason)| fail(&stage, reason))?;
         let dead_letters =
             DeadLetters::<DB>::new(&job.name).map_err(|e| fail("job name", e.to_string()))?;
         let dead_letters = match &job.settings.dead_letters_table {

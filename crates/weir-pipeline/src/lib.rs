@@ -78,6 +78,7 @@
 //! `sqlite`, `mysql` (default: all three), `failpoints` (kill -9 tests only).
 #![warn(missing_docs)]
 
+pub mod agg;
 mod db;
 mod decode;
 mod error;
@@ -112,6 +113,9 @@ pub struct Summary {
     pub dead_letters: u64,
     /// Records skipped by an [`OnError::Skip`] stage.
     pub skipped: u64,
+    /// Records a sink refused and dropped (late records under
+    /// [`agg::Late::Drop`]).
+    pub dropped: u64,
     /// Transactions committed.
     pub commits: u64,
     /// Claims made (assignments).

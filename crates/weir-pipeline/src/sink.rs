@@ -8,6 +8,7 @@
 //! | [`Postgres::upsert`] (and the others) | `INSERT … ON CONFLICT (key) DO UPDATE` (MySQL: `ON DUPLICATE KEY UPDATE`); last value of a key in a batch wins |
 //! | [`custom`] | your [`TransactionalSink`] |
 //! | [`fan_out`] | several tables, each from a projection of the value |
+//! | [`Postgres::aggregate`] (and the others) | delta upserts of per-key (and per-window) count, sum, min, max: see [`agg`](crate::agg) |
 //!
 //! Tables are created if missing (`create_if_missing(false)` to leave that to your
 //! migrations), with a primary key on the upsert key.
@@ -40,13 +41,43 @@ impl<DB: Dialect, S> std::fmt::Debug for BuiltSink<DB, S> {
     }
 }
 
-/// What [`Pipeline::sink`](crate::Pipeline::sink) accepts: a table spec, [`custom`]
-/// or [`fan_out`]. The error is `(stage, reason)`.
+/// What a sink may need to know about its job when it is built (the job's offsets
+/// table, where windowed aggregates keep their watermarks).
+pub struct SinkContext<DB: Dialect> {
+    pub(crate) store: weir_sql::OffsetStore<DB>,
+}
+
+impl<DB: Dialect> std::fmt::Debug for SinkContext<DB> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SinkContext")
+            .field("job", &self.store.job())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<DB: Dialect> SinkContext<DB> {
+    /// The job's name.
+    ///
+    /// ```
+    /// # fn f<DB: weir_sql::Dialect>(ctx: &weir_pipeline::sink::SinkContext<DB>) {
+    /// println!("building a sink of job {}", ctx.job());
+    /// # }
+    /// ```
+    pub fn job(&self) -> &str {
+        self.store.job()
+    }
+}
+
+/// What [`Pipeline::sink`](crate::Pipeline::sink) accepts: a table spec, an
+/// aggregate table, [`custom`] or [`fan_out`]. The error is `(stage, reason)`.
 pub trait IntoSink<DB: Dialect, T: Send + Sync> {
     /// The sink this becomes.
     type Sink: TransactionalSink<DB, T> + 'static;
     /// Check and build it.
-    fn into_sink(self) -> Result<BuiltSink<DB, Self::Sink>, (String, String)>;
+    fn into_sink(
+        self,
+        ctx: &SinkContext<DB>,
+    ) -> Result<BuiltSink<DB, Self::Sink>, (String, String)>;
 }
 
 /// A table sink spec for dialect `DB`: made by [`Postgres`], [`Sqlite`] or [`MySql`].
@@ -106,6 +137,26 @@ impl<DB> Table<DB> {
         S: Into<String>,
     {
         Self::new(table, Some(key.into_iter().map(Into::into).collect()))
+    }
+
+    /// Aggregates per key (and window) in `table`, on any dialect (for code generic
+    /// over the database; [`Postgres::aggregate`] and the others name it for you).
+    ///
+    /// ```
+    /// use weir_pipeline::{agg, sink::Table};
+    /// let spec = Table::<sqlx::Sqlite>::aggregate("totals", ["customer"], agg::count::<i64>("n"));
+    /// # drop(spec);
+    /// ```
+    pub fn aggregate<T, I, S>(
+        table: &str,
+        key: I,
+        aggregates: crate::agg::Aggregates<T>,
+    ) -> crate::agg::AggregateTable<DB, T>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        crate::agg::AggregateTable::new(table, key, aggregates)
     }
 
     /// Create the table at start if it is missing (default true).
@@ -180,6 +231,21 @@ macro_rules! dialect_spec {
             {
                 Table::upsert(table, key)
             }
+
+            /// Aggregates per key (and window) in `table`, one column per part of the
+            /// `key_by` key (`key`) and per aggregate, updated by delta upserts in the
+            /// offsets' transaction: see [`agg`](crate::agg).
+            pub fn aggregate<T, I, S>(
+                table: &str,
+                key: I,
+                aggregates: crate::agg::Aggregates<T>,
+            ) -> crate::agg::AggregateTable<$db, T>
+            where
+                I: IntoIterator<Item = S>,
+                S: Into<String>,
+            {
+                Table::aggregate(table, key, aggregates)
+            }
         }
     };
 }
@@ -214,7 +280,7 @@ dialect_spec!(
 
 impl<DB: Dialect, R: Row + 'static> IntoSink<DB, R> for Table<DB> {
     type Sink = TableSink<DB, R>;
-    fn into_sink(self) -> Result<BuiltSink<DB, Self::Sink>, (String, String)> {
+    fn into_sink(self, _: &SinkContext<DB>) -> Result<BuiltSink<DB, Self::Sink>, (String, String)> {
         let (sink, setup) = self.build::<R>()?;
         Ok(BuiltSink { sink, setup })
     }
@@ -249,7 +315,7 @@ impl<DB: Dialect, T: Send + Sync, S: TransactionalSink<DB, T> + 'static> IntoSin
     for Custom<S>
 {
     type Sink = S;
-    fn into_sink(self) -> Result<BuiltSink<DB, S>, (String, String)> {
+    fn into_sink(self, _: &SinkContext<DB>) -> Result<BuiltSink<DB, S>, (String, String)> {
         Ok(BuiltSink {
             sink: self.0,
             setup: Vec::new(),
@@ -401,7 +467,10 @@ impl<DB: Dialect, T: Send + Sync + 'static> TransactionalSink<DB, T> for FanOutS
 
 impl<DB: Dialect, T: Send + Sync + 'static> IntoSink<DB, T> for FanOut<DB, T> {
     type Sink = FanOutSink<DB, T>;
-    fn into_sink(mut self) -> Result<BuiltSink<DB, Self::Sink>, (String, String)> {
+    fn into_sink(
+        mut self,
+        _: &SinkContext<DB>,
+    ) -> Result<BuiltSink<DB, Self::Sink>, (String, String)> {
         if let Some(e) = self.errors.drain(..).next() {
             return Err(e);
         }

@@ -86,9 +86,15 @@ pub use dialect::Dialect;
 pub use error::{Error, Result};
 pub use ident::{DialectKind, Ident, TableName, MAX_IDENT_BYTES};
 pub use listener::ExactlyOnceListener;
-pub use offsets::{Claim, OffsetStore, StoredOffset, DEFAULT_CLAIM_LOCK_TIMEOUT, MAX_JOB_BYTES};
+/// Runs DDL safely when several instances start at once (used by weir-pipeline's
+/// aggregate tables).
+#[doc(hidden)]
+pub use migrate::run_ddl;
+pub use offsets::{
+    Claim, OffsetStore, PartitionWatermark, StoredOffset, DEFAULT_CLAIM_LOCK_TIMEOUT, MAX_JOB_BYTES,
+};
 pub use runner::{ExactlyOnceRunner, Reject, RunStats, DEFAULT_IDLE_TRANSACTION_TIMEOUT};
-pub use sink::{Item, TableSink, TransactionalSink, WriteMode};
+pub use sink::{Item, Refusal, TableSink, TransactionalSink, WriteMode};
 pub use value::{Column, ColumnType, Row, ToValue, Value};
 /// `#[derive(Row)]`: implement [`Row`] for a struct, one column per field (see
 /// [`weir_macros::Row`](macro@weir_macros::Row) for `#[weir(rename = "...")]` and

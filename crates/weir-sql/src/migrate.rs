@@ -86,7 +86,7 @@ pub(crate) const RETRY_FOR: Duration = Duration::from_secs(30);
 
 /// Run `statements` (idempotent DDL: `CREATE … IF NOT EXISTS`, in order) on `conn`, safely
 /// when other sessions run the same ones at the same time (see the module doc).
-pub(crate) async fn run_ddl<DB: Dialect>(
+pub async fn run_ddl<DB: Dialect>(
     conn: &mut DB::Connection,
     during: &'static str,
     table: &TableName,

@@ -46,6 +46,25 @@ pub struct Claim {
     pub next_offset: Option<i64>,
 }
 
+/// A partition's event-time watermark, as [`OffsetStore::watermarks`] returns it.
+///
+/// ```
+/// use weir_core::TopicPartition;
+/// let w = weir_sql::PartitionWatermark { partition: TopicPartition::new("orders", 0), watermark: Some(60_000), active: true };
+/// assert!(w.active);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionWatermark {
+    /// The partition.
+    pub partition: TopicPartition,
+    /// Its watermark (milliseconds of event time); `None` before its first windowed
+    /// commit.
+    pub watermark: Option<i64>,
+    /// Whether its row was claimed or committed within the idle timeout given to
+    /// [`OffsetStore::watermarks`].
+    pub active: bool,
+}
+
 /// One row of the offsets table, as [`OffsetStore::read`] returns it.
 ///
 /// ```
@@ -110,6 +129,8 @@ struct OffsetSql {
     advance: Arc<str>,
     read: Arc<str>,
     read_all: Arc<str>,
+    watermark_advance: Arc<str>,
+    watermarks: Arc<str>,
 }
 
 fn build_sql(kind: DialectKind, table: &TableName, now: &str) -> Result<OffsetSql> {
@@ -124,6 +145,7 @@ fn build_sql(kind: DialectKind, table: &TableName, now: &str) -> Result<OffsetSq
         c("owner")?,
         c("updated_at")?,
     );
+    let wm = c("watermark")?;
     let (text_key, text, big, int, ts) = match kind {
         DialectKind::Postgres => ("TEXT", "TEXT", "BIGINT", "INTEGER", "TIMESTAMPTZ"),
         DialectKind::Sqlite => ("TEXT", "TEXT", "INTEGER", "INTEGER", "TEXT"),
@@ -160,7 +182,7 @@ fn build_sql(kind: DialectKind, table: &TableName, now: &str) -> Result<OffsetSq
     create.push(Arc::from(format!(
         "CREATE TABLE IF NOT EXISTS {t} ({job} {text_key} NOT NULL, {topic} {text_key} NOT NULL, \
          {part} {int} NOT NULL, {next} {big} NULL, {epoch} {big} NOT NULL DEFAULT 0, \
-         {owner} {text} NULL, {at} {ts} NOT NULL DEFAULT {default_now}, \
+         {owner} {text} NULL, {at} {ts} NOT NULL DEFAULT {default_now}, {wm} {big} NULL, \
          PRIMARY KEY ({job}, {topic}, {part})){engine}",
         default_now = match kind {
             DialectKind::Sqlite => format!("({now})"),
@@ -168,7 +190,7 @@ fn build_sql(kind: DialectKind, table: &TableName, now: &str) -> Result<OffsetSq
         }
     )));
     let check = format!(
-        "SELECT {job}, {topic}, {part}, {next}, {epoch}, {owner}, {at} FROM {t} WHERE 1 = 0"
+        "SELECT {job}, {topic}, {part}, {next}, {epoch}, {owner}, {at}, {wm} FROM {t} WHERE 1 = 0"
     );
     let migrate = vec![
         Arc::from(format!("ALTER TABLE {t} ADD COLUMN {owner} {text} NULL")),
@@ -180,6 +202,7 @@ fn build_sql(kind: DialectKind, table: &TableName, now: &str) -> Result<OffsetSq
                 " DEFAULT NULL"
             }
         )),
+        Arc::from(format!("ALTER TABLE {t} ADD COLUMN {wm} {big} NULL")),
     ];
     let key_where = format!(
         "{job} = {} AND {topic} = {} AND {part} = {}",
@@ -233,7 +256,44 @@ fn build_sql(kind: DialectKind, table: &TableName, now: &str) -> Result<OffsetSq
             p(4)
         ),
     };
+    // Watermarks only move forward. Parameters: job, topic, partition, watermark
+    // (MySQL binds in text order: watermark twice, job, topic, partition).
+    let watermark_advance = match kind {
+        DialectKind::MySql => format!(
+            "UPDATE {t} SET {wm} = CASE WHEN {wm} IS NULL OR {wm} < ? THEN ? ELSE {wm} END \
+             WHERE {job} = ? AND {topic} = ? AND {part} = ?"
+        ),
+        _ => format!(
+            "UPDATE {t} SET {wm} = CASE WHEN {wm} IS NULL OR {wm} < {p4} THEN {p4} ELSE {wm} END \
+             WHERE {key_where}",
+            p4 = p(4)
+        ),
+    };
+    // Rows of the job with their watermark and whether they were updated within the
+    // idle timeout (parameter 2: PostgreSQL milliseconds, MySQL microseconds, SQLite
+    // a `-N.NNN seconds` modifier), shaped as `fetch_offsets` rows: (topic,
+    // partition, watermark, active 0/1, owner).
+    let recent = match kind {
+        DialectKind::Postgres => {
+            format!("{at} >= now() - make_interval(secs => ($2::bigint)::float8 / 1000.0)")
+        }
+        DialectKind::MySql => format!("{at} >= CURRENT_TIMESTAMP(6) - INTERVAL ? MICROSECOND"),
+        DialectKind::Sqlite => format!("{at} >= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?2)"),
+    };
+    let watermarks = match kind {
+        DialectKind::MySql => format!(
+            "SELECT {topic}, {part}, {wm}, CAST(CASE WHEN {recent} THEN 1 ELSE 0 END AS SIGNED), {owner} \
+             FROM {t} WHERE {job} = ? ORDER BY {topic}, {part}"
+        ),
+        _ => format!(
+            "SELECT {topic}, {part}, {wm}, CAST(CASE WHEN {recent} THEN 1 ELSE 0 END AS BIGINT), {owner} \
+             FROM {t} WHERE {job} = {} ORDER BY {topic}, {part}",
+            p(1)
+        ),
+    };
     Ok(OffsetSql {
+        watermark_advance: Arc::from(watermark_advance),
+        watermarks: Arc::from(watermarks),
         quoted: t.clone(),
         create,
         check: Arc::from(check),
@@ -461,7 +521,7 @@ impl<DB: Dialect> OffsetStore<DB> {
             .await
             .map_err(|e| Error::Schema {
                 table: self.sql.quoted.clone(),
-                reason: format!("expected columns job, topic, partition, next_offset, epoch, owner, updated_at: {e}"),
+                reason: format!("expected columns job, topic, partition, next_offset, epoch, owner, updated_at, watermark: {e}"),
             })?;
         Ok(())
     }
@@ -696,6 +756,83 @@ impl<DB: Dialect> OffsetStore<DB> {
                     },
                 )
             })
+            .collect())
+    }
+
+    /// Move the watermark of `tp` forward to `watermark` (never back), on the batch's
+    /// transaction: it commits with the offsets it was computed from.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use weir_core::TopicPartition;
+    /// use weir_sql::OffsetStore;
+    ///
+    /// let pool = sqlx::SqlitePool::connect("sqlite::memory:").await?;
+    /// let store = OffsetStore::<sqlx::Sqlite>::new("revenue")?;
+    /// store.migrate(&pool).await?;
+    /// let tp = TopicPartition::new("orders", 0);
+    /// store.claim(&pool, &[tp.clone()], "worker-1").await?;
+    /// let mut conn = pool.acquire().await?;
+    /// store.advance_watermark(&mut conn, &tp, 5_000).await?;
+    /// store.advance_watermark(&mut conn, &tp, 3_000).await?; // never back
+    /// let w = store.watermarks(&mut conn, Duration::from_secs(60)).await?;
+    /// assert_eq!((w[0].watermark, w[0].active), (Some(5_000), true));
+    /// # Ok(()) }
+    /// ```
+    pub async fn advance_watermark(
+        &self,
+        conn: &mut DB::Connection,
+        tp: &TopicPartition,
+        watermark: i64,
+    ) -> Result<()> {
+        let [j, t, p] = self.key(tp);
+        let w = Value::BigInt(watermark);
+        let args: Vec<Value<'_>> = match DB::KIND {
+            DialectKind::MySql => vec![w, w, j, t, p],
+            _ => vec![j, t, p, w],
+        };
+        DB::execute(conn, &self.sql.watermark_advance, &args)
+            .await
+            .map_err(|e| Error::db("watermark advance", e))?;
+        Ok(())
+    }
+
+    /// The watermarks of every partition of this job, each marked active if its row
+    /// was claimed or committed within `idle` (by the database's clock).
+    ///
+    /// See [`advance_watermark`](Self::advance_watermark) for an example.
+    pub async fn watermarks(
+        &self,
+        conn: &mut DB::Connection,
+        idle: Duration,
+    ) -> Result<Vec<PartitionWatermark>> {
+        let ms = i64::try_from(idle.as_millis()).unwrap_or(i64::MAX);
+        let modifier;
+        let args: Vec<Value<'_>> = match DB::KIND {
+            DialectKind::Postgres => vec![Value::Text(&self.job), Value::BigInt(ms)],
+            DialectKind::MySql => vec![
+                Value::BigInt(ms.saturating_mul(1000)),
+                Value::Text(&self.job),
+            ],
+            DialectKind::Sqlite => {
+                modifier = format!("-{}.{:03} seconds", ms / 1000, ms % 1000);
+                vec![Value::Text(&self.job), Value::Text(&modifier)]
+            }
+        };
+        let rows = DB::fetch_offsets(conn, &self.sql.watermarks, &args)
+            .await
+            .map_err(|e| Error::db("watermarks read", e))?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(topic, partition, watermark, active, _)| PartitionWatermark {
+                    partition: TopicPartition::new(topic, partition),
+                    watermark,
+                    active: active != 0,
+                },
+            )
             .collect())
     }
 }

@@ -101,6 +101,55 @@ pub trait TransactionalSink<DB: Dialect, T: Send + Sync>: Send + Sync {
     /// # Ok(()) }
     /// ```
     async fn write(&self, tx: &mut Transaction<'static, DB>, items: &[Item<T>]) -> Result<()>;
+
+    /// Like [`write`](Self::write), but the sink may refuse whole records instead of
+    /// failing the batch: it writes nothing of a refused record (none of its items)
+    /// and returns it with the reason. weir then sends each refused record to the
+    /// dead letters or drops it (see [`Refusal`]) in the same transaction. Windowed
+    /// aggregates refuse records later than the allowed lateness this way. The default
+    /// writes everything and refuses nothing.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use weir_core::Coordinates;
+    /// use weir_sql::{impl_row, Item, TableName, TableSink, TransactionalSink};
+    /// struct Order { id: i64 }
+    /// impl_row!(Order { id });
+    /// let pool = sqlx::SqlitePool::connect("sqlite::memory:").await?;
+    /// let sink = TableSink::<sqlx::Sqlite, Order>::new(TableName::new("orders")?)?;
+    /// sink.create_table(&pool).await?;
+    /// let items = [Item { at: Coordinates::new("orders", 0, 0), ordinal: 0, value: Order { id: 1 } }];
+    /// let mut tx = pool.begin().await?;
+    /// assert!(sink.write_refusing(&mut tx, &items).await?.is_empty());
+    /// # Ok(()) }
+    /// ```
+    async fn write_refusing(
+        &self,
+        tx: &mut Transaction<'static, DB>,
+        items: &[Item<T>],
+    ) -> Result<Vec<Refusal>> {
+        self.write(tx, items).await?;
+        Ok(Vec::new())
+    }
+}
+
+/// A record a sink refused in [`TransactionalSink::write_refusing`]: nothing of it was
+/// written; it is consumed with the batch, into the dead letters or dropped.
+///
+/// ```
+/// use weir_core::Coordinates;
+/// let r = weir_sql::Refusal { at: Coordinates::new("orders", 0, 7), reason: "late".into(), dead_letter: true };
+/// assert!(r.dead_letter);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// The refused record.
+    pub at: Coordinates,
+    /// Why (stored with the dead letter, or logged when dropped).
+    pub reason: String,
+    /// Into the dead letters (`true`) or dropped and counted (`false`).
+    pub dead_letter: bool,
 }
 
 /// What the [`TableSink`] does with a row whose key already exists.

@@ -139,8 +139,8 @@ where
     /// remains is retried by the caller.
     async fn try_commit(&mut self, pending: &mut Pending<T>) -> weir_sql::Result<()> {
         let mut tx = self.begin().await?;
-        match self.sink.write(&mut tx, &pending.items).await {
-            Ok(()) => {}
+        match self.sink.write_refusing(&mut tx, &pending.items).await {
+            Ok(refused) => pending.refuse(refused),
             Err(e) if e.is_row_error() => {
                 let _ = tx.rollback().await;
                 tx = self.begin().await?;
@@ -215,6 +215,7 @@ where
         let mut s = self.stats.lock();
         s.rows += done.rows() as u64;
         s.dead_letters += done.dead.len() as u64;
+        s.dropped += done.parts.values().map(|p| p.dropped as u64).sum::<u64>();
         s.commits += 1;
     }
 

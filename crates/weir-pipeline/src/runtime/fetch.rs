@@ -578,6 +578,7 @@ impl<DB: Dialect, T: Send + Sync + 'static> Fetcher<DB, T> {
                     next: r.offset + 1,
                     records: 0,
                     bytes: 0,
+                    dropped: 0,
                 },
             );
             if !self.retry_at.is_empty() {

@@ -40,6 +40,7 @@ where
     let release: Arc<str> = Arc::from("RELEASE SAVEPOINT weir_isolate");
     let sp = |e| Error::db("savepoint", e);
     let mut rejected: Vec<(usize, String)> = Vec::new();
+    let mut refused = Vec::new();
     let mut stack = vec![(0_usize, pending.groups.len())];
     while let Some((a, b)) = stack.pop() {
         if a >= b {
@@ -47,9 +48,10 @@ where
         }
         let (start, end) = (pending.groups[a].start, pending.groups[b - 1].end);
         DB::execute(tx, &save, &[]).await.map_err(sp)?;
-        match sink.write(tx, &pending.items[start..end]).await {
-            Ok(()) => {
+        match sink.write_refusing(tx, &pending.items[start..end]).await {
+            Ok(r) => {
                 DB::execute(tx, &release, &[]).await.map_err(sp)?;
+                refused.extend(r);
             }
             Err(e) if e.is_row_error() => {
                 DB::execute(tx, &back, &[]).await.map_err(sp)?;
@@ -69,6 +71,7 @@ where
         }
     }
     pending.reject(rejected);
+    pending.refuse(refused);
     Ok(())
 }
 

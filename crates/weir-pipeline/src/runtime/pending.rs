@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use weir_core::{Record, TopicPartition};
-use weir_sql::{DeadLetter, Item, Stage};
+use weir_sql::{DeadLetter, Item, Refusal, Stage};
 
 /// A partition's part of a batch: the claim it was read under and the offsets range
 /// (`expected` is the compare-and-set's expected `next_offset`, `next` the new one).
@@ -18,6 +18,8 @@ pub(crate) struct PartPending {
     /// Records and bytes of this partition in the batch.
     pub records: usize,
     pub bytes: usize,
+    /// Records of this partition the sink refused and dropped (late records).
+    pub dropped: usize,
 }
 
 /// The items `start..end` came from `record`.
@@ -185,18 +187,55 @@ impl<T> Pending<T> {
 
     /// Move the groups whose index is in `rejected` to the dead letters (stage sink).
     pub(crate) fn reject(&mut self, rejected: Vec<(usize, String)>) {
-        if rejected.is_empty() {
+        self.remove_groups(
+            rejected
+                .into_iter()
+                .map(|(i, reason)| (i, (reason, true)))
+                .collect(),
+        );
+    }
+
+    /// Take the records a sink refused out of the batch: into the dead letters (stage
+    /// sink) or dropped (counted on their partition). A refusal naming no record of
+    /// the batch is ignored.
+    pub(crate) fn refuse(&mut self, refusals: Vec<Refusal>) {
+        if refusals.is_empty() {
             return;
         }
-        let bad: BTreeMap<usize, String> = rejected.into_iter().collect();
+        let mut by_at: BTreeMap<weir_core::Coordinates, (String, bool)> = BTreeMap::new();
+        for r in refusals {
+            by_at.insert(r.at, (r.reason, r.dead_letter));
+        }
+        let mut bad = BTreeMap::new();
+        for (i, g) in self.groups.iter().enumerate() {
+            if let Some(v) = by_at.remove(&g.record.coordinates()) {
+                bad.insert(i, v);
+            }
+        }
+        self.remove_groups(bad);
+    }
+
+    /// Remove the groups in `bad` (index → reason, into the dead letters or not).
+    fn remove_groups(&mut self, bad: BTreeMap<usize, (String, bool)>) {
+        if bad.is_empty() {
+            return;
+        }
         let groups = std::mem::take(&mut self.groups);
         let mut items: Vec<Option<Item<T>>> = std::mem::take(&mut self.items)
             .into_iter()
             .map(Some)
             .collect();
         for (i, g) in groups.into_iter().enumerate() {
-            if let Some(err) = bad.get(&i) {
-                self.dead.push(DeadLetter::new(g.record, Stage::Sink, err));
+            if let Some((err, dead)) = bad.get(&i) {
+                if *dead {
+                    self.dead.push(DeadLetter::new(g.record, Stage::Sink, err));
+                } else {
+                    tracing::debug!(at = %g.record.coordinates(), reason = %err, "record dropped by the sink");
+                    let tp = TopicPartition::new(g.record.topic.to_string(), g.record.partition);
+                    if let Some(p) = self.parts.get_mut(&tp) {
+                        p.dropped += 1;
+                    }
+                }
                 continue;
             }
             let start = self.items.len();
@@ -236,6 +275,7 @@ mod tests {
             next,
             records: 0,
             bytes: 0,
+            dropped: 0,
         }
     }
 
