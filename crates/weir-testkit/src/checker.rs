@@ -226,7 +226,7 @@ impl Report {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
     }
 
-    fn note(&mut self, what: &str, example: String) {
+    pub(crate) fn note(&mut self, what: &str, example: String) {
         let v = self.examples.entry(what.to_owned()).or_default();
         if v.len() < EXAMPLES {
             v.push(example);

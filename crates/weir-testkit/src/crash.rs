@@ -61,6 +61,20 @@ pub fn reference(r: &InputRecord) -> Expected {
     Expected::Rows(vec![payload.to_owned(); n.max(1)])
 }
 
+/// Buckets of the aggregating crash job (`--dsl --agg`): record `i` counts into
+/// bucket `i % AGG_BUCKETS`, whatever its partition (`i % partitions`).
+pub const AGG_BUCKETS: i64 = 17;
+
+/// The index `i` of an input record, from its key `k{i}`.
+pub fn record_index(r: &weir_core::Record) -> std::result::Result<i64, String> {
+    let key = r.key.as_deref().unwrap_or_default();
+    std::str::from_utf8(key)
+        .ok()
+        .and_then(|k| k.strip_prefix('k'))
+        .and_then(|i| i.parse().ok())
+        .ok_or_else(|| format!("key {key:?} is not k<index>"))
+}
+
 /// Where the crash job reads from.
 #[derive(Clone, Debug)]
 pub enum Source {
@@ -697,6 +711,9 @@ async fn check_tables(db: &Db, cfg: &CrashConfig) -> Result<Report> {
         offsets_table: quoted(&cfg.db_url, &cfg.schema, "weir_offsets"),
     };
     let tables = db.read(&spec).await?;
+    if cfg.args.iter().any(|a| a == "--agg") {
+        return check_aggregates(db, cfg, &input, &tables).await;
+    }
     let report = check(
         &Inputs {
             input: &input,
@@ -707,6 +724,89 @@ async fn check_tables(db: &Db, cfg: &CrashConfig) -> Result<Report> {
         },
         reference,
     );
+    Ok(report)
+}
+
+/// The aggregating job's check: every bucket of `crash_agg` equals the count, sum,
+/// min and max recomputed from the whole input (poison excluded), and every poison
+/// record has exactly one dead letter. A bucket counting more records than it should
+/// is reported as duplicates, fewer as lost; a sum, min or max that differs as corrupt.
+async fn check_aggregates(
+    db: &Db,
+    cfg: &CrashConfig,
+    input: &[InputRecord],
+    tables: &crate::checker::Tables,
+) -> Result<Report> {
+    let mut want: BTreeMap<i64, (i64, i64, i64, i64)> = BTreeMap::new();
+    let mut poison = std::collections::BTreeSet::new();
+    for r in input {
+        let key = String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned();
+        let i: i64 = key
+            .strip_prefix('k')
+            .and_then(|i| i.parse().ok())
+            .with_context(|| format!("input key {key:?} at {}/{}", r.partition, r.offset))?;
+        if value_for(i as u64) == "POISON" {
+            poison.insert((r.partition, r.offset));
+            continue;
+        }
+        let e = want
+            .entry(i % AGG_BUCKETS)
+            .or_insert((0, 0, i64::MAX, i64::MIN));
+        e.0 += 1;
+        e.1 += i;
+        e.2 = e.2.min(i);
+        e.3 = e.3.max(i);
+    }
+    let table = quoted(&cfg.db_url, &cfg.schema, "crash_agg");
+    let sql = format!("SELECT bucket, n, total, lo, hi FROM {table} ORDER BY bucket");
+    let q = sqlx::AssertSqlSafe(sql);
+    let rows: Vec<(i64, i64, i64, i64, i64)> = match db {
+        Db::Postgres(p) => sqlx::query_as(q).fetch_all(p).await?,
+        Db::MySql(p) => sqlx::query_as(q).fetch_all(p).await?,
+        Db::Sqlite(p) => sqlx::query_as(q).fetch_all(p).await?,
+    };
+    let got: BTreeMap<i64, (i64, i64, i64, i64)> = rows
+        .into_iter()
+        .map(|(b, n, t, lo, hi)| (b, (n, t, lo, hi)))
+        .collect();
+    let mut report = Report::default();
+    let c = &mut report.counters;
+    c.input_records = input.len() as u64;
+    c.consumed = input.len() as u64;
+    c.sink_rows = got.len() as u64;
+    c.dlq_rows = tables.dlq.len() as u64;
+    let mut notes = Vec::new();
+    for b in want
+        .keys()
+        .chain(got.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        let w = want.get(b).copied().unwrap_or((0, 0, 0, 0));
+        let g = got.get(b).copied().unwrap_or((0, 0, 0, 0));
+        if g.0 > w.0 {
+            c.duplicates += (g.0 - w.0) as u64;
+        } else if g.0 < w.0 {
+            c.lost += (w.0 - g.0) as u64;
+        }
+        if g != w {
+            c.corrupt += 1;
+            notes.push(format!(
+                "bucket {b}: (n, sum, min, max) {g:?}, expected {w:?}"
+            ));
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for d in &tables.dlq {
+        if !seen.insert((d.partition, d.offset)) {
+            c.dlq_duplicates += 1;
+        } else if !poison.contains(&(d.partition, d.offset)) {
+            c.misrouted += 1;
+        }
+    }
+    c.dlq_missing = poison.difference(&seen).count() as u64;
+    for n in notes {
+        report.note("corrupt", n);
+    }
     Ok(report)
 }
 

@@ -191,6 +191,71 @@ async fn dsl_mariadb_embedded_log_crash_loop() -> Result<()> {
     .await
 }
 
+/// The aggregating DSL job (`--dsl --agg`): every record counts into one of 17
+/// buckets shared by all partitions; after the crash loop every bucket's count, sum,
+/// min and max equals the recomputation from the whole log.
+fn agg(mut cfg: CrashConfig) -> CrashConfig {
+    cfg = dsl(cfg);
+    cfg.args.push("--agg".to_owned());
+    cfg.job.push_str("-agg");
+    cfg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agg_sqlite_embedded_log_crash_loop() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let url = format!("sqlite://{}", dir.path().join("crash.sqlite").display());
+    let n = kills(20);
+    check_run(
+        "aggregates, embedded log + SQLite",
+        agg(config("sqlite", &dir, url, None, n)),
+        n,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agg_postgres_embedded_log_crash_loop() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let url = "postgres://postgres@127.0.0.1:5432/test".to_owned();
+    let schema = unique("crash_agg_pg");
+    let admin = sqlx::PgPool::connect(&url).await.map_err(|e| {
+        anyhow!("cannot reach PostgreSQL at 127.0.0.1:5432: {e}; run scripts/provision")
+    })?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
+        .execute(&admin)
+        .await?;
+    let n = kills(10);
+    check_run(
+        "aggregates, embedded log + PostgreSQL",
+        agg(config("pg", &dir, url, Some(schema), n)),
+        n,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agg_mariadb_embedded_log_crash_loop() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = unique("crash_agg_my");
+    let admin = sqlx::MySqlPool::connect("mysql://root@127.0.0.1:3306/test")
+        .await
+        .map_err(|e| {
+            anyhow!("cannot reach MariaDB at 127.0.0.1:3306: {e}; run scripts/provision")
+        })?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE `{db}`")))
+        .execute(&admin)
+        .await?;
+    let url = format!("mysql://root@127.0.0.1:3306/{db}");
+    let n = kills(10);
+    check_run(
+        "aggregates, embedded log + MariaDB",
+        agg(config("mariadb", &dir, url, None, n)),
+        n,
+    )
+    .await
+}
+
 /// Kafka through the DSL subscribes in a group: a restarted member waits for the
 /// killed one's session (3 s here) to time out before it gets the partitions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

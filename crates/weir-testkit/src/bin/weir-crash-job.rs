@@ -19,6 +19,11 @@
 //! (a slow database, for the shutdown tests). With `--dsl` the job stops on
 //! `weir::shutdown_signal()`: the first SIGINT/SIGTERM drains, a second aborts.
 //!
+//! `--agg` (with `--dsl`) aggregates instead of writing rows: record `i` (key `k{i}`)
+//! counts into bucket `i % 17` of table `crash_agg` (count, sum, min and max of `i`),
+//! so every bucket is updated from every partition; poison still goes to the dead
+//! letters. `weir_testkit::crash` then checks the buckets against the input.
+//!
 //! SIGTERM makes it commit what it buffered, leave the group and exit 0.
 
 use std::sync::Arc;
@@ -72,6 +77,7 @@ struct Args {
     session_timeout_ms: Option<u64>,
     idle_tx_timeout_ms: Option<u64>,
     dsl: bool,
+    agg: bool,
     sink_delay_ms: u64,
 }
 
@@ -88,6 +94,7 @@ fn args() -> Result<Args> {
         session_timeout_ms: None,
         idle_tx_timeout_ms: None,
         dsl: false,
+        agg: false,
         sink_delay_ms: 0,
     };
     let mut it = std::env::args().skip(1);
@@ -103,6 +110,7 @@ fn args() -> Result<Args> {
             "--topic" => a.topic = val()?,
             "--group" => a.group = true,
             "--dsl" => a.dsl = true,
+            "--agg" => a.agg = true,
             "--sink-delay-ms" => a.sink_delay_ms = val()?.parse()?,
             "--session-timeout-ms" => a.session_timeout_ms = Some(val()?.parse()?),
             "--idle-tx-timeout-ms" => a.idle_tx_timeout_ms = Some(val()?.parse()?),
@@ -199,6 +207,29 @@ async fn run_dsl<DB: weir_pipeline::Database>(
     }
     if let Some(ms) = args.idle_tx_timeout_ms {
         job = job.idle_transaction_timeout(Some(Duration::from_millis(ms)));
+    }
+    if args.agg {
+        use weir_pipeline::agg;
+        let summary = job
+            .records()
+            .try_map(|r: Record| {
+                decode(&r).map_err(weir_pipeline::OpError::from)?;
+                weir_testkit::crash::record_index(&r).map_err(weir_pipeline::OpError::permanent)
+            })
+            .key_by(|i: &i64| i % weir_testkit::crash::AGG_BUCKETS)
+            .sink(weir_pipeline::sink::Table::<DB>::aggregate(
+                "crash_agg",
+                ["bucket"],
+                agg::count("n")
+                    .and(agg::sum("total", |i: &i64| *i))
+                    .and(agg::min("lo", |i: &i64| *i))
+                    .and(agg::max("hi", |i: &i64| *i)),
+            ))
+            .pool(pool)
+            .run_until(weir_pipeline::shutdown_signal())
+            .await?;
+        eprintln!("crash job {} stopped cleanly: {summary:?}", args.job);
+        return Ok(());
     }
     let summary = job
         .records()
