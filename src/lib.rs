@@ -76,7 +76,7 @@ pub use weir_kafka as kafka;
 pub use weir_pipeline as pipeline;
 
 #[cfg(feature = "pipeline")]
-pub use weir_pipeline::{connect, shutdown_signal, sink, Job, OnError, OpError, Summary};
+pub use weir_pipeline::{agg, connect, shutdown_signal, sink, Job, OnError, OpError, Summary};
 
 /// A table row: the trait (and, with weir-sql's `derive` feature, `#[derive(Row)]`).
 #[cfg(feature = "sql")]

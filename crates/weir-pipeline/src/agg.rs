@@ -1153,6 +1153,7 @@ where
         // Event times and windows, per item (a panicking event-time function refuses
         // its record into the dead letters).
         let mut windows: Vec<Vec<(i64, i64)>> = Vec::with_capacity(items.len());
+        let mut times: Vec<Option<i64>> = Vec::with_capacity(items.len());
         let mut newest: BTreeMap<TopicPartition, i64> = BTreeMap::new();
         if let Some(w) = &self.window {
             for it in items {
@@ -1162,6 +1163,7 @@ where
                         let e = newest.entry(tp).or_insert(t);
                         *e = (*e).max(t);
                         windows.push(w.windows_of(t));
+                        times.push(Some(t));
                     }
                     Err(p) => {
                         refused.insert(
@@ -1172,16 +1174,29 @@ where
                             ),
                         );
                         windows.push(Vec::new());
+                        times.push(None);
                     }
                 }
             }
             let marks = self.marks(&mut **tx, w, &newest).await?;
-            for (it, ws) in items.iter().zip(&windows) {
-                if w.late == Late::Apply || refused.contains_key(&it.at) {
+            // The watermark a record meets is its partition's as of the record before
+            // it (the committed one, advanced by the earlier records of this batch), so
+            // whether a record is late does not depend on how records were batched.
+            let mut running: HashMap<TopicPartition, i64> = HashMap::new();
+            for (i, (it, ws)) in items.iter().zip(&windows).enumerate() {
+                if refused.contains_key(&it.at) {
                     continue;
                 }
                 let tp = TopicPartition::new(it.at.topic.to_string(), it.at.partition);
-                let own = marks.own.get(&tp).copied().unwrap_or(i64::MIN);
+                let own = *running
+                    .entry(tp.clone())
+                    .or_insert_with(|| marks.own.get(&tp).copied().unwrap_or(i64::MIN));
+                if let Some(t) = times.get(i).copied().flatten() {
+                    running.insert(tp.clone(), own.max(t.saturating_sub(w.lateness)));
+                }
+                if w.late == Late::Apply {
+                    continue;
+                }
                 let mark = own.max(marks.global.unwrap_or(i64::MIN));
                 if let Some((s, e)) = ws.iter().find(|(_, e)| *e <= mark) {
                     refused.insert(

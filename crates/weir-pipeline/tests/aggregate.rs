@@ -325,7 +325,7 @@ async fn windows_on<DB: Database>(pool: sqlx::Pool<DB>, db: Db, url: String) -> 
             o("b", 4, 65_000),
             o("a", 8, 62_000),
         ];
-        let p1 = [o("a", 16, 10_000), o("b", 32, 70_000), o("a", 64, 40_000)];
+        let p1 = [o("a", 16, 10_000), o("a", 64, 40_000), o("b", 32, 70_000)];
         input
             .produce(&topic, 0, &p0.iter().map(line).collect::<Vec<_>>())
             .await?;

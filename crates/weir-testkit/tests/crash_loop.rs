@@ -306,6 +306,38 @@ async fn postgres_kafka_multi_instance_storm_with_sigterm() -> Result<()> {
     kafka_storm("term-storm", 0.35).await
 }
 
+/// Three aggregating DSL processes (`--dsl --agg`) in one group on Kafka +
+/// PostgreSQL, SIGKILLed and SIGTERMed at random: the 17 buckets are shared by all 6
+/// partitions, so every member updates the same hot rows at once; the totals must come
+/// out exact and no deadlock may be left unresolved (a run that hung would not catch
+/// up and fail).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_kafka_multi_instance_aggregate_storm() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut base = kafka_pg_config("agg-storm", &dir, 6, 600, "WEIR_STORM_STDERR").await?;
+    base.args = vec!["--dsl".to_owned(), "--agg".to_owned()];
+    base.job.push_str("-agg");
+    let cfg = weir_testkit::crash::StormConfig {
+        base,
+        members: 3,
+        actions: std::env::var("WEIR_STORM_ACTIONS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(8),
+        session_timeout: Duration::from_millis(6000),
+        term_share: 0.3,
+    };
+    let outcome = weir_testkit::crash::storm(&cfg).await?;
+    println!("aggregate storm Kafka + PostgreSQL: {}", outcome.summary());
+    assert!(outcome.report.is_valid(), "{}", outcome.report.to_json());
+    assert!(outcome.report.counters.consumed > 0);
+    assert_eq!(
+        outcome.clean_exits, outcome.terms,
+        "every SIGTERM ended in a clean exit"
+    );
+    Ok(())
+}
+
 /// A Kafka (tansu) + PostgreSQL crash config: a fresh topic of `partitions`
 /// partitions, a fresh schema, stderr in `dir` (or in the file `stderr_env` names).
 async fn kafka_pg_config(
