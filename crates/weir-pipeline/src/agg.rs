@@ -100,6 +100,9 @@ use weir_sql::{
 use crate::sink::{BuiltSink, IntoSink, Setup, SinkContext};
 use crate::Keyed;
 
+mod fold;
+pub use fold::{FoldSink, FoldTable};
+
 /// How long a partition may go without a commit before it stops holding windows open
 /// (see the module docs for the reasoning).
 ///
@@ -720,7 +723,7 @@ struct Plan {
     key_types: Vec<ColumnType>,
 }
 
-fn placeholder(kind: DialectKind, n: usize) -> String {
+pub(crate) fn placeholder(kind: DialectKind, n: usize) -> String {
     match kind {
         DialectKind::Postgres => format!("${n}"),
         DialectKind::Sqlite => format!("?{n}"),
@@ -973,7 +976,7 @@ impl<DB: Dialect, T> std::fmt::Debug for AggregateSink<DB, T> {
     }
 }
 
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
         .or_else(|| p.downcast_ref::<String>().cloned())
@@ -1353,7 +1356,11 @@ where
         let plan = Arc::new(plan);
         let mut setup: Vec<Setup<DB>> = Vec::new();
         let job = ctx.store.job().to_owned();
-        let p = plan.clone();
+        let p = Definition {
+            quoted: plan.quoted.clone(),
+            create: plan.create.clone(),
+            definition: plan.definition.clone(),
+        };
         let create = self.create;
         let name = table.to_string();
         setup.push(Box::new(move |pool: &Pool<DB>| {
@@ -1372,10 +1379,18 @@ where
     }
 }
 
+/// What [`prepare`] needs of a state table: its name, DDL and definition.
+#[derive(Debug, Clone)]
+pub(crate) struct Definition {
+    pub quoted: String,
+    pub create: Vec<Arc<str>>,
+    pub definition: String,
+}
+
 /// Create the table (if asked) and check the stored definition.
-async fn prepare<DB: Dialect>(
+pub(crate) async fn prepare<DB: Dialect>(
     pool: &Pool<DB>,
-    plan: &Plan,
+    plan: &Definition,
     create: bool,
     job: &str,
     table: &str,

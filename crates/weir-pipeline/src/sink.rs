@@ -9,6 +9,7 @@
 //! | [`custom`] | your [`TransactionalSink`] |
 //! | [`fan_out`] | several tables, each from a projection of the value |
 //! | [`Postgres::aggregate`] (and the others) | delta upserts of per-key (and per-window) count, sum, min, max: see [`agg`](crate::agg) |
+//! | [`Postgres::fold`] (and the others) | a state of your type per key, folded by your function, one JSON row per (partition, key): see [`agg::FoldTable`](crate::agg::FoldTable) |
 //!
 //! Tables are created if missing (`create_if_missing(false)` to leave that to your
 //! migrations), with a primary key on the upsert key.
@@ -159,6 +160,24 @@ impl<DB> Table<DB> {
         crate::agg::AggregateTable::new(table, key, aggregates)
     }
 
+    /// A state of type `S` per key, folded from the key's records in offset order
+    /// by `step`, starting from `init()`; one JSON row per (job, topic, partition,
+    /// key) in `table`, written in the offsets' transaction. Partition-local: see
+    /// [`agg::FoldTable`](crate::agg::FoldTable).
+    ///
+    /// ```
+    /// use weir_pipeline::sink::Table;
+    /// let spec = Table::<sqlx::Sqlite>::fold("counts", || 0_u64, |n, _: &String| n + 1);
+    /// # drop(spec);
+    /// ```
+    pub fn fold<S, T>(
+        table: &str,
+        init: impl Fn() -> S + Send + Sync + 'static,
+        step: impl Fn(S, &T) -> S + Send + Sync + 'static,
+    ) -> crate::agg::FoldTable<DB, S, T> {
+        crate::agg::FoldTable::new(table, init, step)
+    }
+
     /// Create the table at start if it is missing (default true).
     pub fn create_if_missing(mut self, create: bool) -> Self {
         self.create = create;
@@ -245,6 +264,16 @@ macro_rules! dialect_spec {
                 S: Into<String>,
             {
                 Table::aggregate(table, key, aggregates)
+            }
+
+            /// A state per key folded by `step` from `init()`, as JSON rows of
+            /// `table`: see [`Table::fold`].
+            pub fn fold<S, T>(
+                table: &str,
+                init: impl Fn() -> S + Send + Sync + 'static,
+                step: impl Fn(S, &T) -> S + Send + Sync + 'static,
+            ) -> crate::agg::FoldTable<$db, S, T> {
+                Table::fold(table, init, step)
             }
         }
     };
