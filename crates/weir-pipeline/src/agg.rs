@@ -81,7 +81,8 @@
 //! `weir_aggregates` when the job starts. A job that finds the table defined
 //! differently refuses to start, naming both definitions: adding to rows computed
 //! another way would silently mix two meanings. Use a new table (and a new job name
-//! to recompute from the start of the log).
+//! to recompute from the start of the log), or [`AggregateTable::start_fresh`] to
+//! empty the table and count from the job's current offsets on.
 
 use std::collections::{BTreeMap, HashMap};
 use std::marker::PhantomData;
@@ -648,6 +649,7 @@ pub struct AggregateTable<DB, T> {
     aggs: Aggregates<T>,
     window: Option<Window<T>>,
     create: bool,
+    fresh: bool,
     _db: PhantomData<fn() -> DB>,
 }
 
@@ -674,6 +676,7 @@ impl<DB, T> AggregateTable<DB, T> {
             aggs,
             window: None,
             create: true,
+            fresh: false,
             _db: PhantomData,
         }
     }
@@ -689,6 +692,23 @@ impl<DB, T> AggregateTable<DB, T> {
     /// ```
     pub fn window(mut self, window: Window<T>) -> Self {
         self.window = Some(window);
+        self
+    }
+
+    /// If the table holds aggregates of another definition (other keys, aggregates
+    /// or window), empty it (a table weir created is dropped and created again in the
+    /// new shape) and record this definition instead of refusing to start.
+    /// The table then counts only what the job reads from now on: the job's offsets
+    /// are kept, so records it already consumed are not counted again. To recompute
+    /// from the start of the log, use a new table and a new job name instead.
+    ///
+    /// ```
+    /// use weir_pipeline::{agg, sink::Sqlite};
+    /// let t = Sqlite::aggregate("totals", ["k"], agg::count::<i64>("n")).start_fresh();
+    /// # drop(t);
+    /// ```
+    pub fn start_fresh(mut self) -> Self {
+        self.fresh = true;
         self
     }
 
@@ -1360,6 +1380,7 @@ where
             quoted: plan.quoted.clone(),
             create: plan.create.clone(),
             definition: plan.definition.clone(),
+            fresh: self.fresh,
         };
         let create = self.create;
         let name = table.to_string();
@@ -1385,6 +1406,8 @@ pub(crate) struct Definition {
     pub quoted: String,
     pub create: Vec<Arc<str>>,
     pub definition: String,
+    /// On a different stored definition: empty the table and store this one.
+    pub fresh: bool,
 }
 
 /// Create the table (if asked) and check the stored definition.
@@ -1451,10 +1474,42 @@ pub(crate) async fn prepare<DB: Dialect>(
     };
     match stored {
         Some(s) if s == plan.definition => Ok(()),
+        Some(s) if plan.fresh => {
+            tracing::warn!(table = %plan.quoted, old = %s, new = %plan.definition, "definition changed and start_fresh() asked: emptying the table");
+            let during = "aggregate start fresh";
+            // A table weir created is dropped and created in the new shape (the
+            // columns may differ); one managed by your migrations is only emptied.
+            if create {
+                let drop: Arc<str> = Arc::from(format!("DROP TABLE IF EXISTS {}", plan.quoted));
+                DB::execute(&mut conn, &drop, &[])
+                    .await
+                    .map_err(|e| weir_sql::Error::db(during, e))?;
+                weir_sql::run_ddl::<DB>(&mut conn, during, &target, &plan.create).await?;
+            }
+            let mut tx = pool.begin().await.map_err(|e| weir_sql::Error::db(during, e))?;
+            let delete: Arc<str> = Arc::from(format!("DELETE FROM {}", plan.quoted));
+            DB::execute(&mut tx, &delete, &[])
+                .await
+                .map_err(|e| weir_sql::Error::db(during, e))?;
+            let update: Arc<str> = Arc::from(format!(
+                "UPDATE {dq} SET definition = {}, job = {} WHERE tbl = {}",
+                placeholder(kind, 1),
+                placeholder(kind, 2),
+                placeholder(kind, 3)
+            ));
+            DB::execute(
+                &mut tx,
+                &update,
+                &[Value::Text(&plan.definition), Value::Text(job), Value::Text(key)],
+            )
+            .await
+            .map_err(|e| weir_sql::Error::db(during, e))?;
+            tx.commit().await.map_err(|e| weir_sql::Error::db(during, e))
+        }
         Some(s) => Err(weir_sql::Error::Schema {
             table: plan.quoted.clone(),
             reason: format!(
-                "holds aggregates defined as `{s}`; this job defines `{}`. Adding to rows computed another way would mix two meanings: write to a new table (and use a new job name to recompute from the start of the log)",
+                "holds aggregates defined as `{s}`; this job defines `{}`. Adding to rows computed another way would mix two meanings: write to a new table (and use a new job name to recompute from the start of the log), or call start_fresh() to empty this one",
                 plan.definition
             ),
         }),

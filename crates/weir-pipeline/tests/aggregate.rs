@@ -212,6 +212,43 @@ async fn exact_totals<DB: Database>(pool: sqlx::Pool<DB>, db: Db, url: String) -
     assert!(msg.contains("holds aggregates defined as"), "{msg}");
     assert!(msg.contains("write to a new table"), "{msg}");
     assert_eq!(got, totals(&db, "totals").await?, "nothing changed");
+
+    // start_fresh(): the table is emptied and counts from the job's offsets on (the
+    // new job name has none: it reads the whole log again, once).
+    Job::new("totals-v2")
+        .source(input.url(), [topic.as_str()])
+        .records()
+        .try_map(order)
+        .key_by(|o: &Order| o.customer.clone())
+        .sink(
+            Table::<DB>::aggregate(
+                "totals",
+                ["customer"],
+                agg::count("n").and(agg::sum("cents", |o: &Order| o.cents)),
+            )
+            .start_fresh(),
+        )
+        .pool(pool.clone())
+        .run_until(committed(
+            url.clone(),
+            "totals-v2".into(),
+            "weir_offsets".into(),
+            ends(&topic, &[PER_PARTITION; PARTITIONS as usize]),
+            Duration::from_secs(60),
+        ))
+        .await?;
+    let q = sqlx::AssertSqlSafe("SELECT n FROM totals".to_owned());
+    let ns: Vec<i64> = match &db {
+        Db::Postgres(p) => sqlx::query_scalar(q).fetch_all(p).await?,
+        Db::MySql(p) => sqlx::query_scalar(q).fetch_all(p).await?,
+        Db::Sqlite(p) => sqlx::query_scalar(q).fetch_all(p).await?,
+    };
+    let n: i64 = ns.iter().sum();
+    assert_eq!(
+        n,
+        all.len() as i64,
+        "one count per record under the new definition"
+    );
     Ok(())
 }
 

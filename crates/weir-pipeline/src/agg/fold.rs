@@ -467,6 +467,7 @@ where
             quoted: quoted.clone(),
             create,
             definition,
+            fresh: false,
         };
         let job_name = ctx.job().to_owned();
         let create_table = self.create;
