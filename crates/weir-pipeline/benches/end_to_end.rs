@@ -53,6 +53,8 @@ const PARTITIONS: i32 = 4;
 const BATCH: usize = 5000;
 const CONNECTIONS: u32 = 4;
 const TABLE: &str = "orders";
+const AGG_TABLE: &str = "orders_agg";
+const KEYS: i64 = 10_000;
 
 #[derive(serde::Deserialize)]
 struct Order {
@@ -296,6 +298,7 @@ async fn kafka_input(topic: &str, n: i64) -> Result<(Input, Ends)> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Variant {
     Dsl,
+    DslAgg,
     Runner,
     Ceiling,
 }
@@ -304,6 +307,7 @@ impl Variant {
     fn label(self) -> &'static str {
         match self {
             Variant::Dsl => "DSL (weir_pipeline::Job)",
+            Variant::DslAgg => "DSL, count + sum, 10k keys",
             Variant::Runner => "runner (ExactlyOnceRunner)",
             Variant::Ceiling => "PostgreSQL ceiling",
         }
@@ -312,6 +316,7 @@ impl Variant {
     fn tag(self) -> &'static str {
         match self {
             Variant::Dsl => "dsl",
+            Variant::DslAgg => "agg",
             Variant::Runner => "runner",
             Variant::Ceiling => "ceiling",
         }
@@ -458,6 +463,7 @@ async fn run_dsl(
     ends: &Ends,
     schema: &str,
     job: &str,
+    aggregate: bool,
 ) -> Result<Run> {
     let pool = fresh_pool(admin, schema, CONNECTIONS).await?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -471,23 +477,35 @@ async fn run_dsl(
     if let Some(n) = env_opt("WEIR_BENCH_DSL_IN_FLIGHT")? {
         job_spec = job_spec.max_in_flight_records(n);
     }
-    let ready = job_spec
-        .value::<Order, _>(Json::new())
-        .sink(sink::Postgres::insert(TABLE))
-        .pool(pool.clone());
+    let pipeline = job_spec.value::<Order, _>(Json::new());
     let start = Instant::now();
-    let mut task = tokio::spawn(async move {
-        ready
-            .run_until(async move {
-                let _ = stop_rx.await;
-            })
-            .await
-            .map_err(anyhow::Error::from)
-    });
+    let stop = async move {
+        let _ = stop_rx.await;
+    };
+    let mut task = if aggregate {
+        spawn_job(
+            pipeline
+                .key_by(|o| agg_key(o.id))
+                .sink(sink::Postgres::aggregate(AGG_TABLE, ["k"], aggregates()))
+                .pool(pool.clone()),
+            stop,
+        )
+    } else {
+        spawn_job(
+            pipeline
+                .sink(sink::Postgres::insert(TABLE))
+                .pool(pool.clone()),
+            stop,
+        )
+    };
     let seen = until_done(admin, schema, job, ends, &mut task).await?;
     let _ = stop_tx.send(());
     let summary = task.await??;
     pool.close().await;
+    let mut note = String::new();
+    if aggregate {
+        note = rows_per_batch(admin, schema, summary.commits).await?;
+    }
     let n: i64 = ends.values().sum();
     if summary.dead_letters != 0 || summary.records != n as u64 {
         bail!("{job}: summary {summary:?}, expected {n} records and 0 dead letters");
@@ -498,10 +516,62 @@ async fn run_dsl(
         n,
         summary.commits,
         format!(
-            "peak in flight {}, pauses {}",
+            "peak in flight {}, pauses {}{note}",
             summary.peak_in_flight_records, summary.backpressure_pauses
         ),
     ))
+}
+
+/// Run a built job in a task until `stop`.
+fn spawn_job<DB, T, S>(
+    ready: weir_pipeline::Ready<DB, T, S>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<Result<weir_pipeline::Summary>>
+where
+    DB: weir_pipeline::Database,
+    T: Send + Sync + 'static,
+    S: weir_sql::TransactionalSink<DB, T> + 'static,
+{
+    tokio::spawn(async move { ready.run_until(stop).await.map_err(anyhow::Error::from) })
+}
+
+/// The aggregation key of order `id`: one of `KEYS`, spread like a hash.
+fn agg_key(id: i64) -> i64 {
+    (id.wrapping_mul(2_654_435_761) >> 7).rem_euclid(KEYS)
+}
+
+fn cents(id: i64) -> i64 {
+    (id * 7919) % 1_000_000
+}
+
+fn aggregates() -> weir_pipeline::agg::Aggregates<Order> {
+    weir_pipeline::agg::count("n").and(weir_pipeline::agg::sum("cents", |o: &Order| cents(o.id)))
+}
+
+/// Rows the delta upserts wrote per commit (PostgreSQL's own counters: inserted plus
+/// updated tuples of the aggregate table), once the run's connections are closed.
+async fn rows_per_batch(admin: &PgPool, schema: &str, commits: u64) -> Result<String> {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rows: Option<i64> = sqlx::query_scalar(
+        "SELECT n_tup_ins + n_tup_upd FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = $2",
+    )
+    .bind(schema)
+    .bind(AGG_TABLE)
+    .fetch_optional(admin)
+    .await?;
+    Ok(match rows {
+        Some(r) => format!(
+            ", {} upserted rows per commit of {BATCH} records",
+            r / commits.max(1) as i64
+        ),
+        None => String::new(),
+    })
+}
+
+/// Expected (sum of counts, keys, sum of cents) of the aggregate table after `n`.
+fn agg_expected(n: i64) -> (i64, i64, i64) {
+    let keys: std::collections::BTreeSet<i64> = (0..n).map(agg_key).collect();
+    (n, keys.len() as i64, (0..n).map(cents).sum())
 }
 
 async fn run_runner(
@@ -645,6 +715,20 @@ fn measured(start: Instant, seen: &Seen, n: i64, commits: u64, note: String) -> 
     }
 }
 
+/// Every count and sum exact (against [`agg_expected`]), and no dead letters.
+async fn verify_agg(admin: &PgPool, schema: &str, n: i64) -> Result<()> {
+    let got: (i64, i64, i64) = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT SUM(n)::bigint, COUNT(*), SUM(cents)::bigint FROM \"{schema}\".{AGG_TABLE}"
+    )))
+    .fetch_one(admin)
+    .await?;
+    let want = agg_expected(n);
+    if got != want {
+        bail!("{schema}: (records counted, keys, cents) {got:?}, expected {want:?}");
+    }
+    Ok(())
+}
+
 /// Exactly `n` rows with `n` distinct ids `0..n`, and no dead letters.
 async fn verify(admin: &PgPool, schema: &str, n: i64) -> Result<()> {
     let (rows, distinct, lo, hi): (i64, i64, Option<i64>, Option<i64>) =
@@ -728,10 +812,15 @@ async fn main() -> Result<()> {
     // WEIR_BENCH_ONLY=dsl (or runner, ceiling; comma-separated) runs only those, for
     // profiling; the summary then needs all three and is skipped
     let only = std::env::var("WEIR_BENCH_ONLY").unwrap_or_default();
-    let order: Vec<Variant> = [Variant::Dsl, Variant::Runner, Variant::Ceiling]
-        .into_iter()
-        .filter(|v| only.trim().is_empty() || only.split(',').any(|o| o.trim() == v.tag()))
-        .collect();
+    let order: Vec<Variant> = [
+        Variant::Dsl,
+        Variant::DslAgg,
+        Variant::Runner,
+        Variant::Ceiling,
+    ]
+    .into_iter()
+    .filter(|v| only.trim().is_empty() || only.split(',').any(|o| o.trim() == v.tag()))
+    .collect();
     let mut runs: BTreeMap<&'static str, Vec<Run>> = BTreeMap::new();
     let mut schemas = Vec::new();
     for round in 0..rounds {
@@ -741,16 +830,22 @@ async fn main() -> Result<()> {
             // each run starts from a flushed database, not in another run's checkpoint
             let _ = sqlx::query("CHECKPOINT").execute(&admin).await;
             let run = match v {
-                Variant::Dsl => run_dsl(&admin, &input, &topic, &ends, &schema, &job).await,
+                Variant::Dsl => run_dsl(&admin, &input, &topic, &ends, &schema, &job, false).await,
+                Variant::DslAgg => {
+                    run_dsl(&admin, &input, &topic, &ends, &schema, &job, true).await
+                }
                 Variant::Runner => run_runner(&admin, &input, &topic, &ends, &schema, &job).await,
                 Variant::Ceiling => run_ceiling(&admin, &topic, &ends, &schema, &job).await,
             }
             .with_context(|| format!("round {round}, {}", v.label()))?;
-            verify(&admin, &schema, n)
-                .await
-                .with_context(|| format!("round {round}, {}", v.label()))?;
+            if v == Variant::DslAgg {
+                verify_agg(&admin, &schema, n).await
+            } else {
+                verify(&admin, &schema, n).await
+            }
+            .with_context(|| format!("round {round}, {}", v.label()))?;
             println!(
-                "  round {round} {:<28} {:>7.2} s  {:>9.0} rec/s  steady {:>9.0} rec/s  DB busy {:>3.0} %  {} commits  {n} rows, {n} distinct ids, 0 duplicates, 0 lost{}",
+                "  round {round} {:<28} {:>7.2} s  {:>9.0} rec/s  steady {:>9.0} rec/s  DB busy {:>3.0} %  {} commits  checked: 0 duplicates, 0 lost{}",
                 v.label(),
                 run.total.as_secs_f64(),
                 n as f64 / run.total.as_secs_f64(),
@@ -771,7 +866,7 @@ async fn main() -> Result<()> {
             }
         }
     }
-    if order.len() < 3 {
+    if order.len() < 4 {
         return Ok(());
     }
     let rate = |tag: &str| {
@@ -807,7 +902,12 @@ async fn main() -> Result<()> {
         "|{:-<30}|{:->10}|{:->12}|{:->12}|{:->12}|{:->12}|{:->9}|",
         "", "", "", "", "", "", ""
     );
-    for v in [Variant::Ceiling, Variant::Dsl, Variant::Runner] {
+    for v in [
+        Variant::Ceiling,
+        Variant::Dsl,
+        Variant::DslAgg,
+        Variant::Runner,
+    ] {
         let t = v.tag();
         println!(
             "| {:<28} | {:>8.2} | {:>10.0} | {:>10.2} | {:>10.0} | {:>10.2} | {:>6.0} % |",
@@ -825,8 +925,104 @@ async fn main() -> Result<()> {
         rate("dsl") / rate("runner"),
         steady("dsl") / steady("runner")
     );
+    println!(
+        "aggregate (count + sum into {KEYS} keys) / plain inserts: {:.2} (end to end), {:.2} (steady)",
+        rate("agg") / rate("dsl"),
+        steady("agg") / steady("dsl")
+    );
     if keep {
         println!("kept schemas: {}", schemas.join(", "));
     }
+    if !env_on("WEIR_BENCH_NO_SQLITE") {
+        sqlite_pair(&input, &topic, &ends, rounds).await?;
+    }
+    Ok(())
+}
+
+/// SQLite: the same records inserted, and aggregated, by the DSL, interleaved
+/// rounds; medians and their ratio.
+async fn sqlite_pair(input: &Input, topic: &str, ends: &Ends, rounds: usize) -> Result<()> {
+    let n: i64 = ends.values().sum();
+    let mut rates: BTreeMap<bool, Vec<f64>> = BTreeMap::new();
+    for round in 0..rounds {
+        for aggregate in [false, true] {
+            let dir = tempfile::tempdir()?;
+            let url = format!("sqlite://{}", dir.path().join("bench.sqlite").display());
+            let pool = <sqlx::Sqlite as weir_pipeline::Database>::open(&url, 2).await?;
+            let job = format!("sqlite-{aggregate}-{round}");
+            let watcher = pool.clone();
+            let (job_name, total) = (job.clone(), n);
+            let done = async move {
+                loop {
+                    let c: Option<i64> = sqlx::query_scalar(
+                        "SELECT SUM(next_offset) FROM weir_offsets WHERE job = ?1",
+                    )
+                    .bind(&job_name)
+                    .fetch_one(&watcher)
+                    .await
+                    .unwrap_or(None);
+                    if c == Some(total) {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            };
+            let pipeline = Job::new(&job)
+                .source(input.url(), [topic])
+                .batch_records(BATCH)
+                .value::<Order, _>(Json::new());
+            let start = Instant::now();
+            let summary = if aggregate {
+                pipeline
+                    .key_by(|o| agg_key(o.id))
+                    .sink(sink::Sqlite::aggregate(AGG_TABLE, ["k"], aggregates()))
+                    .pool(pool.clone())
+                    .run_until(done)
+                    .await?
+            } else {
+                pipeline
+                    .sink(sink::Sqlite::insert(TABLE))
+                    .pool(pool.clone())
+                    .run_until(done)
+                    .await?
+            };
+            let secs = start.elapsed().as_secs_f64();
+            let got: (i64, i64, i64) = if aggregate {
+                sqlx::query_as(AssertSqlSafe(format!(
+                    "SELECT SUM(n), COUNT(*), SUM(cents) FROM {AGG_TABLE}"
+                )))
+                .fetch_one(&pool)
+                .await?
+            } else {
+                let (rows, ids): (i64, i64) = sqlx::query_as(AssertSqlSafe(format!(
+                    "SELECT COUNT(*), COUNT(DISTINCT id) FROM {TABLE}"
+                )))
+                .fetch_one(&pool)
+                .await?;
+                (rows, ids, 0)
+            };
+            let want = if aggregate {
+                agg_expected(n)
+            } else {
+                (n, n, 0)
+            };
+            if got != want {
+                bail!("SQLite round {round} (aggregate {aggregate}): {got:?}, expected {want:?}");
+            }
+            println!(
+                "  round {round} SQLite {:<24} {secs:>7.2} s  {:>9.0} rec/s  {} commits  checked: 0 duplicates, 0 lost",
+                if aggregate { "count + sum, 10k keys" } else { "insert" },
+                n as f64 / secs,
+                summary.commits
+            );
+            rates.entry(aggregate).or_default().push(n as f64 / secs);
+            pool.close().await;
+        }
+    }
+    let (plain, agg) = (median(rates[&false].clone()), median(rates[&true].clone()));
+    println!(
+        "SQLite medians of {rounds}: insert {plain:.0} rec/s, count + sum into {KEYS} keys {agg:.0} rec/s: aggregate / plain {:.2}",
+        agg / plain
+    );
     Ok(())
 }

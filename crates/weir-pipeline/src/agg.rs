@@ -746,7 +746,9 @@ struct Plan {
 pub(crate) fn placeholder(kind: DialectKind, n: usize) -> String {
     match kind {
         DialectKind::Postgres => format!("${n}"),
-        DialectKind::Sqlite => format!("?{n}"),
+        // SQLite: plain `?` (bound in order); numbered `?N` parameters make sqlx
+        // look each one up by name: the aggregate bench ran 131k rec/s with them,
+        // 587k with `?` (100k records into 10k keys).
         _ => "?".to_owned(),
     }
 }
