@@ -467,9 +467,15 @@ async fn run_dsl(
 ) -> Result<Run> {
     let pool = fresh_pool(admin, schema, CONNECTIONS).await?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    // WEIR_BENCH_AGG_BATCH: a larger batch for the aggregate variant (more records
+    // collapse into each key's row)
+    let batch = match (aggregate, env_opt("WEIR_BENCH_AGG_BATCH")?) {
+        (true, Some(b)) => b,
+        _ => BATCH,
+    };
     let mut job_spec = Job::new(job)
         .source(input.url(), [topic])
-        .batch_records(BATCH);
+        .batch_records(batch);
     // diagnostics only (defaults otherwise): WEIR_BENCH_DSL_POLL_MS, WEIR_BENCH_DSL_IN_FLIGHT
     if let Some(ms) = env_opt("WEIR_BENCH_DSL_POLL_MS")? {
         job_spec = job_spec.poll_timeout(Duration::from_millis(ms as u64));
@@ -560,10 +566,7 @@ async fn rows_per_batch(admin: &PgPool, schema: &str, commits: u64) -> Result<St
     .fetch_optional(admin)
     .await?;
     Ok(match rows {
-        Some(r) => format!(
-            ", {} upserted rows per commit of {BATCH} records",
-            r / commits.max(1) as i64
-        ),
+        Some(r) => format!(", {} upserted rows per commit", r / commits.max(1) as i64),
         None => String::new(),
     })
 }

@@ -741,6 +741,10 @@ struct Plan {
     create: Vec<Arc<str>>,
     definition: String,
     key_types: Vec<ColumnType>,
+    /// PostgreSQL: the whole batch in one `INSERT … SELECT * FROM UNNEST($1::T[], …)`.
+    unnest: Arc<str>,
+    /// The type of every column, in statement order.
+    col_types: Vec<ColumnType>,
 }
 
 pub(crate) fn placeholder(kind: DialectKind, n: usize) -> String {
@@ -921,7 +925,43 @@ impl Plan {
             definition.push(' ');
             definition.push_str(&w.definition());
         }
+        let mut col_types = key_types.clone();
+        if window.is_some() {
+            col_types.extend([ColumnType::BigInt, ColumnType::BigInt, ColumnType::Bool]);
+        }
+        col_types.extend(aggs.cols.iter().map(|c| {
+            if c.kind != Kind::Count && c.float {
+                ColumnType::Double
+            } else {
+                ColumnType::BigInt
+            }
+        }));
+        let arrays: Vec<String> = col_types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                format!(
+                    "${}::{}[]",
+                    i + 1,
+                    match t {
+                        ColumnType::Bool => "BOOLEAN",
+                        ColumnType::SmallInt => "SMALLINT",
+                        ColumnType::Int => "INTEGER",
+                        ColumnType::BigInt => "BIGINT",
+                        ColumnType::Double => "DOUBLE PRECISION",
+                        _ => "TEXT",
+                    }
+                )
+            })
+            .collect();
+        let unnest = Arc::from(format!(
+            "INSERT INTO {quoted} AS weir_t ({}) SELECT * FROM UNNEST({}){conflict_tail}",
+            cols.join(", "),
+            arrays.join(", ")
+        ));
         Ok(Self {
+            unnest,
+            col_types,
             kind,
             quoted,
             insert_head,
@@ -1050,6 +1090,16 @@ impl<DB: Dialect, T: Send + Sync> AggregateSink<DB, T> {
         conn: &mut DB::Connection,
         rows: &BTreeMap<RowKey, Vec<Acc>>,
     ) -> weir_sql::Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        #[cfg(feature = "postgres")]
+        {
+            let any: &mut (dyn std::any::Any + Send) = conn;
+            if let Some(pg) = any.downcast_mut::<sqlx::postgres::PgConnection>() {
+                return unnest_upsert(pg, &self.plan, rows).await;
+            }
+        }
         let chunk = self.plan.max_chunk(DB::MAX_PARAMS);
         let list: Vec<(&RowKey, &Vec<Acc>)> = rows.iter().collect();
         let mut at = 0;
@@ -1084,6 +1134,88 @@ impl<DB: Dialect, T: Send + Sync> AggregateSink<DB, T> {
         }
         Ok(())
     }
+}
+
+/// PostgreSQL: the batch's rows as one array per column in one statement (measured
+/// faster than multi-row `VALUES`: one parse and bind instead of one per 512 rows).
+#[cfg(feature = "postgres")]
+async fn unnest_upsert(
+    conn: &mut sqlx::postgres::PgConnection,
+    plan: &Plan,
+    rows: &BTreeMap<RowKey, Vec<Acc>>,
+) -> weir_sql::Result<()> {
+    enum Col<'a> {
+        Bool(Vec<bool>),
+        Small(Vec<i16>),
+        Int(Vec<i32>),
+        Big(Vec<i64>),
+        Double(Vec<f64>),
+        Text(Vec<&'a str>),
+    }
+    let n = rows.len();
+    let mut cols: Vec<Col<'_>> = plan
+        .col_types
+        .iter()
+        .map(|t| match t {
+            ColumnType::Bool => Col::Bool(Vec::with_capacity(n)),
+            ColumnType::SmallInt => Col::Small(Vec::with_capacity(n)),
+            ColumnType::Int => Col::Int(Vec::with_capacity(n)),
+            ColumnType::BigInt => Col::Big(Vec::with_capacity(n)),
+            ColumnType::Double => Col::Double(Vec::with_capacity(n)),
+            _ => Col::Text(Vec::with_capacity(n)),
+        })
+        .collect();
+    for ((parts, window), accs) in rows {
+        let mut values: Vec<Value<'_>> = Vec::with_capacity(plan.ncols);
+        for (p, t) in parts.iter().zip(&plan.key_types) {
+            values.push(key_value(p, *t));
+        }
+        if let Some((start, end)) = window {
+            values.extend([
+                Value::BigInt(*start),
+                Value::BigInt(*end),
+                Value::Bool(false),
+            ]);
+        }
+        for a in accs {
+            values.push(match a {
+                Acc::Int(x) => Value::BigInt(*x),
+                Acc::Float(x) => Value::Double(*x),
+            });
+        }
+        for (col, v) in cols.iter_mut().zip(values) {
+            match (col, v) {
+                (Col::Bool(c), Value::Bool(x)) => c.push(x),
+                (Col::Small(c), Value::SmallInt(x)) => c.push(x),
+                (Col::Int(c), Value::Int(x)) => c.push(x),
+                (Col::Big(c), Value::BigInt(x)) => c.push(x),
+                (Col::Double(c), Value::Double(x)) => c.push(x),
+                (Col::Text(c), Value::Text(x)) => c.push(x),
+                (_, v) => {
+                    return Err(weir_sql::Error::Sink {
+                        sink: plan.quoted.clone(),
+                        message: format!("internal: value {v:?} does not fit its column"),
+                        retriable: false,
+                    })
+                }
+            }
+        }
+    }
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(&*plan.unnest));
+    for c in cols {
+        q = match c {
+            Col::Bool(v) => q.bind(v),
+            Col::Small(v) => q.bind(v),
+            Col::Int(v) => q.bind(v),
+            Col::Big(v) => q.bind(v),
+            Col::Double(v) => q.bind(v),
+            Col::Text(v) => q.bind(v),
+        };
+    }
+    q.execute(conn)
+        .await
+        .map_err(|e| weir_sql::Error::db("aggregate upsert", e))?;
+    Ok(())
 }
 
 fn key_value(p: &KeyPart, t: ColumnType) -> Value<'_> {
