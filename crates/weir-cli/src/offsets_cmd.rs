@@ -1,0 +1,366 @@
+//! `weir offsets show|reset`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{ArgGroup, Args, Subcommand};
+use serde_json::json;
+use weir_sql::admin::{Admin, NewOffset, OffsetRow};
+use weir_sql::TableName;
+
+use crate::util::{connect, log_location, print_json, print_table, Output};
+
+#[derive(Debug, Subcommand)]
+pub enum OffsetsCommand {
+    /// The stored offsets: topic, partition, next_offset, epoch, owner, updated_at.
+    #[command(
+        after_help = "Examples:\n  weir offsets show --db postgres://app@db:5432/prod --job orders-to-db\n  weir offsets show --db sqlite:weir.db --output json"
+    )]
+    Show {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Only this job (an error if it has no stored offsets).
+        #[arg(long)]
+        job: Option<String>,
+    },
+    /// Move a job's offsets on a topic. Without `--execute` only prints before and
+    /// after. Executing sets next_offset and bumps each partition's epoch in one
+    /// transaction: a running job holding a partition is fenced (its next commit is
+    /// refused; it resumes from the new offset when it claims the partition again),
+    /// never silently overwritten. New offsets must lie within the log's range.
+    #[command(
+        group(ArgGroup::new("target").required(true).args(["to_earliest", "to_latest", "to_offset", "shift_by"])),
+        after_help = "Examples:\n  weir offsets reset --db sqlite:weir.db --job orders-to-db --topic orders --to-earliest --log /var/lib/weir\n  weir offsets reset --db sqlite:weir.db --job orders-to-db --topic orders --shift-by -100 --partitions 0,2 --log /var/lib/weir --execute\n\nMoving back processes records again (the sink sees them a second time); moving forward skips records."
+    )]
+    Reset {
+        #[command(flatten)]
+        db: DbArgs,
+        /// The job (its name keys the offsets rows).
+        #[arg(long)]
+        job: String,
+        /// The topic.
+        #[arg(long)]
+        topic: String,
+        /// To each partition's first offset in the log.
+        #[arg(long)]
+        to_earliest: bool,
+        /// To each partition's end (skip everything not processed yet).
+        #[arg(long)]
+        to_latest: bool,
+        /// To this offset.
+        #[arg(long, allow_hyphen_values = true)]
+        to_offset: Option<i64>,
+        /// By this many records from the stored offset (negative: back).
+        #[arg(long, allow_hyphen_values = true)]
+        shift_by: Option<i64>,
+        /// Only these partitions (comma-separated); default: every partition of the
+        /// topic in the log.
+        #[arg(long, value_delimiter = ',')]
+        partitions: Option<Vec<i32>>,
+        /// The embedded log's directory, for the partitions' offset ranges.
+        #[arg(long)]
+        log: Option<PathBuf>,
+        /// `log:///DIR` (the same as `--log DIR`); Kafka is not built in yet.
+        #[arg(long)]
+        bootstrap: Option<String>,
+        /// Apply the reset (default: dry run, nothing changes).
+        #[arg(long)]
+        execute: bool,
+    },
+}
+
+/// The database and the offsets table.
+#[derive(Debug, Args)]
+pub struct DbArgs {
+    /// The job's database: postgres://…, sqlite:PATH, mysql://… or mariadb://….
+    #[arg(long, env = "WEIR_DB")]
+    pub db: String,
+    /// The offsets table (`schema.table` allowed).
+    #[arg(long, default_value = "weir_offsets")]
+    pub offsets_table: String,
+}
+
+pub fn table_name(name: &str) -> anyhow::Result<TableName> {
+    let t = match name.split_once('.') {
+        Some((schema, table)) => TableName::new(table)?.with_schema(schema)?,
+        None => TableName::new(name)?,
+    };
+    Ok(t)
+}
+
+impl DbArgs {
+    pub async fn admin(&self) -> anyhow::Result<Admin> {
+        Ok(connect(&self.db)
+            .await?
+            .with_offsets_table(table_name(&self.offsets_table)?))
+    }
+}
+
+/// What a reset moves to.
+#[derive(Clone, Copy, Debug)]
+pub enum Target {
+    Earliest,
+    Latest,
+    Offset(i64),
+    ShiftBy(i64),
+}
+
+fn opt(v: Option<i64>) -> String {
+    v.map_or("-".to_owned(), |n| n.to_string())
+}
+
+pub async fn run(cmd: OffsetsCommand, output: Output) -> anyhow::Result<ExitCode> {
+    match cmd {
+        OffsetsCommand::Show { db, job } => {
+            let admin = db.admin().await?;
+            let rows = admin.offsets(job.as_deref()).await.with_context(|| {
+                format!(
+                    "cannot read the offsets table {} in {}",
+                    db.offsets_table,
+                    weir_sql::admin::redact_url(&db.db)
+                )
+            })?;
+            if let (Some(j), true) = (&job, rows.is_empty()) {
+                bail!("{}", unknown_job(&admin, j, &db).await);
+            }
+            match output {
+                Output::Json => print_json(&json!(rows.iter().map(row_json).collect::<Vec<_>>()))?,
+                Output::Text => print_table(
+                    &[
+                        "JOB",
+                        "TOPIC",
+                        "PARTITION",
+                        "NEXT_OFFSET",
+                        "EPOCH",
+                        "OWNER",
+                        "UPDATED_AT",
+                    ],
+                    &rows
+                        .iter()
+                        .map(|r| {
+                            vec![
+                                r.job.clone(),
+                                r.topic.clone(),
+                                r.partition.to_string(),
+                                opt(r.next_offset),
+                                r.epoch.to_string(),
+                                r.owner.clone().unwrap_or_else(|| "-".into()),
+                                r.updated_at.clone().unwrap_or_else(|| "-".into()),
+                            ]
+                        })
+                        .collect::<Vec<_>>(),
+                ),
+            }
+        }
+        OffsetsCommand::Reset {
+            db,
+            job,
+            topic,
+            to_earliest,
+            to_latest,
+            to_offset,
+            shift_by,
+            partitions,
+            log,
+            bootstrap,
+            execute,
+        } => {
+            let target = match (to_earliest, to_latest, to_offset, shift_by) {
+                (true, _, _, _) => Target::Earliest,
+                (_, true, _, _) => Target::Latest,
+                (_, _, Some(n), _) => Target::Offset(n),
+                (_, _, _, Some(n)) => Target::ShiftBy(n),
+                _ => bail!("give one of --to-earliest, --to-latest, --to-offset N, --shift-by N"),
+            };
+            let Some(dir) = log_location(log.as_deref(), bootstrap.as_deref())? else {
+                bail!("give --log DIR (or --bootstrap log:///DIR) so that the new offsets can be checked against the log's range");
+            };
+            let ranges = weir_log::read_offsets_unlocked(&dir, &topic).with_context(|| {
+                format!(
+                    "cannot read the offsets of topic `{topic}` in the log {}",
+                    dir.display()
+                )
+            })?;
+            let admin = db.admin().await?;
+            let all = admin.offsets(Some(&job)).await.with_context(|| {
+                format!(
+                    "cannot read the offsets table {} in {}",
+                    db.offsets_table,
+                    weir_sql::admin::redact_url(&db.db)
+                )
+            })?;
+            if all.is_empty() {
+                bail!("{}", unknown_job(&admin, &job, &db).await);
+            }
+            let chosen = partitions.map(|v| v.into_iter().collect::<BTreeSet<i32>>());
+            let planner =
+                |rows: &[OffsetRow]| plan(rows, &ranges, chosen.as_ref(), target, &topic, &dir);
+            let result = if execute {
+                admin
+                    .reset_offsets(&job, &topic, "weir offsets reset", planner)
+                    .await
+                    .with_context(|| {
+                        format!("the reset of job `{job}` on `{topic}` failed; nothing was changed")
+                    })?
+                    .map(|done| {
+                        done.into_iter()
+                            .map(|r| (r.partition, r.before, r.after, Some(r.epoch)))
+                            .collect::<Vec<_>>()
+                    })
+            } else {
+                let rows: Vec<OffsetRow> = all.into_iter().filter(|r| r.topic == topic).collect();
+                planner(&rows).map(|new| {
+                    new.into_iter()
+                        .map(|n| {
+                            let before = rows
+                                .iter()
+                                .find(|r| r.partition == n.partition)
+                                .and_then(|r| r.next_offset);
+                            (n.partition, before, n.next_offset, None)
+                        })
+                        .collect()
+                })
+            };
+            let moves = match result {
+                Ok(m) => m,
+                Err(e) => bail!("{e}; nothing was changed"),
+            };
+            match output {
+                Output::Json => print_json(&json!({
+                    "job": job,
+                    "topic": topic,
+                    "executed": execute,
+                    "partitions": moves.iter().map(|(p, b, a, e)| json!({
+                        "partition": p, "before": b, "after": a, "epoch": e,
+                    })).collect::<Vec<_>>(),
+                }))?,
+                Output::Text => {
+                    print_table(
+                        &[
+                            "TOPIC",
+                            "PARTITION",
+                            "BEFORE",
+                            "AFTER",
+                            "LOG_RANGE",
+                            "NEW_EPOCH",
+                        ],
+                        &moves
+                            .iter()
+                            .map(|(p, b, a, e)| {
+                                let range = ranges
+                                    .get(p)
+                                    .map_or("-".into(), |(s, e)| format!("{s}..{e}"));
+                                vec![
+                                    topic.clone(),
+                                    p.to_string(),
+                                    opt(*b),
+                                    a.to_string(),
+                                    range,
+                                    opt(*e),
+                                ]
+                            })
+                            .collect::<Vec<_>>(),
+                    );
+                    if execute {
+                        eprintln!("reset applied: each partition's epoch was bumped, so a job still holding one is fenced and resumes from the new offset when it claims it again");
+                    } else {
+                        eprintln!("dry run: nothing changed; add --execute to apply");
+                    }
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The new offset of every chosen partition, checked against the log's ranges.
+pub fn plan(
+    rows: &[OffsetRow],
+    ranges: &BTreeMap<i32, (i64, i64)>,
+    chosen: Option<&BTreeSet<i32>>,
+    target: Target,
+    topic: &str,
+    dir: &std::path::Path,
+) -> Result<Vec<NewOffset>, String> {
+    let mut parts: BTreeSet<i32> = match chosen {
+        Some(c) => c.clone(),
+        None => ranges.keys().copied().collect(),
+    };
+    if chosen.is_none() {
+        parts.extend(rows.iter().map(|r| r.partition));
+    }
+    let mut out = Vec::with_capacity(parts.len());
+    for p in parts {
+        let Some(&(start, end)) = ranges.get(&p) else {
+            return Err(format!(
+                "partition {p} of topic `{topic}` does not exist in the log {} (it has partitions 0..{})",
+                dir.display(),
+                ranges.len()
+            ));
+        };
+        let stored = rows
+            .iter()
+            .find(|r| r.partition == p)
+            .and_then(|r| r.next_offset);
+        let new = match target {
+            Target::Earliest => start,
+            Target::Latest => end,
+            Target::Offset(n) => n,
+            Target::ShiftBy(d) => match stored {
+                Some(s) => s.saturating_add(d),
+                None => {
+                    return Err(format!(
+                        "partition {topic}/{p} has no stored offset to shift; use --to-offset, --to-earliest or --to-latest"
+                    ))
+                }
+            },
+        };
+        if new < start || new > end {
+            return Err(format!(
+                "offset {new} for {topic}/{p} is outside the log's range {start}..{end} (first offset..end) in {}",
+                dir.display()
+            ));
+        }
+        out.push(NewOffset {
+            partition: p,
+            next_offset: new,
+        });
+    }
+    if out.is_empty() {
+        return Err(format!("no partition of `{topic}` to reset"));
+    }
+    Ok(out)
+}
+
+fn row_json(r: &OffsetRow) -> serde_json::Value {
+    json!({
+        "job": r.job,
+        "topic": r.topic,
+        "partition": r.partition,
+        "next_offset": r.next_offset,
+        "epoch": r.epoch,
+        "owner": r.owner,
+        "updated_at": r.updated_at,
+    })
+}
+
+/// "unknown job" with the jobs the table does know.
+pub async fn unknown_job(admin: &Admin, job: &str, db: &DbArgs) -> String {
+    let known: BTreeSet<String> = admin
+        .offsets(None)
+        .await
+        .map(|rows| rows.into_iter().map(|r| r.job).collect())
+        .unwrap_or_default();
+    let known = if known.is_empty() {
+        "none".to_owned()
+    } else {
+        known.into_iter().collect::<Vec<_>>().join(", ")
+    };
+    format!(
+        "unknown job `{job}`: no offsets stored for it in table {} of {} (jobs there: {known})",
+        db.offsets_table,
+        weir_sql::admin::redact_url(&db.db)
+    )
+}

@@ -1,0 +1,149 @@
+//! What every command shares: output formats, progress bars, opening a log or a
+//! database with errors that say what and where.
+
+use std::io::IsTerminal;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+use weir_log::{Log, LogOptions};
+use weir_sql::admin::{redact_url, Admin};
+
+/// How listings are printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people.
+    Text,
+    /// One JSON document (or JSON lines for record streams) for scripts.
+    Json,
+}
+
+/// A progress bar on stderr when stderr is a terminal; hidden otherwise.
+pub fn progress(len: u64, what: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{msg} [{bar:40}] {human_pos}/{human_len} ({per_sec}, eta {eta})",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what.to_owned());
+    bar
+}
+
+/// Opens an existing log, refusing a directory that is not one (without creating a
+/// lock file in it).
+pub fn open_log(dir: &Path) -> anyhow::Result<Log> {
+    if !weir_log::is_log_dir(dir) {
+        if !dir.exists() {
+            bail!("log directory {} does not exist", dir.display());
+        }
+        bail!(
+            "{} is not a weir log directory (it has neither a topics/ directory nor a LOCK file)",
+            dir.display()
+        );
+    }
+    Log::open_existing(dir, LogOptions::default())
+        .with_context(|| format!("cannot open the log in {}", dir.display()))
+}
+
+/// Connects to a database, naming the URL (without its password) on failure.
+pub async fn connect(url: &str) -> anyhow::Result<Admin> {
+    Admin::connect(url)
+        .await
+        .with_context(|| format!("cannot connect to the database {}", redact_url(url)))
+}
+
+/// Prints rows as aligned columns under `header`.
+pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                let pad = widths[i].saturating_sub(c.chars().count());
+                s.push_str(c);
+                s.push_str(&" ".repeat(pad + 2));
+            }
+        }
+        println!("{}", s.trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+/// Prints a JSON value on stdout.
+pub fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// Bytes as a JSON string when they are UTF-8, else `{"hex": "..."}`.
+pub fn bytes_json(b: Option<&[u8]>) -> serde_json::Value {
+    match b {
+        None => serde_json::Value::Null,
+        Some(b) => match std::str::from_utf8(b) {
+            Ok(s) => serde_json::Value::String(s.to_owned()),
+            Err(_) => serde_json::json!({ "hex": hex(b) }),
+        },
+    }
+}
+
+/// Lower-case hex.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Parses lower- or upper-case hex.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|p| u8::from_str_radix(p, 16).ok()))
+        .collect()
+}
+
+/// Bytes for a text column: UTF-8 as is, else `hex:…`.
+pub fn bytes_text(b: Option<&[u8]>) -> String {
+    match b {
+        None => "(null)".into(),
+        Some(b) => match std::str::from_utf8(b) {
+            Ok(s) => s.to_owned(),
+            Err(_) => format!("hex:{}", hex(b)),
+        },
+    }
+}
+
+/// A log location from `--log DIR` or `--bootstrap log:///DIR`; Kafka is not built
+/// into this CLI.
+pub fn log_location(
+    log: Option<&Path>,
+    bootstrap: Option<&str>,
+) -> anyhow::Result<Option<std::path::PathBuf>> {
+    match (log, bootstrap) {
+        (Some(d), _) => Ok(Some(d.to_path_buf())),
+        (None, Some(url)) if url.starts_with("log://") => Ok(Some(
+            weir_log::log_dir_from_url(url).with_context(|| format!("bad log URL {url}"))?,
+        )),
+        (None, Some(url)) => bail!(
+            "--bootstrap {url}: this weir CLI speaks only to the embedded log (log:///DIR); \
+             Kafka support is not built in yet"
+        ),
+        (None, None) => Ok(None),
+    }
+}
