@@ -326,6 +326,7 @@ fn dump(dir: &Path, topic: Option<&str>) -> anyhow::Result<()> {
 }
 
 fn verify(dir: &Path, repair: bool, output: Output) -> anyhow::Result<ExitCode> {
+    crate::util::check_log_dir(dir)?;
     let mode = if repair { Repair::Cut } else { Repair::No };
     let bar = progress(0, if repair { "verify --repair" } else { "verify" });
     let report = weir_log::verify(dir, mode, &mut |done, total| {
@@ -376,6 +377,10 @@ fn verify(dir: &Path, repair: bool, output: Output) -> anyhow::Result<ExitCode> 
                     println!("  {}", problem_text(x));
                 }
                 if let Some(r) = &p.repair {
+                    println!(
+                        "  records from offset {} on are no longer in the log: a job whose stored offset is beyond it will find its offset outside the log (see `weir offsets show`)",
+                        r.next_offset
+                    );
                     println!(
                         "  cut {} at byte {}; {} byte(s) saved in {}",
                         r.truncated.display(),

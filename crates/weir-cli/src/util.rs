@@ -36,6 +36,22 @@ pub fn progress(len: u64, what: &str) -> ProgressBar {
 /// Opens an existing log, refusing a directory that is not one (without creating a
 /// lock file in it).
 pub fn open_log(dir: &Path) -> anyhow::Result<Log> {
+    check_log_dir(dir)?;
+    Log::open_existing(dir, LogOptions::default()).map_err(|e| {
+        let hint = if matches!(e, weir_core::Error::Corrupt { .. }) {
+            format!(
+                "; `weir log verify {}` reports every damaged partition (it changes nothing)",
+                dir.display()
+            )
+        } else {
+            String::new()
+        };
+        anyhow::anyhow!("cannot open the log in {}: {e}{hint}", dir.display())
+    })
+}
+
+/// Fails unless `dir` is a log directory, saying what it is instead.
+pub fn check_log_dir(dir: &Path) -> anyhow::Result<()> {
     if !weir_log::is_log_dir(dir) {
         if !dir.exists() {
             bail!("log directory {} does not exist", dir.display());
@@ -45,8 +61,7 @@ pub fn open_log(dir: &Path) -> anyhow::Result<Log> {
             dir.display()
         );
     }
-    Log::open_existing(dir, LogOptions::default())
-        .with_context(|| format!("cannot open the log in {}", dir.display()))
+    Ok(())
 }
 
 /// Connects to a database, naming the URL (without its password) on failure.
