@@ -80,6 +80,9 @@ pub struct DbArgs {
     /// The offsets table (`schema.table` allowed).
     #[arg(long, default_value = "weir_offsets")]
     pub offsets_table: String,
+    /// Seconds to wait for an unreachable database before giving up.
+    #[arg(long, default_value_t = 10)]
+    pub connect_timeout: u64,
 }
 
 pub fn table_name(name: &str) -> anyhow::Result<TableName> {
@@ -92,9 +95,12 @@ pub fn table_name(name: &str) -> anyhow::Result<TableName> {
 
 impl DbArgs {
     pub async fn admin(&self) -> anyhow::Result<Admin> {
-        Ok(connect(&self.db)
-            .await?
-            .with_offsets_table(table_name(&self.offsets_table)?))
+        Ok(connect(
+            &self.db,
+            std::time::Duration::from_secs(self.connect_timeout),
+        )
+        .await?
+        .with_offsets_table(table_name(&self.offsets_table)?))
     }
 }
 

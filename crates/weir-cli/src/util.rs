@@ -65,8 +65,8 @@ pub fn check_log_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Connects to a database, naming the URL (without its password) on failure.
-pub async fn connect(url: &str) -> anyhow::Result<Admin> {
-    Admin::connect(url)
+pub async fn connect(url: &str, timeout: std::time::Duration) -> anyhow::Result<Admin> {
+    Admin::connect_timeout(url, timeout)
         .await
         .with_context(|| format!("cannot connect to the database {}", redact_url(url)))
 }

@@ -45,7 +45,11 @@ fn verify_finds_a_flipped_byte_and_repair_keeps_every_batch_before_it() {
     assert!(p1["problem"]["reason"].as_str().unwrap().contains("CRC32C"));
     assert_eq!(p1["valid_end"], 30);
     assert!(report["partitions"][0]["problem"].is_null());
-    assert_eq!(std::fs::read(&segment).unwrap(), damaged, "verify changed the file");
+    assert_eq!(
+        std::fs::read(&segment).unwrap(),
+        damaged,
+        "verify changed the file"
+    );
 
     // The text report names the file and the byte position too.
     let text = weir(["log".as_ref(), "verify".as_ref(), log_dir.as_os_str()]);
@@ -182,5 +186,9 @@ fn produce_then_consume_and_dump_round_trip() {
         "99".as_ref(),
     ]);
     assert_eq!(range.code, 1);
-    assert!(range.stderr.contains("outside partition t-0's range"), "{}", range.stderr);
+    assert!(
+        range.stderr.contains("outside partition t-0's range"),
+        "{}",
+        range.stderr
+    );
 }

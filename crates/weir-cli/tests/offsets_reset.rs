@@ -44,7 +44,10 @@ async fn reset_fences_a_claimed_partition<DB: Dialect>(pool: sqlx::Pool<DB>, url
         .with_table(TableName::new(&table).unwrap())
         .unwrap();
     store.migrate(&pool).await.unwrap();
-    let (p0, p1) = (TopicPartition::new("orders", 0), TopicPartition::new("orders", 1));
+    let (p0, p1) = (
+        TopicPartition::new("orders", 0),
+        TopicPartition::new("orders", 1),
+    );
     let claims = store
         .claim(&pool, &[p0.clone(), p1.clone()], "worker-1")
         .await
@@ -55,9 +58,19 @@ async fn reset_fences_a_claimed_partition<DB: Dialect>(pool: sqlx::Pool<DB>, url
     tx.commit().await.unwrap();
 
     // Dry run: prints before and after, changes nothing.
-    let dry = reset(url, &table, &job, dir.path(), &["--to-offset", "2", "--partitions", "0"]);
+    let dry = reset(
+        url,
+        &table,
+        &job,
+        dir.path(),
+        &["--to-offset", "2", "--partitions", "0"],
+    );
     assert_eq!(dry.code, 0, "{dry:?}");
-    assert!(dry.stderr.contains("dry run: nothing changed"), "{}", dry.stderr);
+    assert!(
+        dry.stderr.contains("dry run: nothing changed"),
+        "{}",
+        dry.stderr
+    );
     let line = dry.stdout.lines().nth(1).unwrap();
     let cells: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(cells[..4], ["orders", "0", "5", "2"], "{}", dry.stdout);
@@ -72,7 +85,15 @@ async fn reset_fences_a_claimed_partition<DB: Dialect>(pool: sqlx::Pool<DB>, url
         &table,
         &job,
         dir.path(),
-        &["--to-offset", "2", "--partitions", "0", "--execute", "--output", "json"],
+        &[
+            "--to-offset",
+            "2",
+            "--partitions",
+            "0",
+            "--execute",
+            "--output",
+            "json",
+        ],
     );
     assert_eq!(run.code, 0, "{run:?}");
     let out: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
@@ -83,14 +104,23 @@ async fn reset_fences_a_claimed_partition<DB: Dialect>(pool: sqlx::Pool<DB>, url
     let row = store.read(&mut *conn, &p0).await.unwrap().unwrap();
     assert_eq!((row.next_offset, row.epoch), (Some(2), epoch + 1));
     let untouched = store.read(&mut *conn, &p1).await.unwrap().unwrap();
-    assert_eq!((untouched.next_offset, untouched.epoch), (None, claims[&p1].epoch));
+    assert_eq!(
+        (untouched.next_offset, untouched.epoch),
+        (None, claims[&p1].epoch)
+    );
     drop(conn);
 
     // The worker still holds the old epoch: its next commit on p0 is refused, whatever
     // offset it expects; p1 is still its own.
     let mut tx = pool.begin().await.unwrap();
-    assert!(!store.advance(&mut *tx, &p0, epoch, Some(5), 8).await.unwrap());
-    assert!(!store.advance(&mut *tx, &p0, epoch, Some(2), 8).await.unwrap());
+    assert!(!store
+        .advance(&mut *tx, &p0, epoch, Some(5), 8)
+        .await
+        .unwrap());
+    assert!(!store
+        .advance(&mut *tx, &p0, epoch, Some(2), 8)
+        .await
+        .unwrap());
     assert!(store
         .advance(&mut *tx, &p1, claims[&p1].epoch, None, 3)
         .await
@@ -137,11 +167,25 @@ async fn bad_input_fails_with_what_and_where() {
     // Unknown job, in show and reset: names the job and the jobs there are.
     let run = weir(["offsets", "show", "--db", &url, "--job", "no-such-job"]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.stderr.contains("unknown job `no-such-job`"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("unknown job `no-such-job`"),
+        "{}",
+        run.stderr
+    );
     assert!(run.stderr.contains(&job), "{}", run.stderr);
-    let run = reset(&url, "weir_offsets", "no-such-job", &log_dir, &["--to-earliest", "--execute"]);
+    let run = reset(
+        &url,
+        "weir_offsets",
+        "no-such-job",
+        &log_dir,
+        &["--to-earliest", "--execute"],
+    );
     assert_eq!(run.code, 1);
-    assert!(run.stderr.contains("unknown job `no-such-job`"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("unknown job `no-such-job`"),
+        "{}",
+        run.stderr
+    );
 
     // Offsets outside the log's range: refused, nothing changed.
     for extra in [
@@ -153,7 +197,13 @@ async fn bad_input_fails_with_what_and_where() {
         assert_eq!(run.code, 1, "{extra:?}: {run:?}");
         assert!(run.stderr.contains("nothing was changed"), "{}", run.stderr);
     }
-    let run = reset(&url, "weir_offsets", &job, &log_dir, &["--to-offset", "11", "--execute"]);
+    let run = reset(
+        &url,
+        "weir_offsets",
+        &job,
+        &log_dir,
+        &["--to-offset", "11", "--execute"],
+    );
     assert!(
         run.stderr.contains(&format!(
             "offset 11 for orders/0 is outside the log's range 0..10 (first offset..end) in {}",
@@ -169,7 +219,16 @@ async fn bad_input_fails_with_what_and_where() {
 
     // Without a log there is no range to check against.
     let run = weir([
-        "offsets", "reset", "--db", &url, "--job", &job, "--topic", "orders", "--to-offset", "1",
+        "offsets",
+        "reset",
+        "--db",
+        &url,
+        "--job",
+        &job,
+        "--topic",
+        "orders",
+        "--to-offset",
+        "1",
     ]);
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("give --log DIR"), "{}", run.stderr);
@@ -177,7 +236,11 @@ async fn bad_input_fails_with_what_and_where() {
     let empty = tempfile::tempdir().unwrap();
     let run = reset(&url, "weir_offsets", &job, empty.path(), &["--to-earliest"]);
     assert_eq!(run.code, 1);
-    assert!(run.stderr.contains("not a weir log directory"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("not a weir log directory"),
+        "{}",
+        run.stderr
+    );
 
     // An unreachable database: named, without its password.
     let run = weir([
@@ -185,6 +248,8 @@ async fn bad_input_fails_with_what_and_where() {
         "show",
         "--db",
         "postgres://app:canary-secret@127.0.0.1:1/nowhere",
+        "--connect-timeout",
+        "1",
     ]);
     assert_eq!(run.code, 1);
     assert!(
@@ -199,5 +264,9 @@ async fn bad_input_fails_with_what_and_where() {
     let (_p, empty_url) = common::sqlite(other.path()).await;
     let run = weir(["offsets", "show", "--db", &empty_url]);
     assert_eq!(run.code, 1);
-    assert!(run.stderr.contains("does not exist in this database"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("does not exist in this database"),
+        "{}",
+        run.stderr
+    );
 }

@@ -249,10 +249,14 @@ fn is_missing_table(e: &sqlx::Error) -> bool {
 impl Admin {
     /// Connects to `url`: `postgres://` / `postgresql://`, `sqlite:` (an existing
     /// database file; never created), `mysql://` or `mariadb://`. Fails within about
-    /// 10 s on an unreachable server; the error names the URL without its password.
+    /// 10 s on an unreachable server (sqlx retries refused connections until then).
     pub async fn connect(url: &str) -> Result<Admin> {
+        Self::connect_timeout(url, Duration::from_secs(10)).await
+    }
+
+    /// [`Admin::connect`], giving up on an unreachable server after `timeout`.
+    pub async fn connect_timeout(url: &str, timeout: Duration) -> Result<Admin> {
         let during = "connect";
-        let timeout = Duration::from_secs(10);
         let pool = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             #[cfg(feature = "postgres")]
             {

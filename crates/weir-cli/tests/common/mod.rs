@@ -60,8 +60,11 @@ pub fn make_log(dir: &Path, topic: &str, partitions: i32, per_partition: i64) {
     for p in 0..partitions {
         let tp = TopicPartition::new(topic, p);
         for i in 0..per_partition {
-            log.append(&tp, &[NewRecord::new(format!("k{i}"), format!("{{\"n\":{i}}}"))])
-                .unwrap();
+            log.append(
+                &tp,
+                &[NewRecord::new(format!("k{i}"), format!("{{\"n\":{i}}}"))],
+            )
+            .unwrap();
         }
     }
 }
