@@ -1,6 +1,7 @@
 //! `weir dead-letters list|show|replay`: coordinates and reasons; a replay appends
 //! each chosen dead letter once (a second replay appends nothing), and one left
 //! pending by a crash after its append is confirmed, not appended again.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! `weir log verify` finds an injected flipped byte (file and position) and
 //! `--repair` recovers every batch before it; a directory that is not a log is refused.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 mod common;
 

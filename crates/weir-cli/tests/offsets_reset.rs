@@ -1,6 +1,7 @@
 //! `weir offsets reset`: a dry run changes nothing; an executed reset fences a job
 //! that holds the partition (its compare-and-set with the old epoch is refused), on
 //! SQLite, PostgreSQL and MariaDB; bad input fails with a message saying what.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 mod common;
 
@@ -127,7 +128,10 @@ async fn reset_fences_a_claimed_partition<DB: Dialect>(pool: sqlx::Pool<DB>, url
         .unwrap());
     tx.commit().await.unwrap();
     // Whoever claims p0 next resumes at the reset offset.
-    let again = store.claim(&pool, &[p0.clone()], "worker-2").await.unwrap();
+    let again = store
+        .claim(&pool, std::slice::from_ref(&p0), "worker-2")
+        .await
+        .unwrap();
     assert_eq!(again[&p0].next_offset, Some(2));
     assert_eq!(again[&p0].epoch, epoch + 2);
 }
@@ -159,7 +163,11 @@ async fn bad_input_fails_with_what_and_where() {
     let store = OffsetStore::<sqlx::Sqlite>::new(&job).unwrap();
     store.migrate(&pool).await.unwrap();
     let tp = TopicPartition::new("orders", 0);
-    let epoch = store.claim(&pool, &[tp.clone()], "w").await.unwrap()[&tp].epoch;
+    let epoch = store
+        .claim(&pool, std::slice::from_ref(&tp), "w")
+        .await
+        .unwrap()[&tp]
+        .epoch;
     let mut tx = pool.begin().await.unwrap();
     assert!(store.advance(&mut *tx, &tp, epoch, None, 4).await.unwrap());
     tx.commit().await.unwrap();
