@@ -24,6 +24,13 @@ pub enum OffsetsCommand {
         /// Only this job (an error if it has no stored offsets).
         #[arg(long)]
         job: Option<String>,
+        /// The embedded log the job reads: adds each partition's log end and lag
+        /// (end - next_offset), read without the log's lock.
+        #[arg(long)]
+        log: Option<PathBuf>,
+        /// `log:///DIR` (the same as `--log DIR`); Kafka is not built in yet.
+        #[arg(long)]
+        bootstrap: Option<String>,
     },
     /// Move a job's offsets on a topic. Without `--execute` only prints before and
     /// after. Executing sets next_offset and bumps each partition's epoch in one
@@ -119,7 +126,13 @@ fn opt(v: Option<i64>) -> String {
 
 pub async fn run(cmd: OffsetsCommand, output: Output) -> anyhow::Result<ExitCode> {
     match cmd {
-        OffsetsCommand::Show { db, job } => {
+        OffsetsCommand::Show {
+            db,
+            job,
+            log,
+            bootstrap,
+        } => {
+            let dir = log_location(log.as_deref(), bootstrap.as_deref())?;
             let admin = db.admin().await?;
             let rows = admin.offsets(job.as_deref()).await.with_context(|| {
                 format!(
@@ -131,10 +144,33 @@ pub async fn run(cmd: OffsetsCommand, output: Output) -> anyhow::Result<ExitCode
             if let (Some(j), true) = (&job, rows.is_empty()) {
                 bail!("{}", unknown_job(&admin, j, &db).await);
             }
+            let ends = match &dir {
+                Some(d) => log_ends(d, &rows)?,
+                None => BTreeMap::new(),
+            };
+            let lag = |r: &OffsetRow| -> (Option<i64>, Option<i64>) {
+                let Some(&(start, end)) = ends.get(&(r.topic.clone(), r.partition)) else {
+                    return (None, None);
+                };
+                // Never committed: the job starts at the log's start (or end, per its
+                // auto.offset.reset); the lag shown assumes the start.
+                (Some(end), Some(end - r.next_offset.unwrap_or(start)))
+            };
             match output {
-                Output::Json => print_json(&json!(rows.iter().map(row_json).collect::<Vec<_>>()))?,
-                Output::Text => print_table(
-                    &[
+                Output::Json => print_json(&json!(rows
+                    .iter()
+                    .map(|r| {
+                        let mut v = row_json(r);
+                        if dir.is_some() {
+                            let (end, lag) = lag(r);
+                            v["log_end"] = json!(end);
+                            v["lag"] = json!(lag);
+                        }
+                        v
+                    })
+                    .collect::<Vec<_>>()))?,
+                Output::Text => {
+                    let header = [
                         "JOB",
                         "TOPIC",
                         "PARTITION",
@@ -142,11 +178,15 @@ pub async fn run(cmd: OffsetsCommand, output: Output) -> anyhow::Result<ExitCode
                         "EPOCH",
                         "OWNER",
                         "UPDATED_AT",
-                    ],
-                    &rows
+                        "LOG_END",
+                        "LAG",
+                    ];
+                    let width = if dir.is_some() { 9 } else { 7 };
+                    let cells: Vec<Vec<String>> = rows
                         .iter()
                         .map(|r| {
-                            vec![
+                            let (end, lag) = lag(r);
+                            let mut v = vec![
                                 r.job.clone(),
                                 r.topic.clone(),
                                 r.partition.to_string(),
@@ -154,10 +194,15 @@ pub async fn run(cmd: OffsetsCommand, output: Output) -> anyhow::Result<ExitCode
                                 r.epoch.to_string(),
                                 r.owner.clone().unwrap_or_else(|| "-".into()),
                                 r.updated_at.clone().unwrap_or_else(|| "-".into()),
-                            ]
+                                opt(end),
+                                opt(lag),
+                            ];
+                            v.truncate(width);
+                            v
                         })
-                        .collect::<Vec<_>>(),
-                ),
+                        .collect();
+                    print_table(&header[..width], &cells);
+                }
             }
         }
         OffsetsCommand::Reset {
@@ -336,6 +381,33 @@ pub fn plan(
     }
     if out.is_empty() {
         return Err(format!("no partition of `{topic}` to reset"));
+    }
+    Ok(out)
+}
+
+/// `(topic, partition) → (start, end)` for the topics of `rows` found in the log.
+fn log_ends(
+    dir: &std::path::Path,
+    rows: &[OffsetRow],
+) -> anyhow::Result<BTreeMap<(String, i32), (i64, i64)>> {
+    crate::util::check_log_dir(dir)?;
+    let topics: BTreeSet<&str> = rows.iter().map(|r| r.topic.as_str()).collect();
+    let mut out = BTreeMap::new();
+    for t in topics {
+        match weir_log::read_offsets_unlocked(dir, t) {
+            Ok(ranges) => {
+                for (p, r) in ranges {
+                    out.insert((t.to_owned(), p), r);
+                }
+            }
+            Err(weir_core::Error::UnknownTopic { .. }) => {}
+            Err(e) => {
+                return Err(anyhow::anyhow!(
+                    "cannot read the offsets of topic `{t}` in the log {}: {e}",
+                    dir.display()
+                ))
+            }
+        }
     }
     Ok(out)
 }

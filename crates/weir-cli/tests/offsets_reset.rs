@@ -134,6 +134,34 @@ async fn reset_fences_a_claimed_partition<DB: Dialect>(pool: sqlx::Pool<DB>, url
         .unwrap();
     assert_eq!(again[&p0].next_offset, Some(2));
     assert_eq!(again[&p0].epoch, epoch + 2);
+
+    // show, with the log: next offsets, epochs, owners and lag.
+    let log_dir = dir.path().display().to_string();
+    let show = weir([
+        "offsets",
+        "show",
+        "--db",
+        url,
+        "--offsets-table",
+        &table,
+        "--job",
+        &job,
+        "--log",
+        &log_dir,
+        "--output",
+        "json",
+    ]);
+    assert_eq!(show.code, 0, "{show:?}");
+    let rows: serde_json::Value = serde_json::from_str(&show.stdout).unwrap();
+    assert_eq!(rows[0]["next_offset"], 2);
+    assert_eq!(rows[0]["epoch"], epoch + 2);
+    assert_eq!(rows[0]["owner"], "worker-2");
+    assert_eq!(
+        (rows[0]["log_end"].as_i64(), rows[0]["lag"].as_i64()),
+        (Some(10), Some(8))
+    );
+    assert_eq!(rows[1]["lag"], 7);
+    assert!(rows[1]["updated_at"].is_string());
 }
 
 #[tokio::test]
