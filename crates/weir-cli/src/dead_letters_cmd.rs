@@ -124,7 +124,11 @@ impl Select {
     }
 }
 
-async fn load(common: &Common, topic: Option<&str>) -> anyhow::Result<(Admin, Vec<DeadLetterRow>)> {
+async fn load(
+    common: &Common,
+    topic: Option<&str>,
+    create_replays: bool,
+) -> anyhow::Result<(Admin, Vec<DeadLetterRow>)> {
     let admin = common
         .db
         .admin()
@@ -132,12 +136,14 @@ async fn load(common: &Common, topic: Option<&str>) -> anyhow::Result<(Admin, Ve
         .with_dead_letters_table(table_name(&common.dead_letters_table)?)
         .with_replays_table(table_name(&common.replays_table)?);
     let url = weir_sql::admin::redact_url(&common.db.db);
-    admin.migrate_replays().await.with_context(|| {
-        format!(
-            "cannot create the replays table {} in {url}",
-            common.replays_table
-        )
-    })?;
+    if create_replays {
+        admin.migrate_replays().await.with_context(|| {
+            format!(
+                "cannot create the replays table {} in {url}",
+                common.replays_table
+            )
+        })?;
+    }
     let rows = admin
         .dead_letters(&common.job, topic)
         .await
@@ -215,7 +221,7 @@ fn letter_json(d: &DeadLetterRow, full: bool) -> serde_json::Value {
 pub async fn run(cmd: DeadLettersCommand, output: Output) -> anyhow::Result<ExitCode> {
     match cmd {
         DeadLettersCommand::List { common } => {
-            let (_, rows) = load(&common, None).await?;
+            let (_, rows) = load(&common, None, false).await?;
             match output {
                 Output::Json => print_json(&json!(rows
                     .iter()
@@ -253,7 +259,7 @@ pub async fn run(cmd: DeadLettersCommand, output: Output) -> anyhow::Result<Exit
             }
         }
         DeadLettersCommand::Show { common, select } => {
-            let (_, rows) = load(&common, select.topic.as_deref()).await?;
+            let (_, rows) = load(&common, select.topic.as_deref(), false).await?;
             let chosen: Vec<&DeadLetterRow> = rows.iter().filter(|d| select.matches(d)).collect();
             if chosen.is_empty() {
                 bail!(
@@ -302,7 +308,7 @@ pub async fn run(cmd: DeadLettersCommand, output: Output) -> anyhow::Result<Exit
                     dir.display()
                 );
             };
-            let (admin, rows) = load(&common, select.topic.as_deref()).await?;
+            let (admin, rows) = load(&common, select.topic.as_deref(), true).await?;
             let chosen: Vec<&DeadLetterRow> = rows.iter().filter(|d| select.matches(d)).collect();
             if chosen.is_empty() {
                 bail!(

@@ -104,6 +104,7 @@ async fn replay_is_idempotent<DB: Dialect>(pool: sqlx::Pool<DB>, url: &str) {
 
     let list = t.run("list", &["--output", "json"]);
     assert_eq!(list.code, 0, "{list:?}");
+
     let rows: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
     assert_eq!(rows.as_array().unwrap().len(), 3);
     assert_eq!(rows[0]["offset"], 7);
@@ -297,6 +298,14 @@ async fn replay_refuses_an_unknown_job_and_a_missing_topic() {
         run.stderr
     );
     let t = seed(&pool, &url).await;
+    // Reading creates nothing: no replays table until the first replay.
+    assert_eq!(t.run("list", &[]).code, 0);
+    assert_eq!(t.run("show", &["--topic", "orders"]).code, 0);
+    let probe = format!("SELECT 1 FROM {}", t.replays);
+    assert!(sqlx::query(sqlx::AssertSqlSafe(probe))
+        .fetch_all(&pool)
+        .await
+        .is_err());
     let run = t.run(
         "replay",
         &[

@@ -588,7 +588,7 @@ impl Admin {
     }
 
     /// `job`'s dead letters (optionally of one topic), by topic, partition and offset,
-    /// each with its replay (the replays table must exist: [`Self::migrate_replays`]).
+    /// each with its replay if the replays table exists (nothing is created).
     pub async fn dead_letters(&self, job: &str, topic: Option<&str>) -> Result<Vec<DeadLetterRow>> {
         with_pool!(&self.pool, |pool, kind, _begin| {
             let d = self.dead_letters.quoted(kind);
@@ -596,22 +596,42 @@ impl Admin {
             let c = |n: &str| col(kind, n);
             let (job_c, topic_c, part_c, off_c) =
                 (c("job")?, c("topic")?, c("partition")?, c("offset")?);
+            // Without a replays table (nothing was ever replayed) there is nothing to
+            // join: reading dead letters creates no table.
+            let probe = format!("SELECT 1 FROM {r} WHERE 1 = 0");
+            let replays_exist = match sqlx::query(AssertSqlSafe(probe)).fetch_all(pool).await {
+                Ok(_) => true,
+                Err(e) if is_missing_table(&e) => false,
+                Err(e) => return Err(Error::db("dead letters read", e)),
+            };
+            let (replay_cols, join) = if replays_exist {
+                (
+                    format!(
+                        "r.{}, r.{}, r.{}, r.{}, {}",
+                        c("target_topic")?,
+                        c("target_partition")?,
+                        c("scan_from")?,
+                        c("target_offset")?,
+                        as_text(kind, &format!("r.{}", c("replayed_at")?)),
+                    ),
+                    format!(
+                        " LEFT JOIN {r} r ON r.{job_c} = d.{job_c} AND r.{topic_c} = d.{topic_c} \
+                         AND r.{part_c} = d.{part_c} AND r.{off_c} = d.{off_c}"
+                    ),
+                )
+            } else {
+                let null = as_text(kind, "NULL");
+                (format!("{null}, NULL, NULL, NULL, {null}"), String::new())
+            };
             let mut sql = format!(
                 "SELECT d.{topic_c}, d.{part_c}, d.{off_c}, d.{}, d.{}, d.{}, d.{}, d.{}, {}, \
-                 r.{}, r.{}, r.{}, r.{}, {} FROM {d} d LEFT JOIN {r} r ON r.{job_c} = d.{job_c} \
-                 AND r.{topic_c} = d.{topic_c} AND r.{part_c} = d.{part_c} AND r.{off_c} = d.{off_c} \
-                 WHERE d.{job_c} = {}",
+                 {replay_cols} FROM {d} d{join} WHERE d.{job_c} = {}",
                 c("key")?,
                 c("value")?,
                 c("headers")?,
                 c("error")?,
                 c("stage")?,
                 as_text(kind, &format!("d.{}", c("at")?)),
-                c("target_topic")?,
-                c("target_partition")?,
-                c("scan_from")?,
-                c("target_offset")?,
-                as_text(kind, &format!("r.{}", c("replayed_at")?)),
                 ph(kind, 1),
             );
             if topic.is_some() {
