@@ -442,3 +442,87 @@ pub async fn unknown_job(admin: &Admin, job: &str, db: &DbArgs) -> String {
         weir_sql::admin::redact_url(&db.db)
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(p: i32, next: Option<i64>) -> OffsetRow {
+        OffsetRow {
+            job: "j".into(),
+            topic: "t".into(),
+            partition: p,
+            next_offset: next,
+            epoch: 3,
+            owner: None,
+            updated_at: None,
+        }
+    }
+
+    fn ranges() -> BTreeMap<i32, (i64, i64)> {
+        [(0, (0, 10)), (1, (5, 20)), (2, (0, 0))]
+            .into_iter()
+            .collect()
+    }
+
+    fn run(
+        rows: &[OffsetRow],
+        chosen: Option<&[i32]>,
+        target: Target,
+    ) -> Result<Vec<(i32, i64)>, String> {
+        let chosen = chosen.map(|c| c.iter().copied().collect::<BTreeSet<i32>>());
+        plan(
+            rows,
+            &ranges(),
+            chosen.as_ref(),
+            target,
+            "t",
+            std::path::Path::new("/log"),
+        )
+        .map(|v| {
+            v.into_iter()
+                .map(|n| (n.partition, n.next_offset))
+                .collect()
+        })
+    }
+
+    #[test]
+    fn targets_resolve_against_each_partitions_range() {
+        let rows = [row(0, Some(4)), row(1, Some(15))];
+        assert_eq!(
+            run(&rows, None, Target::Earliest),
+            Ok(vec![(0, 0), (1, 5), (2, 0)])
+        );
+        assert_eq!(
+            run(&rows, None, Target::Latest),
+            Ok(vec![(0, 10), (1, 20), (2, 0)])
+        );
+        assert_eq!(
+            run(&rows, Some(&[0, 1]), Target::ShiftBy(-4)),
+            Ok(vec![(0, 0), (1, 11)])
+        );
+        assert_eq!(
+            run(&rows, Some(&[1]), Target::Offset(20)),
+            Ok(vec![(1, 20)])
+        );
+    }
+
+    #[test]
+    fn out_of_range_unknown_partitions_and_unshiftable_rows_are_refused() {
+        let rows = [row(0, Some(4)), row(1, None)];
+        let e = run(&rows, Some(&[1]), Target::Offset(4)).unwrap_err();
+        assert!(
+            e.contains("offset 4 for t/1 is outside the log's range 5..20"),
+            "{e}"
+        );
+        let e = run(&rows, Some(&[0]), Target::ShiftBy(-5)).unwrap_err();
+        assert!(e.contains("offset -1 for t/0"), "{e}");
+        let e = run(&rows, Some(&[1]), Target::ShiftBy(1)).unwrap_err();
+        assert!(e.contains("no stored offset to shift"), "{e}");
+        let e = run(&rows, Some(&[9]), Target::Earliest).unwrap_err();
+        assert!(e.contains("partition 9 of topic `t` does not exist"), "{e}");
+        // A stored row for a partition the log no longer has cannot be checked.
+        let e = run(&[row(5, Some(1))], None, Target::Earliest).unwrap_err();
+        assert!(e.contains("partition 5"), "{e}");
+    }
+}
