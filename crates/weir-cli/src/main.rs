@@ -16,6 +16,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod dead_letters_cmd;
+#[cfg(feature = "kafka")]
+mod kafka;
 mod log_cmd;
 mod offsets_cmd;
 mod produce;

@@ -10,7 +10,7 @@ use serde_json::json;
 use weir_sql::admin::{Admin, NewOffset, OffsetRow};
 use weir_sql::TableName;
 
-use crate::util::{connect, log_location, print_json, print_table, Output};
+use crate::util::{connect, print_json, print_table, Output, Source};
 
 #[derive(Debug, Subcommand)]
 pub enum OffsetsCommand {
@@ -28,7 +28,8 @@ pub enum OffsetsCommand {
         /// (end - next_offset), read without the log's lock.
         #[arg(long)]
         log: Option<PathBuf>,
-        /// `log:///DIR` (the same as `--log DIR`); Kafka is not built in yet.
+        /// `log:///DIR` (the same as `--log DIR`), or Kafka's `kafka://host:port`
+        /// (watermarks; needs the `kafka` feature).
         #[arg(long)]
         bootstrap: Option<String>,
     },
@@ -69,7 +70,8 @@ pub enum OffsetsCommand {
         /// The embedded log's directory, for the partitions' offset ranges.
         #[arg(long)]
         log: Option<PathBuf>,
-        /// `log:///DIR` (the same as `--log DIR`); Kafka is not built in yet.
+        /// `log:///DIR` (the same as `--log DIR`), or Kafka's `kafka://host:port`
+        /// (watermarks; needs the `kafka` feature).
         #[arg(long)]
         bootstrap: Option<String>,
         /// Apply the reset (default: dry run, nothing changes).
@@ -132,7 +134,7 @@ pub async fn run(cmd: OffsetsCommand, output: Output) -> anyhow::Result<ExitCode
             log,
             bootstrap,
         } => {
-            let dir = log_location(log.as_deref(), bootstrap.as_deref())?;
+            let dir = Source::parse(log.as_deref(), bootstrap.as_deref())?;
             let admin = db.admin().await?;
             let rows = admin.offsets(job.as_deref()).await.with_context(|| {
                 format!(
@@ -225,15 +227,13 @@ pub async fn run(cmd: OffsetsCommand, output: Output) -> anyhow::Result<ExitCode
                 (_, _, _, Some(n)) => Target::ShiftBy(n),
                 _ => bail!("give one of --to-earliest, --to-latest, --to-offset N, --shift-by N"),
             };
-            let Some(dir) = log_location(log.as_deref(), bootstrap.as_deref())? else {
-                bail!("give --log DIR (or --bootstrap log:///DIR) so that the new offsets can be checked against the log's range");
+            let Some(source) = Source::parse(log.as_deref(), bootstrap.as_deref())? else {
+                bail!("give --log DIR (or --bootstrap log:///DIR | kafka://host:port) so that the new offsets can be checked against the log's range");
             };
-            let ranges = weir_log::read_offsets_unlocked(&dir, &topic).with_context(|| {
-                format!(
-                    "cannot read the offsets of topic `{topic}` in the log {}",
-                    dir.display()
-                )
-            })?;
+            let place = source.describe();
+            let ranges = source
+                .ranges(&topic)?
+                .ok_or_else(|| anyhow::anyhow!("topic `{topic}` does not exist in {place}"))?;
             let admin = db.admin().await?;
             let all = admin.offsets(Some(&job)).await.with_context(|| {
                 format!(
@@ -247,7 +247,7 @@ pub async fn run(cmd: OffsetsCommand, output: Output) -> anyhow::Result<ExitCode
             }
             let chosen = partitions.map(|v| v.into_iter().collect::<BTreeSet<i32>>());
             let planner =
-                |rows: &[OffsetRow]| plan(rows, &ranges, chosen.as_ref(), target, &topic, &dir);
+                |rows: &[OffsetRow]| plan(rows, &ranges, chosen.as_ref(), target, &topic, &place);
             let result = if execute {
                 admin
                     .reset_offsets(&job, &topic, "weir offsets reset", planner)
@@ -333,7 +333,7 @@ pub fn plan(
     chosen: Option<&BTreeSet<i32>>,
     target: Target,
     topic: &str,
-    dir: &std::path::Path,
+    place: &str,
 ) -> Result<Vec<NewOffset>, String> {
     let mut parts: BTreeSet<i32> = match chosen {
         Some(c) => c.clone(),
@@ -346,8 +346,7 @@ pub fn plan(
     for p in parts {
         let Some(&(start, end)) = ranges.get(&p) else {
             return Err(format!(
-                "partition {p} of topic `{topic}` does not exist in the log {} (it has partitions 0..{})",
-                dir.display(),
+                "partition {p} of topic `{topic}` does not exist in {place} (it has partitions 0..{})",
                 ranges.len()
             ));
         };
@@ -370,8 +369,7 @@ pub fn plan(
         };
         if new < start || new > end {
             return Err(format!(
-                "offset {new} for {topic}/{p} is outside the log's range {start}..{end} (first offset..end) in {}",
-                dir.display()
+                "offset {new} for {topic}/{p} is outside the log's range {start}..{end} (first offset..end) in {place}"
             ));
         }
         out.push(NewOffset {
@@ -387,26 +385,14 @@ pub fn plan(
 
 /// `(topic, partition) → (start, end)` for the topics of `rows` found in the log.
 fn log_ends(
-    dir: &std::path::Path,
+    source: &Source,
     rows: &[OffsetRow],
 ) -> anyhow::Result<BTreeMap<(String, i32), (i64, i64)>> {
-    crate::util::check_log_dir(dir)?;
     let topics: BTreeSet<&str> = rows.iter().map(|r| r.topic.as_str()).collect();
     let mut out = BTreeMap::new();
     for t in topics {
-        match weir_log::read_offsets_unlocked(dir, t) {
-            Ok(ranges) => {
-                for (p, r) in ranges {
-                    out.insert((t.to_owned(), p), r);
-                }
-            }
-            Err(weir_core::Error::UnknownTopic { .. }) => {}
-            Err(e) => {
-                return Err(anyhow::anyhow!(
-                    "cannot read the offsets of topic `{t}` in the log {}: {e}",
-                    dir.display()
-                ))
-            }
+        for (p, r) in source.ranges(t)?.unwrap_or_default() {
+            out.insert((t.to_owned(), p), r);
         }
     }
     Ok(out)

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use clap::Args;
 use weir_log::{Log, LogOptions, NewRecord, Producer};
 
-use crate::util::{log_location, print_json, progress, Output};
+use crate::util::{print_json, progress, Output, Source};
 
 /// Where the records come from and how they are keyed.
 #[derive(Debug, Args)]
@@ -43,21 +43,114 @@ pub struct ProduceArgs {
     /// The embedded log's directory (created if missing).
     #[arg(long, required_unless_present = "bootstrap")]
     pub log: Option<PathBuf>,
-    /// `log:///DIR` (the same as `--log DIR`); Kafka is not built into this CLI yet.
+    /// `log:///DIR` (the same as `--log DIR`), or Kafka's `kafka://host:port` /
+    /// `host:port` (needs the `kafka` feature; the topic must exist).
     #[arg(long)]
     pub bootstrap: Option<String>,
+    /// A librdkafka producer property for Kafka, `KEY=VALUE` (repeatable; set after
+    /// weir's defaults `enable.idempotence=true`, `acks=all`, `linger.ms=5`).
+    #[arg(long = "kafka-property", value_name = "KEY=VALUE")]
+    pub kafka_properties: Vec<String>,
     #[command(flatten)]
     pub input: InputArgs,
 }
 
 pub async fn run(args: ProduceArgs, output: Output) -> anyhow::Result<ExitCode> {
-    let Some(dir) = log_location(args.log.as_deref(), args.bootstrap.as_deref())? else {
-        bail!("give --log DIR or --bootstrap log:///DIR");
-    };
-    let log = Log::open(&dir, LogOptions::default())
-        .with_context(|| format!("cannot open or create the log in {}", dir.display()))?;
-    produce_to_log(&log, &args.input, output)?;
+    match Source::parse(args.log.as_deref(), args.bootstrap.as_deref())? {
+        None => bail!("give --log DIR or --bootstrap log:///DIR | kafka://host:port"),
+        Some(Source::Log(dir)) => {
+            let log = Log::open(&dir, LogOptions::default())
+                .with_context(|| format!("cannot open or create the log in {}", dir.display()))?;
+            produce_to_log(&log, &args.input, output)?;
+        }
+        #[cfg(feature = "kafka")]
+        Some(Source::Kafka(servers)) => {
+            let bar = progress(args.input.generate.unwrap_or(0), "produce");
+            let mut records = records(&args.input)?;
+            let mut props = Vec::new();
+            for p in &args.kafka_properties {
+                let Some((k, v)) = p.split_once('=') else {
+                    bail!("--kafka-property {p}: expected KEY=VALUE");
+                };
+                props.push((k.to_owned(), v.to_owned()));
+            }
+            let sent = crate::kafka::produce(
+                &servers,
+                &props,
+                &args.input.topic,
+                &mut records,
+                &mut |n| bar.set_position(n),
+            )?;
+            bar.finish_and_clear();
+            report(
+                output,
+                &args.input.topic,
+                sent,
+                &format!("Kafka at {servers}"),
+            )?;
+        }
+        #[cfg(not(feature = "kafka"))]
+        Some(Source::Kafka(servers)) => bail!("{}", crate::util::no_kafka(&servers)),
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+fn report(output: Output, topic: &str, sent: u64, place: &str) -> anyhow::Result<()> {
+    match output {
+        Output::Json => print_json(&serde_json::json!({"topic": topic, "records": sent}))?,
+        Output::Text => eprintln!("{sent} record(s) appended to `{topic}` in {place}"),
+    }
+    Ok(())
+}
+
+/// The input as `(key, value)` records: generated orders, or JSON lines (each
+/// checked to parse; the error names the line and the file).
+pub fn records(
+    input: &InputArgs,
+) -> anyhow::Result<Box<dyn Iterator<Item = anyhow::Result<(Option<Vec<u8>>, Vec<u8>)>> + '_>> {
+    if let Some(n) = input.generate {
+        return Ok(Box::new((0..n).map(|i| {
+            let (key, value) = sample_order(i);
+            Ok((Some(key.into_bytes()), value.into_bytes()))
+        })));
+    }
+    let reader: Box<dyn BufRead> = match &input.input {
+        Some(p) => Box::new(std::io::BufReader::new(
+            std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufReader::new(std::io::stdin())),
+    };
+    let source = input
+        .input
+        .as_ref()
+        .map_or("stdin".to_owned(), |p| p.display().to_string());
+    Ok(Box::new(reader.lines().enumerate().filter_map(
+        move |(i, line)| {
+            let line_no = i + 1;
+            let line = match line.with_context(|| format!("cannot read line {line_no} of {source}"))
+            {
+                Ok(l) => l,
+                Err(e) => return Some(Err(e)),
+            };
+            if line.trim().is_empty() {
+                return None;
+            }
+            let parsed: anyhow::Result<serde_json::Value> = serde_json::from_str(&line)
+                .with_context(|| format!("line {line_no} of {source} is not JSON"));
+            let v = match parsed {
+                Ok(v) => v,
+                Err(e) => return Some(Err(e)),
+            };
+            let key = match &input.key_field {
+                Some(f) => match key_of(line_no, &v, f).with_context(|| format!("in {source}")) {
+                    Ok(k) => Some(k.to_vec()),
+                    Err(e) => return Some(Err(e)),
+                },
+                None => None,
+            };
+            Some(Ok((key, line.into_bytes())))
+        },
+    )))
 }
 
 /// One sample order, deterministic in `i`.
@@ -108,63 +201,22 @@ pub fn produce_to_log(log: &Log, input: &InputArgs, output: Output) -> anyhow::R
         *sent += n;
         Ok(())
     };
-    if let Some(n) = input.generate {
-        let bar = progress(n, "produce");
-        for i in 0..n {
-            let (key, value) = sample_order(i);
-            batch.push(NewRecord::new(key, value));
-            if batch.len() >= 1000 {
-                flush(&mut batch, &mut sent)?;
-                bar.set_position(sent);
-            }
+    let bar = progress(input.generate.unwrap_or(0), "produce");
+    for r in records(input)? {
+        let (key, value) = r?;
+        batch.push(match key {
+            Some(k) => NewRecord::new(k, value),
+            None => NewRecord::value(value),
+        });
+        if batch.len() >= 1000 {
+            flush(&mut batch, &mut sent)?;
+            bar.set_position(sent);
         }
-        flush(&mut batch, &mut sent)?;
-        bar.finish_and_clear();
-    } else {
-        let reader: Box<dyn BufRead> = match &input.input {
-            Some(p) => Box::new(std::io::BufReader::new(
-                std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?,
-            )),
-            None => Box::new(std::io::BufReader::new(std::io::stdin())),
-        };
-        let source = input
-            .input
-            .as_ref()
-            .map_or("stdin".to_owned(), |p| p.display().to_string());
-        let bar = progress(0, "produce");
-        for (i, line) in reader.lines().enumerate() {
-            let line_no = i + 1;
-            let line = line.with_context(|| format!("cannot read line {line_no} of {source}"))?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let v: serde_json::Value = serde_json::from_str(&line)
-                .with_context(|| format!("line {line_no} of {source} is not JSON"))?;
-            let record = match &input.key_field {
-                Some(f) => NewRecord::new(
-                    key_of(line_no, &v, f).with_context(|| format!("in {source}"))?,
-                    line,
-                ),
-                None => NewRecord::value(line),
-            };
-            batch.push(record);
-            if batch.len() >= 1000 {
-                flush(&mut batch, &mut sent)?;
-                bar.set_position(sent);
-            }
-        }
-        flush(&mut batch, &mut sent)?;
-        bar.finish_and_clear();
     }
+    flush(&mut batch, &mut sent)?;
+    bar.finish_and_clear();
     log.flush()
         .with_context(|| format!("cannot flush the log in {}", dir.display()))?;
-    match output {
-        Output::Json => print_json(&serde_json::json!({"topic": input.topic, "records": sent}))?,
-        Output::Text => eprintln!(
-            "{sent} record(s) appended to `{}` in {}",
-            input.topic,
-            dir.display()
-        ),
-    }
+    report(output, &input.topic, sent, &dir.display().to_string())?;
     Ok(())
 }

@@ -162,3 +162,75 @@ pub fn log_location(
         (None, None) => Ok(None),
     }
 }
+
+/// Where a topic's partitions live: the embedded log or a Kafka cluster.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// The embedded log's directory.
+    Log(std::path::PathBuf),
+    /// Kafka `bootstrap.servers` (`host:port[,host:port…]`).
+    Kafka(String),
+}
+
+impl Source {
+    /// From `--log DIR` or `--bootstrap log:///DIR | kafka://host:port | host:port`.
+    pub fn parse(log: Option<&Path>, bootstrap: Option<&str>) -> anyhow::Result<Option<Source>> {
+        match (log, bootstrap) {
+            (Some(d), _) => Ok(Some(Source::Log(d.to_path_buf()))),
+            (None, Some(url)) if url.starts_with("log://") => Ok(Some(Source::Log(
+                weir_log::log_dir_from_url(url).with_context(|| format!("bad log URL {url}"))?,
+            ))),
+            (None, Some(url)) => {
+                let servers = url.strip_prefix("kafka://").unwrap_or(url);
+                if servers.is_empty() || servers.contains('/') {
+                    bail!("--bootstrap {url}: expected log:///DIR, kafka://host:port or host:port");
+                }
+                Ok(Some(Source::Kafka(
+                    servers.trim_end_matches('/').to_owned(),
+                )))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// For messages: the log's directory or `Kafka at host:port`.
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Log(d) => d.display().to_string(),
+            Source::Kafka(s) => format!("Kafka at {s}"),
+        }
+    }
+
+    /// `partition → (first offset, end)` of `topic`; `Ok(None)` if the topic does not
+    /// exist. The embedded log is read without its lock (it may be open in a job).
+    pub fn ranges(
+        &self,
+        topic: &str,
+    ) -> anyhow::Result<Option<std::collections::BTreeMap<i32, (i64, i64)>>> {
+        match self {
+            Source::Log(dir) => {
+                check_log_dir(dir)?;
+                match weir_log::read_offsets_unlocked(dir, topic) {
+                    Ok(r) => Ok(Some(r)),
+                    Err(weir_core::Error::UnknownTopic { .. }) => Ok(None),
+                    Err(e) => Err(anyhow::anyhow!(
+                        "cannot read the offsets of topic `{topic}` in the log {}: {e}",
+                        dir.display()
+                    )),
+                }
+            }
+            #[cfg(feature = "kafka")]
+            Source::Kafka(servers) => crate::kafka::ranges(servers, topic),
+            #[cfg(not(feature = "kafka"))]
+            Source::Kafka(servers) => bail!("{}", no_kafka(servers)),
+        }
+    }
+}
+
+/// The error of a build without Kafka.
+#[cfg(not(feature = "kafka"))]
+pub fn no_kafka(servers: &str) -> String {
+    format!(
+        "Kafka at {servers}: this weir was built without Kafka support (build weir-cli with `--features kafka`)"
+    )
+}
