@@ -76,7 +76,7 @@ pub fn produce(
     servers: &str,
     properties: &[(String, String)],
     topic: &str,
-    records: &mut dyn Iterator<Item = anyhow::Result<(Option<Vec<u8>>, Vec<u8>)>>,
+    records: &mut dyn Iterator<Item = crate::produce::InputRecord>,
     on_sent: &mut dyn FnMut(u64),
 ) -> anyhow::Result<u64> {
     if ranges(servers, topic)?.is_none() {

@@ -457,15 +457,7 @@ mod tests {
         target: Target,
     ) -> Result<Vec<(i32, i64)>, String> {
         let chosen = chosen.map(|c| c.iter().copied().collect::<BTreeSet<i32>>());
-        plan(
-            rows,
-            &ranges(),
-            chosen.as_ref(),
-            target,
-            "t",
-            std::path::Path::new("/log"),
-        )
-        .map(|v| {
+        plan(rows, &ranges(), chosen.as_ref(), target, "t", "/log").map(|v| {
             v.into_iter()
                 .map(|n| (n.partition, n.next_offset))
                 .collect()

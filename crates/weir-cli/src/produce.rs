@@ -103,11 +103,12 @@ fn report(output: Output, topic: &str, sent: u64, place: &str) -> anyhow::Result
     Ok(())
 }
 
+/// One input record, `(key, value)`, or why a line could not be one.
+pub type InputRecord = anyhow::Result<(Option<Vec<u8>>, Vec<u8>)>;
+
 /// The input as `(key, value)` records: generated orders, or JSON lines (each
 /// checked to parse; the error names the line and the file).
-pub fn records(
-    input: &InputArgs,
-) -> anyhow::Result<Box<dyn Iterator<Item = anyhow::Result<(Option<Vec<u8>>, Vec<u8>)>> + '_>> {
+pub fn records(input: &InputArgs) -> anyhow::Result<Box<dyn Iterator<Item = InputRecord> + '_>> {
     if let Some(n) = input.generate {
         return Ok(Box::new((0..n).map(|i| {
             let (key, value) = sample_order(i);
