@@ -78,7 +78,7 @@ pub enum DeadLettersCommand {
         /// The embedded log to replay into.
         #[arg(long)]
         log: Option<PathBuf>,
-        /// `log:///DIR` (the same as `--log DIR`); Kafka is not built in yet.
+        /// `log:///DIR` (the same as `--log DIR`); replaying into Kafka is not built in yet.
         #[arg(long)]
         bootstrap: Option<String>,
         /// The target topic (must exist in the log).

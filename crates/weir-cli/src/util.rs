@@ -156,8 +156,8 @@ pub fn log_location(
             weir_log::log_dir_from_url(url).with_context(|| format!("bad log URL {url}"))?,
         )),
         (None, Some(url)) => bail!(
-            "--bootstrap {url}: this weir CLI speaks only to the embedded log (log:///DIR); \
-             Kafka support is not built in yet"
+            "--bootstrap {url}: this command works on the embedded log only (log:///DIR); \
+             replaying into Kafka is not built in yet"
         ),
         (None, None) => Ok(None),
     }
