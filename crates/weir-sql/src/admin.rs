@@ -445,6 +445,19 @@ impl Admin {
             let mut tx = sqlx::Connection::begin_with(&mut *conn, AssertSqlSafe(begin))
                 .await
                 .map_err(|e| Error::db(during, e))?;
+            // A row lock held by a stuck transaction (a paused zombie) makes the
+            // reset fail after 10 s instead of waiting for ever.
+            let bound = match kind {
+                DialectKind::Postgres => Some("SET LOCAL lock_timeout = '10s'"),
+                DialectKind::MySql => Some("SET SESSION innodb_lock_wait_timeout = 10"),
+                DialectKind::Sqlite => None,
+            };
+            if let Some(sql) = bound {
+                sqlx::query(sql)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| Error::db(during, e))?;
+            }
             let select = self.offsets_select(kind, true, Some(()), true)?;
             let rows = sqlx::query(AssertSqlSafe(select))
                 .bind(job.to_owned())
