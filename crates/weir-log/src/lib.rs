@@ -61,6 +61,7 @@ mod producer;
 mod record;
 mod segment;
 mod shared;
+mod verify;
 
 pub use crate::log::{validate_topic_name, Log, MAX_PARTITIONS, MAX_TOPIC_NAME_LEN};
 pub use connect::{connect, log_dir_from_url, SCHEME};
@@ -69,6 +70,10 @@ pub use group::{describe_group, GroupDescription, MemberDescription};
 pub use options::{Durability, LogOptions, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
 pub use producer::{murmur2, partition_for_key, Producer};
 pub use record::NewRecord;
+pub use verify::{
+    is_log_dir, read_offsets_unlocked, verify, PartitionReport, Problem, ProblemKind, Repair,
+    RepairDone, VerifyReport,
+};
 
 // Handles users share across tasks and threads stay `Send + Sync`; checked at compile
 // time.

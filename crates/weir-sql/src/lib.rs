@@ -61,6 +61,7 @@
 // `#[derive(Row)]` names this crate `::weir_sql`, also when it expands inside it.
 extern crate self as weir_sql;
 
+pub mod admin;
 mod classify;
 mod dead_letters;
 mod dialect;

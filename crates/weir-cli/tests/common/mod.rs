@@ -1,0 +1,95 @@
+//! Helpers shared by the CLI's tests: run the built binary, make logs and databases.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::Command;
+
+use weir_core::TopicPartition;
+use weir_log::{Log, LogOptions, NewRecord};
+
+pub const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+pub const MARIADB_URL: &str = "mysql://root@127.0.0.1:3306/test";
+
+/// What a run of `weir` returned.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the built `weir` with these arguments.
+pub fn weir<I, S>(args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run weir");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A name unique to this test run (tables and jobs of concurrent tests never meet).
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{prefix}_{}_{}_{}",
+        std::process::id(),
+        nanos,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Creates a closed log at `dir` with `topic` of `partitions` partitions holding
+/// `per_partition` records each (one batch per record).
+pub fn make_log(dir: &Path, topic: &str, partitions: i32, per_partition: i64) {
+    let log = Log::open(dir, LogOptions::default()).unwrap();
+    log.create_topic(topic, partitions).unwrap();
+    for p in 0..partitions {
+        let tp = TopicPartition::new(topic, p);
+        for i in 0..per_partition {
+            log.append(
+                &tp,
+                &[NewRecord::new(format!("k{i}"), format!("{{\"n\":{i}}}"))],
+            )
+            .unwrap();
+        }
+    }
+}
+
+/// A SQLite database file in `dir` (WAL), and its URL.
+pub async fn sqlite(dir: &Path) -> (sqlx::SqlitePool, String) {
+    let path = dir.join("weir.db");
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    (pool, format!("sqlite:{}", path.display()))
+}
+
+pub async fn postgres() -> sqlx::PgPool {
+    match sqlx::PgPool::connect(PG_URL).await {
+        Ok(p) => p,
+        Err(e) => panic!("PostgreSQL at {PG_URL} is unreachable ({e}): run scripts/provision"),
+    }
+}
+
+pub async fn mariadb() -> sqlx::MySqlPool {
+    match sqlx::MySqlPool::connect(MARIADB_URL).await {
+        Ok(p) => p,
+        Err(e) => panic!("MariaDB at {MARIADB_URL} is unreachable ({e}): run scripts/provision"),
+    }
+}
