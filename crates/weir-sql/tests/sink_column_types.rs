@@ -7,6 +7,7 @@
 //! fit (a decimal with too many digits, a year the dialect cannot store) are refused
 //! before any SQL is sent, with an error naming table and column that the runner
 //! treats as a bad row (a dead letter), never rounded or clamped.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 mod common;
 

@@ -3,6 +3,7 @@
 //! part quoted on its own, never one table literally named `analytics.orders`;
 //! ambiguous dotted names are refused before any SQL is sent, and hostile parts stay
 //! inside their quotes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 mod common;
 
