@@ -50,6 +50,95 @@ impl<const P: u8, const S: u8> std::fmt::Display for Numeric<P, S> {
     }
 }
 
+/// Serialized as the decimal's exact string (`"19.99"`).
+impl<const P: u8, const S: u8> serde::Serialize for Numeric<P, S> {
+    fn serialize<Z: serde::Serializer>(&self, serializer: Z) -> Result<Z::Ok, Z::Error> {
+        serializer.collect_str(&self.0)
+    }
+}
+
+/// Deserialized from what decoders produce for a decimal, so that a decoded record's
+/// field needs no hand conversion: a string (`"19.99"`, exact), an integer, a float
+/// (read through its shortest text, so JSON's `19.99` is 19.99), or **bytes**: a
+/// big-endian two's-complement unscaled integer of at most 16 bytes at scale `S`,
+/// which is how Avro's `decimal` logical type (on `bytes` or `fixed`) and Kafka
+/// Connect's `Decimal` carry it. The value is not checked against `P` here; the sink
+/// refuses one that does not fit.
+///
+/// ```
+/// use weir_sql::Numeric;
+/// #[derive(serde::Deserialize)]
+/// struct Order { amount: Numeric<12, 2> }
+/// let o: Order = serde_json::from_str(r#"{"amount": "19.99"}"#)?;
+/// assert_eq!(o.amount.to_string(), "19.99");
+/// let o: Order = serde_json::from_str(r#"{"amount": 19.99}"#)?;
+/// assert_eq!(o.amount.to_string(), "19.99");
+/// // Avro decimal(12, 2) bytes of -1.50: the unscaled -150 in two's complement
+/// let n: Numeric<12, 2> = serde::Deserialize::deserialize(
+///     serde::de::value::BytesDeserializer::<serde::de::value::Error>::new(&[0xff, 0x6a]),
+/// )?;
+/// assert_eq!(n.to_string(), "-1.50");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+impl<'de, const P: u8, const S: u8> serde::Deserialize<'de> for Numeric<P, S> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(NumericVisitor::<P, S>)
+    }
+}
+
+struct NumericVisitor<const P: u8, const S: u8>;
+
+impl<const P: u8, const S: u8> serde::de::Visitor<'_> for NumericVisitor<P, S> {
+    type Value = Numeric<P, S>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "a decimal for NUMERIC({P}, {S}): a string, a number, or big-endian \
+             two's-complement unscaled bytes"
+        )
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        use std::str::FromStr;
+        Decimal::from_str(v)
+            .or_else(|_| Decimal::from_scientific(v))
+            .map(Numeric)
+            .map_err(|e| E::custom(format!("{v:?} is not a decimal: {e}")))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Numeric(Decimal::from(v)))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Numeric(Decimal::from(v)))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        if !v.is_finite() {
+            return Err(E::custom(format!("{v} is not a decimal")));
+        }
+        self.visit_str(&v.to_string())
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
+        if v.len() > 16 {
+            return Err(E::custom(format!(
+                "a decimal of {} bytes is wider than 128 bits",
+                v.len()
+            )));
+        }
+        let negative = v.first().is_some_and(|b| b & 0x80 != 0);
+        let mut buf = if negative { [0xff_u8; 16] } else { [0_u8; 16] };
+        buf[16 - v.len()..].copy_from_slice(v);
+        let unscaled = i128::from_be_bytes(buf);
+        Decimal::try_from_i128_with_scale(unscaled, u32::from(S))
+            .map(Numeric)
+            .map_err(|e| E::custom(format!("unscaled {unscaled} at scale {S}: {e}")))
+    }
+}
+
 impl<const P: u8, const S: u8> ToValue for Numeric<P, S> {
     const TYPE: ColumnType = ColumnType::Decimal {
         precision: P,
