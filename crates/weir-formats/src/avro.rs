@@ -26,6 +26,8 @@
 //! - Each distinct schema is parsed once and kept for the life of the process (its
 //!   compiled reader borrows it), however many deserializers use it.
 
+pub mod logical;
+
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::{Arc, OnceLock};

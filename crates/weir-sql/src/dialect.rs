@@ -240,6 +240,10 @@ pub(crate) fn wire_bytes(v: &Value<'_>) -> usize {
     match v {
         Value::Text(s) => s.len() + 9,
         Value::Bytes(b) => b.len() + 9,
+        Value::Decimal(_) => 40,
+        Value::TimestampTz(_) | Value::Timestamp(_) => 32,
+        Value::Uuid(_) => 45,
+        Value::Json(j) => crate::types::json_len(j) + 9,
         _ => 9,
     }
 }

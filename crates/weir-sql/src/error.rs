@@ -35,6 +35,23 @@ pub enum Error {
         reason: String,
     },
 
+    /// A column's type was refused before any SQL was sent (a decimal precision or
+    /// scale out of range).
+    ///
+    /// ```
+    /// use weir_sql::{Column, ColumnType, Error};
+    /// let e = Column::new("amount", ColumnType::Decimal { precision: 40, scale: 2 }, false).unwrap_err();
+    /// assert!(matches!(e, Error::ColumnType { .. }), "{e}");
+    /// assert!(e.to_string().contains("amount"), "{e}");
+    /// ```
+    #[error("invalid type for column {column:?}: {reason}")]
+    ColumnType {
+        /// The column's name.
+        column: String,
+        /// What is wrong with its type.
+        reason: String,
+    },
+
     /// Another owner claimed the partition (its epoch is newer, or the stored offset
     /// moved): this member stops processing it and drops what it buffered.
     #[error("fenced on {partition}: {detail}")]

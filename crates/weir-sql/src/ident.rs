@@ -138,13 +138,23 @@ impl fmt::Display for Ident {
 }
 
 /// A table name with an optional schema (PostgreSQL schema, MySQL database, SQLite
-/// attached database).
+/// attached database such as `main` or `temp`).
+///
+/// [`TableName::new`] reads `schema.table` as a qualified name; each part is quoted
+/// on its own. A name with more than one dot, an empty part, or quote characters
+/// next to a dot is refused as ambiguous: use [`with_schema`](Self::with_schema) for
+/// the schema and [`unqualified`](Self::unqualified) for a table whose own name
+/// contains a dot.
 ///
 /// ```
 /// use weir_sql::{DialectKind, TableName};
 /// let t = TableName::new("weir_offsets")?.with_schema("jobs")?;
 /// assert_eq!(t.quoted(DialectKind::Postgres), "\"jobs\".\"weir_offsets\"");
-/// assert_eq!(TableName::new("a.b")?.quoted(DialectKind::MySql), "`a.b`");
+/// let q = TableName::new("analytics.orders")?;
+/// assert_eq!(q.quoted(DialectKind::MySql), "`analytics`.`orders`");
+/// assert_eq!(q, TableName::new("orders")?.with_schema("analytics")?);
+/// assert_eq!(TableName::unqualified("a.b")?.quoted(DialectKind::MySql), "`a.b`");
+/// assert!(TableName::new("a.b.c").is_err());
 /// # Ok::<(), weir_sql::Error>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -155,34 +165,87 @@ pub struct TableName {
 
 impl TableName {
     /// A table in the connection's default schema (PostgreSQL: the first of the
-    /// `search_path`; MySQL: the connection's database).
+    /// `search_path`; MySQL: the connection's database), or, written
+    /// `schema.table`, in that schema (MySQL: database). Exactly one dot with a
+    /// name on each side is a qualified name; more dots, an empty side or a quote
+    /// character in a dotted name is refused (the error says to use
+    /// [`with_schema`](Self::with_schema) or [`unqualified`](Self::unqualified)).
     ///
     /// ```
     /// use weir_sql::TableName;
     /// let t = TableName::new("orders")?;
     /// assert!(t.schema().is_none());
+    /// let q = TableName::new("analytics.orders")?;
+    /// assert_eq!((q.schema().map(|s| s.as_str()), q.name().as_str()), (Some("analytics"), "orders"));
     /// assert!(TableName::new("").is_err());
+    /// for ambiguous in ["a.b.c", ".orders", "analytics.", "\"my.schema\".orders"] {
+    ///     let e = TableName::new(ambiguous).unwrap_err();
+    ///     assert!(e.to_string().contains("with_schema"), "{e}");
+    /// }
     /// # Ok::<(), weir_sql::Error>(())
     /// ```
     pub fn new(name: &str) -> Result<Self> {
+        let Some((schema, table)) = name.split_once('.') else {
+            return Self::unqualified(name);
+        };
+        let quoted = name.contains(['"', '`', '[', ']']);
+        if schema.is_empty() || table.is_empty() || table.contains('.') || quoted {
+            return Err(Error::identifier(
+                name,
+                "is ambiguous as a table name: `schema.table` takes exactly one dot with a \
+                 name on each side and no quote characters (each part is quoted by weir); \
+                 write TableName::new(table)?.with_schema(schema), or \
+                 TableName::unqualified(name) for one table whose name contains the dots",
+            ));
+        }
+        Self::unqualified(table)?.with_schema(schema)
+    }
+
+    /// A table in the default schema whose name is taken as it is, dots included
+    /// (`"a.b"` is one table named `a.b`, quoted as one identifier).
+    ///
+    /// ```
+    /// use weir_sql::{DialectKind, TableName};
+    /// let t = TableName::unqualified("events.v2")?;
+    /// assert!(t.schema().is_none());
+    /// assert_eq!(t.quoted(DialectKind::Postgres), "\"events.v2\"");
+    /// # Ok::<(), weir_sql::Error>(())
+    /// ```
+    pub fn unqualified(name: &str) -> Result<Self> {
         Ok(Self {
             schema: None,
             name: Ident::new(name)?,
         })
     }
 
-    /// The same table in `schema` (validated like the name). weir's `migrate` and
-    /// `create_table` create a missing PostgreSQL schema or MySQL database.
+    /// The same table in `schema` (validated like the name, taken as it is, dots
+    /// included). weir's `migrate` and `create_table` create a missing PostgreSQL
+    /// schema or MySQL database. A name that already has another schema is refused.
     ///
     /// ```
     /// use weir_sql::TableName;
     /// let t = TableName::new("orders")?.with_schema("shop")?;
     /// assert_eq!(t.to_string(), "shop.orders");
     /// assert!(TableName::new("orders")?.with_schema("a\0").is_err());
+    /// assert!(TableName::new("shop.orders")?.with_schema("shop").is_ok());
+    /// assert!(TableName::new("shop.orders")?.with_schema("other").is_err());
     /// # Ok::<(), weir_sql::Error>(())
     /// ```
     pub fn with_schema(mut self, schema: &str) -> Result<Self> {
-        self.schema = Some(Ident::new(schema)?);
+        let schema = Ident::new(schema)?;
+        if let Some(old) = &self.schema {
+            if *old != schema {
+                return Err(Error::identifier(
+                    schema.as_str(),
+                    format!(
+                        "cannot be the schema of table {:?}, which is already in schema {:?}",
+                        self.name.as_str(),
+                        old.as_str()
+                    ),
+                ));
+            }
+        }
+        self.schema = Some(schema);
         Ok(self)
     }
 

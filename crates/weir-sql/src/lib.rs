@@ -80,6 +80,7 @@ mod runner;
 mod sink;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+mod types;
 mod value;
 
 pub use dead_letters::{DeadLetter, DeadLetters, Stage, MAX_ERROR_CHARS};
@@ -96,7 +97,10 @@ pub use offsets::{
 };
 pub use runner::{ExactlyOnceRunner, Reject, RunStats, DEFAULT_IDLE_TRANSACTION_TIMEOUT};
 pub use sink::{Item, Refusal, TableSink, TransactionalSink, WriteMode};
-pub use value::{Column, ColumnType, Row, ToValue, Value};
+pub use types::{Numeric, DEFAULT_DECIMAL};
+pub use value::{
+    Column, ColumnType, Row, ToValue, Value, MAX_DECIMAL_PRECISION, MAX_DECIMAL_SCALE,
+};
 /// `#[derive(Row)]`: implement [`Row`] for a struct, one column per field (see
 /// [`weir_macros::Row`](macro@weir_macros::Row) for `#[weir(rename = "...")]` and
 /// `#[weir(skip)]`).
@@ -107,3 +111,13 @@ pub use weir_macros::Row;
 pub use async_trait::async_trait;
 /// Re-exported: pools, transactions and drivers come from this sqlx.
 pub use sqlx;
+
+/// Re-exported: the date and time types of [`ColumnType::TimestampTz`],
+/// [`ColumnType::Timestamp`], [`ColumnType::Date`] and [`ColumnType::Time`].
+pub use chrono;
+/// Re-exported: the exact decimal of [`ColumnType::Decimal`].
+pub use rust_decimal;
+/// Re-exported: the JSON document of [`ColumnType::Json`].
+pub use serde_json;
+/// Re-exported: the UUID of [`ColumnType::Uuid`].
+pub use uuid;

@@ -8,6 +8,7 @@ use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Row as _};
 
 use crate::dialect::{multi_row_bulk_write, BulkPlan, Dialect};
+use crate::types::{micros, micros_time};
 use crate::{ColumnType, DialectKind, Value};
 
 fn bind<'q>(
@@ -21,6 +22,13 @@ fn bind<'q>(
             ColumnType::Double => q.bind(None::<f64>),
             ColumnType::Text => q.bind(None::<String>),
             ColumnType::Bytes => q.bind(None::<Vec<u8>>),
+            ColumnType::Decimal { .. } => q.bind(None::<rust_decimal::Decimal>),
+            ColumnType::TimestampTz | ColumnType::Timestamp => {
+                q.bind(None::<chrono::NaiveDateTime>)
+            }
+            ColumnType::Date => q.bind(None::<chrono::NaiveDate>),
+            ColumnType::Time => q.bind(None::<chrono::NaiveTime>),
+            ColumnType::Uuid | ColumnType::Json => q.bind(None::<String>),
         },
         Value::Bool(b) => q.bind(b),
         Value::SmallInt(i) => q.bind(i64::from(i)),
@@ -29,6 +37,14 @@ fn bind<'q>(
         Value::Double(f) => q.bind(f),
         Value::Text(s) => q.bind(s),
         Value::Bytes(b) => q.bind(b),
+        Value::Decimal(d) => q.bind(d),
+        // DATETIME(6) holds the UTC wall-clock time: no session time zone applies
+        Value::TimestampTz(t) => q.bind(micros(t.naive_utc())),
+        Value::Timestamp(t) => q.bind(micros(t)),
+        Value::Date(d) => q.bind(d),
+        Value::Time(t) => q.bind(micros_time(t)),
+        Value::Uuid(u) => q.bind(u.hyphenated().to_string()),
+        Value::Json(j) => q.bind(j.to_string()),
     }
 }
 

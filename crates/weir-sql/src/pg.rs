@@ -9,6 +9,9 @@ use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Postgres, Row as _};
 
 use crate::dialect::{BulkPlan, Dialect};
+use chrono::{Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
+
+use crate::types::{decimal_text, micros, micros_time};
 use crate::{ColumnType, DialectKind, Value};
 
 fn bind<'q>(
@@ -24,6 +27,13 @@ fn bind<'q>(
             ColumnType::Double => q.bind(None::<f64>),
             ColumnType::Text => q.bind(None::<String>),
             ColumnType::Bytes => q.bind(None::<Vec<u8>>),
+            ColumnType::Decimal { .. } => q.bind(None::<rust_decimal::Decimal>),
+            ColumnType::TimestampTz => q.bind(None::<chrono::DateTime<chrono::Utc>>),
+            ColumnType::Timestamp => q.bind(None::<NaiveDateTime>),
+            ColumnType::Date => q.bind(None::<NaiveDate>),
+            ColumnType::Time => q.bind(None::<NaiveTime>),
+            ColumnType::Uuid => q.bind(None::<uuid::Uuid>),
+            ColumnType::Json => q.bind(None::<serde_json::Value>),
         },
         Value::Bool(b) => q.bind(b),
         Value::SmallInt(i) => q.bind(i),
@@ -32,6 +42,13 @@ fn bind<'q>(
         Value::Double(f) => q.bind(f),
         Value::Text(s) => q.bind(s),
         Value::Bytes(b) => q.bind(b),
+        Value::Decimal(d) => q.bind(d),
+        Value::TimestampTz(t) => q.bind(micros(t.naive_utc()).and_utc()),
+        Value::Timestamp(t) => q.bind(micros(t)),
+        Value::Date(d) => q.bind(d),
+        Value::Time(t) => q.bind(micros_time(t)),
+        Value::Uuid(u) => q.bind(u),
+        Value::Json(j) => q.bind(j),
     }
 }
 
@@ -79,25 +96,23 @@ fn copy_text(out: &mut Vec<u8>, v: &Value<'_>) {
                 let _ = write!(ByteWriter(out), "{f:?}");
             }
         }
-        Value::Text(s) => {
-            let bytes = s.as_bytes();
-            if !bytes
-                .iter()
-                .any(|b| matches!(b, b'\\' | b'\n' | b'\r' | b'\t'))
-            {
-                out.extend_from_slice(bytes);
-                return;
-            }
-            for &b in bytes {
-                match b {
-                    b'\\' => out.extend_from_slice(b"\\\\"),
-                    b'\n' => out.extend_from_slice(b"\\n"),
-                    b'\r' => out.extend_from_slice(b"\\r"),
-                    b'\t' => out.extend_from_slice(b"\\t"),
-                    _ => out.push(b),
-                }
+        Value::Text(s) => copy_escaped(out, s),
+        Value::Decimal(d) => out.extend_from_slice(decimal_text(d).as_bytes()),
+        Value::TimestampTz(t) => copy_datetime(out, &micros(t.naive_utc()), "+00"),
+        Value::Timestamp(t) => copy_datetime(out, &micros(t), ""),
+        Value::Date(d) => {
+            let bc = copy_date(out, &d);
+            if bc {
+                out.extend_from_slice(b" BC");
             }
         }
+        Value::Time(t) => copy_time(out, &micros_time(t)),
+        Value::Uuid(u) => {
+            let mut buf = uuid::Uuid::encode_buffer();
+            out.extend_from_slice(u.hyphenated().encode_lower(&mut buf).as_bytes());
+        }
+        // compact JSON has no raw newline or tab, but its escapes have backslashes
+        Value::Json(j) => copy_escaped(out, &j.to_string()),
         Value::Bytes(b) => {
             const HEX: &[u8; 16] = b"0123456789abcdef";
             out.extend_from_slice(b"\\\\x");
@@ -106,6 +121,62 @@ fn copy_text(out: &mut Vec<u8>, v: &Value<'_>) {
                 out.push(HEX[usize::from(x & 15)]);
             }
         }
+    }
+}
+
+/// Append text with COPY's escapes (backslash, newline, carriage return, tab).
+fn copy_escaped(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    if !bytes
+        .iter()
+        .any(|b| matches!(b, b'\\' | b'\n' | b'\r' | b'\t'))
+    {
+        out.extend_from_slice(bytes);
+        return;
+    }
+    for &b in bytes {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            _ => out.push(b),
+        }
+    }
+}
+
+/// Append `YYYY-MM-DD` in PostgreSQL's ISO input form; returns whether the date is
+/// BC (chrono's year 0 is 1 BC), which PostgreSQL reads from a trailing ` BC`.
+fn copy_date(out: &mut Vec<u8>, d: &NaiveDate) -> bool {
+    let (year, bc) = match d.year() {
+        y if y <= 0 => (1 - i64::from(y), true),
+        y => (i64::from(y), false),
+    };
+    let _ = write!(ByteWriter(out), "{year:04}-{:02}-{:02}", d.month(), d.day());
+    bc
+}
+
+/// Append `HH:MM:SS.ffffff`.
+fn copy_time(out: &mut Vec<u8>, t: &NaiveTime) {
+    let _ = write!(
+        ByteWriter(out),
+        "{:02}:{:02}:{:02}.{:06}",
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.nanosecond() / 1000
+    );
+}
+
+/// Append a timestamp, `zone` after the time (`+00` for UTC: explicit, so the
+/// session's `TimeZone` does not matter), ` BC` last when it is one.
+fn copy_datetime(out: &mut Vec<u8>, t: &NaiveDateTime, zone: &str) {
+    let bc = copy_date(out, &t.date());
+    out.push(b' ');
+    copy_time(out, &t.time());
+    out.extend_from_slice(zone.as_bytes());
+    if bc {
+        out.extend_from_slice(b" BC");
     }
 }
 
@@ -145,6 +216,15 @@ fn column_array<'q>(
         ColumnType::Double => arr!(f64, Value::Double(f) => f),
         ColumnType::Text => arr!(&str, Value::Text(s) => s),
         ColumnType::Bytes => arr!(&[u8], Value::Bytes(b) => b),
+        ColumnType::Decimal { .. } => arr!(rust_decimal::Decimal, Value::Decimal(d) => d),
+        ColumnType::TimestampTz => {
+            arr!(chrono::DateTime<chrono::Utc>, Value::TimestampTz(t) => micros(t.naive_utc()).and_utc())
+        }
+        ColumnType::Timestamp => arr!(NaiveDateTime, Value::Timestamp(t) => micros(t)),
+        ColumnType::Date => arr!(NaiveDate, Value::Date(d) => d),
+        ColumnType::Time => arr!(NaiveTime, Value::Time(t) => micros_time(t)),
+        ColumnType::Uuid => arr!(uuid::Uuid, Value::Uuid(u) => u),
+        ColumnType::Json => arr!(&serde_json::Value, Value::Json(j) => j),
     }
 }
 

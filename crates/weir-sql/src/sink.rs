@@ -361,7 +361,7 @@ impl<DB: Dialect, R: Row> TableSink<DB, R> {
                 format!(
                     "{} {} {}",
                     c.name.quoted(k),
-                    c.ty.sql_name(k, keys.contains(&i)),
+                    c.ty.sql_type(k, keys.contains(&i)),
                     if c.nullable { "NULL" } else { "NOT NULL" }
                 )
             })
@@ -430,6 +430,24 @@ impl<DB: Dialect, R: Row> TableSink<DB, R> {
                         values.len() - before
                     ),
                 });
+            }
+            for (c, v) in self.plan.columns.iter().zip(&mut values[before..]) {
+                if let Err(reason) = crate::types::check(c.ty, v, DB::KIND) {
+                    // An encoding error: the runner isolates the row into the dead
+                    // letters, as it does for a value the database refuses.
+                    return Err(Error::db(
+                        "sink write",
+                        sqlx::Error::Encode(
+                            format!(
+                                "table {} column {}: {reason}",
+                                self.plan.table,
+                                c.name.quoted(DB::KIND)
+                            )
+                            .into(),
+                        ),
+                    ));
+                }
+                crate::types::prepare(c.ty, v);
             }
         }
         if let (Some(keys), DialectKind::Postgres) = (&self.plan.upsert_keys, DB::KIND) {

@@ -8,6 +8,9 @@ use sqlx::sqlite::{SqliteArguments, SqliteConnection, SqliteRow};
 use sqlx::{AssertSqlSafe, Row as _, Sqlite};
 
 use crate::dialect::{multi_row_bulk_write, BulkPlan, Dialect};
+use crate::types::{
+    date_text, decimal_text, micros, micros_time, time_text, timestamp_text, timestamptz_text,
+};
 use crate::{ColumnType, DialectKind, Value};
 
 fn bind<'q>(
@@ -21,6 +24,8 @@ fn bind<'q>(
             ColumnType::Double => q.bind(None::<f64>),
             ColumnType::Text => q.bind(None::<String>),
             ColumnType::Bytes => q.bind(None::<Vec<u8>>),
+            // every other type is stored as text (see `ColumnType`)
+            _ => q.bind(None::<String>),
         },
         Value::Bool(b) => q.bind(b),
         Value::SmallInt(i) => q.bind(i64::from(i)),
@@ -29,6 +34,14 @@ fn bind<'q>(
         Value::Double(f) => q.bind(f),
         Value::Text(s) => q.bind(s),
         Value::Bytes(b) => q.bind(b),
+        // `TableSink` has rescaled it to the column's scale (`types::prepare`)
+        Value::Decimal(d) => q.bind(decimal_text(d)),
+        Value::TimestampTz(t) => q.bind(timestamptz_text(&micros(t.naive_utc()).and_utc())),
+        Value::Timestamp(t) => q.bind(timestamp_text(&micros(t))),
+        Value::Date(d) => q.bind(date_text(&d)),
+        Value::Time(t) => q.bind(time_text(&micros_time(t))),
+        Value::Uuid(u) => q.bind(u.hyphenated().to_string()),
+        Value::Json(j) => q.bind(j.to_string()),
     }
 }
 

@@ -1,6 +1,8 @@
 //! Mapping Rust values and structs to SQL columns without per-type SQL.
 
-use crate::{DialectKind, Ident, Result};
+use std::borrow::Cow;
+
+use crate::{DialectKind, Error, Ident, Result};
 
 /// The SQL type of a column, as weir maps it to each dialect.
 ///
@@ -26,11 +28,108 @@ pub enum ColumnType {
     Text,
     /// Bytes (`BYTEA`, `BLOB`).
     Bytes,
+    /// An exact decimal of at most `precision` digits, `scale` of them after the
+    /// point: `NUMERIC(p, s)` (PostgreSQL), `DECIMAL(p, s)` (MySQL), and on SQLite
+    /// `TEXT` holding the decimal string with exactly `scale` fractional digits
+    /// (SQLite's `NUMERIC` affinity would turn it into a lossy 64-bit float).
+    /// `precision` is 1 to [`MAX_DECIMAL_PRECISION`], `scale` at most `precision` and
+    /// at most [`MAX_DECIMAL_SCALE`]. Values come from [`rust_decimal::Decimal`]
+    /// (`NUMERIC(38, 10)`) or [`Numeric<P, S>`](crate::Numeric). A value with more
+    /// fractional digits or more integer digits than the column holds is refused
+    /// (never rounded).
+    ///
+    /// ```
+    /// use weir_sql::{ColumnType, DialectKind};
+    /// let money = ColumnType::Decimal { precision: 12, scale: 2 };
+    /// assert_eq!(money.sql_type(DialectKind::Postgres, false), "NUMERIC(12, 2)");
+    /// assert_eq!(money.sql_type(DialectKind::MySql, false), "DECIMAL(12, 2)");
+    /// assert_eq!(money.sql_type(DialectKind::Sqlite, false), "TEXT");
+    /// ```
+    Decimal {
+        /// Total number of digits.
+        precision: u8,
+        /// Digits after the decimal point.
+        scale: u8,
+    },
+    /// An instant, with microsecond precision, from [`chrono::DateTime<Utc>`]:
+    /// `TIMESTAMPTZ` (PostgreSQL), `DATETIME(6)` holding UTC (MySQL, whose
+    /// `TIMESTAMP` ends in 2038), ISO-8601 `TEXT` `2024-05-06T07:08:09.123456Z`
+    /// (SQLite: fixed width, so it sorts in time order, and SQLite's date functions
+    /// read it). Finer digits are truncated.
+    ///
+    /// ```
+    /// use weir_sql::{ColumnType, DialectKind};
+    /// assert_eq!(ColumnType::TimestampTz.sql_name(DialectKind::Postgres, false), "TIMESTAMPTZ");
+    /// assert_eq!(ColumnType::TimestampTz.sql_name(DialectKind::MySql, false), "DATETIME(6)");
+    /// ```
+    TimestampTz,
+    /// A date and time of day without time zone ([`chrono::NaiveDateTime`]),
+    /// microsecond precision: `TIMESTAMP`, `DATETIME(6)`, SQLite ISO-8601 `TEXT`
+    /// `2024-05-06T07:08:09.123456`.
+    ///
+    /// ```
+    /// use weir_sql::{ColumnType, DialectKind};
+    /// assert_eq!(ColumnType::Timestamp.sql_name(DialectKind::Postgres, false), "TIMESTAMP");
+    /// ```
+    Timestamp,
+    /// A calendar date ([`chrono::NaiveDate`]): `DATE`, SQLite `TEXT` `2024-05-06`.
+    ///
+    /// ```
+    /// use weir_sql::{ColumnType, DialectKind};
+    /// assert_eq!(ColumnType::Date.sql_name(DialectKind::Sqlite, false), "TEXT");
+    /// ```
+    Date,
+    /// A time of day ([`chrono::NaiveTime`]), microsecond precision: `TIME`,
+    /// `TIME(6)` (MySQL), SQLite `TEXT` `07:08:09.123456`.
+    ///
+    /// ```
+    /// use weir_sql::{ColumnType, DialectKind};
+    /// assert_eq!(ColumnType::Time.sql_name(DialectKind::MySql, false), "TIME(6)");
+    /// ```
+    Time,
+    /// A UUID ([`uuid::Uuid`]): `UUID` (PostgreSQL), `CHAR(36)` (MySQL) and `TEXT`
+    /// (SQLite) holding the lower-case hyphenated form, readable in any client.
+    ///
+    /// ```
+    /// use weir_sql::{ColumnType, DialectKind};
+    /// assert_eq!(ColumnType::Uuid.sql_name(DialectKind::MySql, true), "CHAR(36)");
+    /// ```
+    Uuid,
+    /// A JSON document ([`serde_json::Value`]): `JSONB` (PostgreSQL), `JSON`
+    /// (MySQL; MariaDB's `JSON` is `LONGTEXT` with a validity check), `TEXT` (SQLite).
+    ///
+    /// ```
+    /// use weir_sql::{ColumnType, DialectKind};
+    /// assert_eq!(ColumnType::Json.sql_name(DialectKind::Postgres, false), "JSONB");
+    /// ```
+    Json,
 }
+
+/// The widest [`ColumnType::Decimal`] precision weir creates (PostgreSQL allows
+/// 1000, MySQL 65; a [`rust_decimal::Decimal`] holds 28 to 29 digits).
+///
+/// ```
+/// use weir_sql::{Column, ColumnType, MAX_DECIMAL_PRECISION};
+/// let widest = ColumnType::Decimal { precision: MAX_DECIMAL_PRECISION, scale: 0 };
+/// assert!(Column::new("n", widest, false).is_ok());
+/// ```
+pub const MAX_DECIMAL_PRECISION: u8 = 38;
+
+/// The largest [`ColumnType::Decimal`] scale: the most fractional digits a
+/// [`rust_decimal::Decimal`] carries.
+///
+/// ```
+/// use weir_sql::{Column, ColumnType, MAX_DECIMAL_SCALE};
+/// let too_fine = ColumnType::Decimal { precision: 38, scale: MAX_DECIMAL_SCALE + 1 };
+/// assert!(Column::new("n", too_fine, false).is_err());
+/// ```
+pub const MAX_DECIMAL_SCALE: u8 = 28;
 
 impl ColumnType {
     /// The type's name in `dialect`'s DDL. `key` asks for a type usable in a MySQL
     /// primary key (`VARCHAR(255)` / `VARBINARY(255)` instead of `TEXT` / `BLOB`).
+    /// For [`Decimal`](Self::Decimal) this is the bare name (`NUMERIC`, `DECIMAL`);
+    /// [`sql_type`](Self::sql_type) adds precision and scale.
     ///
     /// ```
     /// use weir_sql::{ColumnType, DialectKind};
@@ -63,7 +162,63 @@ impl ColumnType {
             (MySql, Text) => "LONGTEXT",
             (MySql, Bytes) if key => "VARBINARY(255)",
             (MySql, Bytes) => "LONGBLOB",
+            (Postgres, Decimal { .. }) => "NUMERIC",
+            (Postgres, TimestampTz) => "TIMESTAMPTZ",
+            (Postgres, Timestamp) => "TIMESTAMP",
+            (Postgres, Date) => "DATE",
+            (Postgres, Time) => "TIME",
+            (Postgres, Uuid) => "UUID",
+            (Postgres, Json) => "JSONB",
+            (Sqlite, Decimal { .. } | TimestampTz | Timestamp | Date | Time | Uuid | Json) => {
+                "TEXT"
+            }
+            (MySql, Decimal { .. }) => "DECIMAL",
+            (MySql, TimestampTz | Timestamp) => "DATETIME(6)",
+            (MySql, Date) => "DATE",
+            (MySql, Time) => "TIME(6)",
+            (MySql, Uuid) => "CHAR(36)",
+            (MySql, Json) => "JSON",
         }
+    }
+
+    /// The full column type in `dialect`'s DDL, as `create_table` writes it: like
+    /// [`sql_name`](Self::sql_name), with a decimal's precision and scale.
+    ///
+    /// ```
+    /// use weir_sql::{ColumnType, DialectKind};
+    /// let t = ColumnType::Decimal { precision: 38, scale: 10 };
+    /// assert_eq!(t.sql_type(DialectKind::Postgres, false), "NUMERIC(38, 10)");
+    /// assert_eq!(ColumnType::Json.sql_type(DialectKind::MySql, false), "JSON");
+    /// ```
+    pub fn sql_type(self, dialect: DialectKind, key: bool) -> Cow<'static, str> {
+        match (self, dialect) {
+            (
+                ColumnType::Decimal { precision, scale },
+                DialectKind::Postgres | DialectKind::MySql,
+            ) => Cow::Owned(format!(
+                "{}({precision}, {scale})",
+                self.sql_name(dialect, key)
+            )),
+            _ => Cow::Borrowed(self.sql_name(dialect, key)),
+        }
+    }
+
+    /// Why this type cannot be a column, if it cannot.
+    fn invalid(self) -> Option<String> {
+        let ColumnType::Decimal { precision, scale } = self else {
+            return None;
+        };
+        if precision == 0 || precision > MAX_DECIMAL_PRECISION {
+            return Some(format!(
+                "decimal precision {precision} is outside 1..={MAX_DECIMAL_PRECISION}"
+            ));
+        }
+        if scale > precision || scale > MAX_DECIMAL_SCALE {
+            return Some(format!(
+                "decimal scale {scale} is more than the precision ({precision}) or more than {MAX_DECIMAL_SCALE}"
+            ));
+        }
+        None
     }
 
     /// The PostgreSQL array type used by the `UNNEST` fast path.
@@ -76,6 +231,13 @@ impl ColumnType {
             ColumnType::Double => "DOUBLE PRECISION[]",
             ColumnType::Text => "TEXT[]",
             ColumnType::Bytes => "BYTEA[]",
+            ColumnType::Decimal { .. } => "NUMERIC[]",
+            ColumnType::TimestampTz => "TIMESTAMPTZ[]",
+            ColumnType::Timestamp => "TIMESTAMP[]",
+            ColumnType::Date => "DATE[]",
+            ColumnType::Time => "TIME[]",
+            ColumnType::Uuid => "UUID[]",
+            ColumnType::Json => "JSONB[]",
         }
     }
 }
@@ -106,6 +268,62 @@ pub enum Value<'a> {
     Text(&'a str),
     /// Bytes.
     Bytes(&'a [u8]),
+    /// An exact decimal (see [`ColumnType::Decimal`]).
+    ///
+    /// ```
+    /// use weir_sql::{rust_decimal::Decimal, ToValue, Value};
+    /// let d = Decimal::new(1250, 2); // 12.50
+    /// assert_eq!(d.to_value(), Value::Decimal(d));
+    /// ```
+    Decimal(rust_decimal::Decimal),
+    /// An instant (see [`ColumnType::TimestampTz`]).
+    ///
+    /// ```
+    /// use weir_sql::{chrono::{TimeZone, Utc}, ToValue, Value};
+    /// let t = Utc.with_ymd_and_hms(2024, 5, 6, 7, 8, 9).unwrap();
+    /// assert_eq!(t.to_value(), Value::TimestampTz(t));
+    /// ```
+    TimestampTz(chrono::DateTime<chrono::Utc>),
+    /// A date and time without time zone (see [`ColumnType::Timestamp`]).
+    ///
+    /// ```
+    /// use weir_sql::{chrono::NaiveDate, ToValue, Value};
+    /// let t = NaiveDate::from_ymd_opt(2024, 5, 6).unwrap().and_hms_opt(7, 8, 9).unwrap();
+    /// assert_eq!(t.to_value(), Value::Timestamp(t));
+    /// ```
+    Timestamp(chrono::NaiveDateTime),
+    /// A date (see [`ColumnType::Date`]).
+    ///
+    /// ```
+    /// use weir_sql::{chrono::NaiveDate, ToValue, Value};
+    /// let d = NaiveDate::from_ymd_opt(2024, 5, 6).unwrap();
+    /// assert_eq!(d.to_value(), Value::Date(d));
+    /// ```
+    Date(chrono::NaiveDate),
+    /// A time of day (see [`ColumnType::Time`]).
+    ///
+    /// ```
+    /// use weir_sql::{chrono::NaiveTime, ToValue, Value};
+    /// let t = NaiveTime::from_hms_micro_opt(7, 8, 9, 123_456).unwrap();
+    /// assert_eq!(t.to_value(), Value::Time(t));
+    /// ```
+    Time(chrono::NaiveTime),
+    /// A UUID (see [`ColumnType::Uuid`]).
+    ///
+    /// ```
+    /// use weir_sql::{uuid::Uuid, ToValue, Value};
+    /// let id = Uuid::from_u128(7);
+    /// assert_eq!(id.to_value(), Value::Uuid(id));
+    /// ```
+    Uuid(uuid::Uuid),
+    /// A JSON document, borrowed (see [`ColumnType::Json`]).
+    ///
+    /// ```
+    /// use weir_sql::{ToValue, Value};
+    /// let doc = serde_json::json!({"sku": "A-1", "qty": 2});
+    /// assert_eq!(doc.to_value(), Value::Json(&doc));
+    /// ```
+    Json(&'a serde_json::Value),
 }
 
 /// A Rust value that maps to one SQL column.
@@ -241,6 +459,12 @@ impl Column {
     /// # Ok::<(), weir_sql::Error>(())
     /// ```
     pub fn new(name: &str, ty: ColumnType, nullable: bool) -> Result<Self> {
+        if let Some(reason) = ty.invalid() {
+            return Err(Error::ColumnType {
+                column: name.to_owned(),
+                reason,
+            });
+        }
         Ok(Self {
             name: Ident::new(name)?,
             ty,
@@ -376,6 +600,37 @@ pub(crate) fn key_bytes(values: &[Value<'_>], out: &mut Vec<u8>) {
                 out.push(5);
                 out.extend_from_slice(&(b.len() as u64).to_le_bytes());
                 out.extend_from_slice(b);
+            }
+            // 1.5 and 1.50 are one key, as in a NUMERIC column
+            Value::Decimal(d) => {
+                out.push(6);
+                out.extend_from_slice(&d.normalize().serialize());
+            }
+            Value::TimestampTz(t) => {
+                out.push(7);
+                crate::types::key_datetime(&t.naive_utc(), out);
+            }
+            Value::Timestamp(t) => {
+                out.push(8);
+                crate::types::key_datetime(t, out);
+            }
+            Value::Date(d) => {
+                out.push(9);
+                out.extend_from_slice(&crate::types::days(d).to_le_bytes());
+            }
+            Value::Time(t) => {
+                out.push(10);
+                out.extend_from_slice(&crate::types::time_micros(t).to_le_bytes());
+            }
+            Value::Uuid(u) => {
+                out.push(11);
+                out.extend_from_slice(u.as_bytes());
+            }
+            Value::Json(j) => {
+                let s = j.to_string();
+                out.push(12);
+                out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+                out.extend_from_slice(s.as_bytes());
             }
         }
     }

@@ -53,13 +53,14 @@ async fn injection<DB: TestDb>(pool: sqlx::Pool<DB>) -> anyhow::Result<usize> {
     let tp = TopicPartition::new("topic'; DROP TABLE victim; --", 0);
     let mut names = 0;
     for name in HOSTILE {
-        let sink = TableSink::<DB, HostileRow>::new(TableName::new(name)?)?;
+        // `unqualified`: "a.b" is one table named so (`new` would read a schema)
+        let sink = TableSink::<DB, HostileRow>::new(TableName::unqualified(name)?)?;
         sink.create_table(&pool).await?;
         let store = OffsetStore::<DB>::new(&format!("job {name}"))?
-            .with_table(TableName::new(&format!("o {name}"))?)?;
+            .with_table(TableName::unqualified(&format!("o {name}"))?)?;
         store.migrate(&pool).await?;
-        let dlq =
-            DeadLetters::<DB>::new("job")?.with_table(TableName::new(&format!("d {name}"))?)?;
+        let dlq = DeadLetters::<DB>::new("job")?
+            .with_table(TableName::unqualified(&format!("d {name}"))?)?;
         dlq.migrate(&pool).await?;
         let claim = store.claim(&pool, std::slice::from_ref(&tp), name).await?;
         let mut tx = pool.begin().await?;
