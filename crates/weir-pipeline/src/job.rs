@@ -45,6 +45,10 @@ pub mod defaults {
     pub const REVOKE_TIMEOUT: Duration = Duration::from_secs(10);
     /// PostgreSQL's idle-in-transaction bound for a batch transaction.
     pub const IDLE_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+    /// How often a run publishes its counters and gauges.
+    pub const METRICS_INTERVAL: Duration = Duration::from_secs(1);
+    /// How often a run refreshes its lag gauges (one watermarks request per partition).
+    pub const LAG_INTERVAL: Duration = Duration::from_secs(5);
 }
 
 #[derive(Clone, Debug)]
@@ -64,6 +68,9 @@ struct Settings {
     offsets_table: Option<String>,
     dead_letters_table: Option<String>,
     connections: u32,
+    metrics_interval: Duration,
+    lag_interval: Duration,
+    http: Option<String>,
 }
 
 impl Default for Settings {
@@ -84,6 +91,9 @@ impl Default for Settings {
             offsets_table: None,
             dead_letters_table: None,
             connections: 4,
+            metrics_interval: defaults::METRICS_INTERVAL,
+            lag_interval: defaults::LAG_INTERVAL,
+            http: None,
         }
     }
 }
@@ -277,6 +287,53 @@ impl Job {
     /// locks are freed (default 60 s; `None`: never).
     pub fn idle_transaction_timeout(mut self, d: Option<Duration>) -> Self {
         self.settings.idle_transaction_timeout = d;
+        self
+    }
+
+    /// How often the run publishes its counters and gauges through the [`metrics`]
+    /// facade (default 1 s; also once when it stops). The names are listed in the
+    /// README's "Operating weir".
+    ///
+    /// ```
+    /// let job = weir_pipeline::Job::new("orders")
+    ///     .metrics_interval(std::time::Duration::from_millis(500));
+    /// ```
+    pub fn metrics_interval(mut self, d: Duration) -> Self {
+        self.settings.metrics_interval = d;
+        self
+    }
+
+    /// How often the `weir_lag_records` gauges are refreshed (default 5 s): the
+    /// source's high watermark (one request per assigned partition)
+    /// minus the `next_offset` stored in the database.
+    ///
+    /// ```
+    /// let job = weir_pipeline::Job::new("orders")
+    ///     .lag_interval(std::time::Duration::from_secs(15));
+    /// ```
+    pub fn lag_interval(mut self, d: Duration) -> Self {
+        self.settings.lag_interval = d;
+        self
+    }
+
+    /// Serve `GET /metrics` (Prometheus text format), `/health/live` and
+    /// `/health/ready` on `addr` while the job runs (feature `prometheus`).
+    ///
+    /// `/metrics` renders weir's Prometheus recorder, which the first such job of the
+    /// process installs as the global [`metrics`] recorder; a process that already
+    /// installed another recorder gets an error naming it when the job starts.
+    /// `/health/live` is 200 while the run loop turns (and while the job starts), 503
+    /// once it is stuck or stopped; `/health/ready` is 200 when partitions are
+    /// assigned, every one of them claimed and not fenced, and the database answered
+    /// the last claim or commit. A bad address fails the build, an address in use
+    /// fails the start; both name it.
+    ///
+    /// ```
+    /// let job = weir_pipeline::Job::new("orders").serve_http("127.0.0.1:9464");
+    /// ```
+    #[cfg(feature = "prometheus")]
+    pub fn serve_http(mut self, addr: impl Into<String>) -> Self {
+        self.settings.http = Some(addr.into());
         self
     }
 
@@ -625,6 +682,8 @@ pub struct Built<DB: Dialect, T, S> {
     sink: BuiltSink<DB, S>,
     pool: PoolSource<DB>,
     connections: u32,
+    /// Where to serve `/metrics` and the probes (feature `prometheus`).
+    http: Option<std::net::SocketAddr>,
 }
 
 impl<DB: Dialect, T, S> std::fmt::Debug for Built<DB, T, S> {
@@ -757,6 +816,23 @@ where
                 ),
             ));
         }
+        for (name, d) in [
+            ("metrics_interval", s.metrics_interval),
+            ("lag_interval", s.lag_interval),
+        ] {
+            if d.is_zero() {
+                return Err(fail("settings", format!("{name} must be above zero")));
+            }
+        }
+        let http = match &s.http {
+            None => None,
+            Some(addr) => Some(addr.parse::<std::net::SocketAddr>().map_err(|e| {
+                fail(
+                    "serve_http",
+                    format!("{addr:?} is not an address to listen on (ip:port, e.g. 127.0.0.1:9464): {e}"),
+                )
+            })?),
+        };
         let pool = match (self.pool, &job.database) {
             (Some(p), _) => PoolSource::Pool(p),
             (None, Some(url)) => PoolSource::Url(url.clone()),
@@ -804,6 +880,8 @@ where
                 .or(source_reset)
                 .unwrap_or(AutoOffsetReset::Earliest),
             idle_transaction_timeout: s.idle_transaction_timeout,
+            metrics_interval: s.metrics_interval,
+            lag_interval: s.lag_interval,
         };
         Ok(Built {
             cfg,
@@ -815,6 +893,7 @@ where
             sink,
             pool,
             connections: s.connections,
+            http,
         })
     }
 
@@ -880,6 +959,19 @@ where
         before: impl Future<Output = ()> + Send,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> Result<Summary> {
+        let health = Arc::new(runtime::Health::default());
+        // Served from the start, so a probe sees the job starting (live, not ready).
+        #[cfg(feature = "prometheus")]
+        let _http = match self.http {
+            Some(addr) => {
+                // Stuck: no turn of the run loop for longer than a revoke, two polls
+                // and a margin (a backpressure wait lasts at most one poll timeout).
+                let within =
+                    self.cfg.revoke_timeout + self.cfg.poll_timeout * 2 + Duration::from_secs(30);
+                Some(crate::http::serve(addr, Arc::clone(&health), within, &job).await?)
+            }
+            None => None,
+        };
         let pool = tokio::select! {
             r = self.prepare(&job) => r?,
             () = before => {
@@ -887,7 +979,7 @@ where
                 return Ok(Summary::default());
             }
         };
-        self.launch(pool, stop).await
+        self.launch(pool, stop, health).await
     }
 }
 
@@ -927,6 +1019,7 @@ where
         self,
         pool: Pool<DB>,
         stop: impl Future<Output = ()> + Send + 'static,
+        health: Arc<runtime::Health>,
     ) -> Result<Summary> {
         let consumer = crate::connect(self.consumer_config)?;
         let parts = runtime::Parts {
@@ -937,6 +1030,7 @@ where
             sink: self.sink.sink,
             flow: self.flow,
             subscription: self.subscription,
+            health,
         };
         runtime::run(parts, consumer, stop).await
     }

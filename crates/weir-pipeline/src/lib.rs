@@ -82,6 +82,8 @@ pub mod agg;
 mod db;
 mod decode;
 mod error;
+#[cfg(feature = "prometheus")]
+mod http;
 mod job;
 mod ops;
 mod runtime;

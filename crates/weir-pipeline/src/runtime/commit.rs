@@ -55,6 +55,11 @@ pub(crate) struct Committer<DB: Dialect, T, S> {
     pub retry_for: Duration,
     /// PostgreSQL: `SET LOCAL idle_in_transaction_session_timeout = …`.
     pub idle_sql: Option<Arc<str>>,
+    /// The `job` label of the metrics.
+    pub job_label: metrics::SharedString,
+    pub health: Arc<super::Health>,
+    /// When the batch being committed was first begun (the commit latency's start).
+    pub batch_started: Option<Instant>,
     pub _t: PhantomData<fn() -> T>,
 }
 
@@ -96,6 +101,7 @@ where
         let deadline = Instant::now() + self.retry_for;
         let mut backoff = Backoff::for_loop();
         let mut attempts = 0_u32;
+        self.batch_started = Some(Instant::now());
         loop {
             self.drop_unowned(&mut pending);
             if pending.is_empty() {
@@ -103,8 +109,9 @@ where
             }
             attempts += 1;
             match self.try_commit(&mut pending).await {
-                Ok(()) => {}
+                Ok(()) => self.health.database(true),
                 Err(e) if e.is_retriable() && Instant::now() < deadline => {
+                    self.health.database(false);
                     tracing::warn!(error = %e, attempt = attempts, "batch failed, retrying");
                     self.stats.lock().retries += 1;
                     backoff.wait().await;
@@ -212,11 +219,40 @@ where
             return;
         }
         let done = pending.take(tps);
-        let mut s = self.stats.lock();
-        s.rows += done.rows() as u64;
-        s.dead_letters += done.dead.len() as u64;
-        s.dropped += done.parts.values().map(|p| p.dropped as u64).sum::<u64>();
-        s.commits += 1;
+        {
+            let mut st = self.state.lock();
+            for (tp, p) in &done.parts {
+                if let Some(part) = st.parts.get_mut(tp) {
+                    if part.generation == p.generation {
+                        part.stored = Some(p.next);
+                    }
+                }
+            }
+        }
+        {
+            let mut s = self.stats.lock();
+            s.rows += done.rows() as u64;
+            s.dead_letters += done.dead.len() as u64;
+            s.dropped += done.parts.values().map(|p| p.dropped as u64).sum::<u64>();
+            s.commits += 1;
+        }
+        let oldest_ms = done
+            .groups
+            .iter()
+            .map(|g| &g.record)
+            .chain(done.dead.iter().map(|d| &d.record))
+            .filter_map(|r| r.timestamp)
+            .min();
+        super::telemetry::BatchMetrics {
+            job: &self.job_label,
+            sink: self.sink.name(),
+            records: done.records,
+            rows: done.rows(),
+            dead_letters: &done.dead,
+            took: self.batch_started.map_or(Duration::ZERO, |t| t.elapsed()),
+            oldest_ms,
+        }
+        .record();
     }
 
     /// Read the offsets rows of `tps` and act: committed partitions are done, fenced

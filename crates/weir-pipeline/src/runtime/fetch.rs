@@ -59,9 +59,16 @@ pub(crate) struct Fetcher<DB: Dialect, T> {
     pub retry_at: HashMap<TopicPartition, (Instant, Backoff)>,
     /// Partitions this loop paused because too much is in flight.
     pub held: BTreeSet<TopicPartition>,
+    /// Counters, gauges, lag and health (see `telemetry`).
+    pub telemetry: super::telemetry::Telemetry,
 }
 
 impl<DB: Dialect, T: Send + Sync + 'static> Fetcher<DB, T> {
+    /// Drop the fetcher (closing the commit task's channel) and keep its telemetry.
+    pub(crate) fn into_telemetry(self) -> super::telemetry::Telemetry {
+        self.telemetry
+    }
+
     pub(crate) async fn run(&mut self, consumer: &mut dyn Consumer) -> Result<Ended> {
         let mut backoff = Backoff::for_loop();
         loop {
@@ -135,6 +142,7 @@ impl<DB: Dialect, T: Send + Sync + 'static> Fetcher<DB, T> {
             let skip = match self.reconcile(consumer).await {
                 Ok(skip) => skip,
                 Err(e) if e.is_retriable() => {
+                    self.telemetry.health.database(false);
                     tracing::warn!(error = %e, "claiming partitions failed, retrying");
                     self.rewind_dropped(consumer, &batch)?;
                     backoff.wait().await;
@@ -143,6 +151,15 @@ impl<DB: Dialect, T: Send + Sync + 'static> Fetcher<DB, T> {
                 Err(e) => return Err(e.into()),
             };
             backoff.reset();
+            self.telemetry
+                .tick(
+                    consumer,
+                    &self.stats,
+                    &self.flight,
+                    (self.pending.records, self.pending.bytes),
+                    &self.claimer.state,
+                )
+                .await;
             let empty = batch.is_empty();
             let seeks = self.process(batch, &skip).await?;
             let due = self.pending.records >= self.cfg.batch_records
@@ -286,6 +303,7 @@ impl<DB: Dialect, T: Send + Sync + 'static> Fetcher<DB, T> {
         if !missing.is_empty() {
             match self.claimer.claim(&missing).await {
                 Ok(seeks) => {
+                    self.telemetry.health.database(true);
                     for (tp, start) in seeks {
                         consumer.seek(&tp, start)?;
                         skip.insert(tp);

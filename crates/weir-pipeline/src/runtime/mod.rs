@@ -22,6 +22,7 @@ mod isolate;
 mod ownership;
 mod pending;
 mod reseek;
+mod telemetry;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -39,6 +40,7 @@ use crate::ops::Flow;
 use crate::{Error, Result, Summary};
 
 pub(crate) use backoff::Backoff;
+pub(crate) use telemetry::Health;
 
 /// Settings of one run (validated by the job builder).
 #[derive(Clone, Debug)]
@@ -56,6 +58,10 @@ pub(crate) struct Config {
     pub revoke_timeout: Duration,
     pub reset: AutoOffsetReset,
     pub idle_transaction_timeout: Option<Duration>,
+    /// How often counters and gauges are published.
+    pub metrics_interval: Duration,
+    /// How often the lag gauges are refreshed (a watermarks request per partition).
+    pub lag_interval: Duration,
 }
 
 fn idle_sql<DB: Dialect>(timeout: Option<Duration>) -> Option<Arc<str>> {
@@ -79,6 +85,8 @@ pub(crate) struct Parts<DB: Dialect, T, S> {
     pub sink: S,
     pub flow: Box<dyn Flow<T>>,
     pub subscription: Subscription,
+    /// Read by the HTTP probes, if any.
+    pub health: Arc<Health>,
 }
 
 /// A task aborted when dropped (also on an early return with `?`).
@@ -141,6 +149,13 @@ where
 
     consumer.subscribe(parts.subscription, listener).await?;
 
+    let health = parts.health;
+    let telemetry = telemetry::Telemetry::new(
+        &cfg.job,
+        cfg.metrics_interval,
+        cfg.lag_interval,
+        Arc::clone(&health),
+    );
     let (tx, rx) = mpsc::unbounded_channel();
     let committer = commit::Committer {
         pool: parts.pool,
@@ -151,6 +166,9 @@ where
         stats: Arc::clone(&stats),
         retry_for: cfg.retry_for,
         idle_sql: idle_sql::<DB>(cfg.idle_transaction_timeout),
+        job_label: metrics::SharedString::from(cfg.job.clone()),
+        health: Arc::clone(&health),
+        batch_started: None,
         _t: PhantomData,
     };
     let mut commit_task = tokio::spawn(tracing::Instrument::instrument(
@@ -171,11 +189,13 @@ where
         reseeks: reseek::Reseeks::default(),
         retry_at: HashMap::new(),
         held: Default::default(),
+        telemetry,
     };
     let fetched =
         tracing::Instrument::instrument(fetcher.run(consumer.as_mut()), span.clone()).await;
     // Closing the channel lets the commit task finish what it was given and end.
-    drop(fetcher);
+    // (the rest of the fetcher, its sender among it, is dropped here)
+    let mut telemetry = fetcher.into_telemetry();
 
     let drain = async {
         match tokio::time::timeout(cfg.shutdown_timeout, &mut commit_task).await {
@@ -222,6 +242,7 @@ where
     drop(stop_task);
 
     let summary = stats.lock().clone();
+    telemetry.finish(&summary);
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(
         job = %cfg.job,

@@ -24,6 +24,9 @@ pub(crate) struct PartState {
     pub epoch: i64,
     /// The stored `next_offset` read by the claim (`None`: never committed).
     pub claimed: Option<i64>,
+    /// The stored `next_offset` as this member last read (claim) or wrote (commit) it:
+    /// the lag gauge's base.
+    pub stored: Option<i64>,
     pub generation: u64,
     pub fenced: bool,
     /// A record of this claim was processed (the seek on assignment took effect).
@@ -46,6 +49,7 @@ impl Ownership {
             PartState {
                 epoch,
                 claimed,
+                stored: claimed,
                 generation: self.next_generation,
                 fenced: false,
                 started: false,

@@ -1,0 +1,335 @@
+//! Operating a job: `/metrics` scraped from a running job (Prometheus text format,
+//! `Job::serve_http`) equals what the job did (records, rows per sink, dead letters
+//! per stage, commits, claims), the histograms saw every batch, and the lag gauge,
+//! computed from the database's stored offsets, shows the backlog while the sink is
+//! held and reaches 0 once the job has caught up. The probes: ready once the
+//! partitions are claimed, live while the loop turns, gone when the job stops. Bad
+//! addresses fail clearly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use common::{eventually, scalar, sqlite_url, Db, Input};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use weir_pipeline::sink::custom;
+use weir_pipeline::{Database, Job};
+use weir_sql::{Item, TableName, TableSink, TransactionalSink};
+
+struct Out {
+    part: i32,
+    src_offset: i64,
+    amount: i64,
+}
+weir_sql::impl_row!(Out {
+    part,
+    src_offset,
+    amount
+});
+
+/// A table sink that holds every transaction until the gate opens.
+struct Gated {
+    inner: TableSink<sqlx::Sqlite, Out>,
+    open: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+#[weir_sql::async_trait]
+impl TransactionalSink<sqlx::Sqlite, Out> for Gated {
+    fn name(&self) -> &str {
+        "gated_out"
+    }
+
+    async fn write(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+        items: &[Item<Out>],
+    ) -> weir_sql::Result<()> {
+        let mut rx = self.open.subscribe();
+        let _ = rx.wait_for(|o| *o).await;
+        self.inner.write(tx, items).await
+    }
+}
+
+/// GET `path` from `addr`: (status code, body).
+async fn get(addr: &str, path: &str) -> Result<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\n\r\n").as_bytes())
+        .await?;
+    let mut buf = String::new();
+    stream.read_to_string(&mut buf).await?;
+    let (head, body) = buf
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("no response head: {buf:?}"))?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("bad status line: {head:?}"))?;
+    Ok((code, body.to_owned()))
+}
+
+/// The value of the sample `name` whose labels include every one of `labels`
+/// (summed over the matching series), from Prometheus text.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (n, l) = series.split_once('{').unwrap_or((series, ""));
+        if n != name
+            || !labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        {
+            continue;
+        }
+        let v: f64 = value.parse().ok()?;
+        found = Some(found.unwrap_or(0.0) + v);
+    }
+    found
+}
+
+/// A port nobody listens on now.
+fn free_addr() -> Result<String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.to_string())
+}
+
+const PARTITIONS: i32 = 3;
+const PER_PARTITION: i64 = 200;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scraped_metrics_count_what_the_job_did_and_lag_reaches_zero() -> Result<()> {
+    common::logs();
+    let addr = free_addr()?;
+
+    let input = Input::log()?;
+    let topic = input.topic("orders", PARTITIONS)?;
+    // every 20th record of each partition is not JSON: a decode dead letter
+    let mut bad = 0;
+    for p in 0..PARTITIONS {
+        let values: Vec<_> = (0..PER_PARTITION)
+            .map(|i| {
+                if i % 20 == 7 {
+                    bad += 1;
+                    (None, b"{not json".to_vec())
+                } else {
+                    (None, format!("{}", i * 10).into_bytes())
+                }
+            })
+            .collect();
+        input.produce(&topic, p, &values).await?;
+    }
+    let total = i64::from(PARTITIONS) * PER_PARTITION;
+    let dir = tempfile::tempdir()?;
+    let url = sqlite_url(dir.path());
+    let pool = <sqlx::Sqlite as Database>::open(&url, 2).await?;
+    let inner = TableSink::<sqlx::Sqlite, Out>::new(TableName::new("out")?)?;
+    inner.create_table(&pool).await?;
+    let (gate, _) = tokio::sync::watch::channel(false);
+    let gate = Arc::new(gate);
+    let job = Job::new("metered")
+        .source(input.url(), [topic.as_str()])
+        .batch_records(50)
+        .linger(Duration::from_millis(5))
+        .metrics_interval(Duration::from_millis(50))
+        .lag_interval(Duration::from_millis(50))
+        .serve_http(addr.clone())
+        .value::<i64, _>(weir_formats::Json::new())
+        .map_with(|amount, rec| Out {
+            part: rec.partition,
+            src_offset: rec.offset,
+            amount,
+        })
+        .sink(custom(Gated {
+            inner,
+            open: Arc::clone(&gate),
+        }))
+        .pool(pool.clone());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(job.run_until(async move {
+        let _ = stop_rx.await;
+    }));
+
+    let scrape = || async { Ok::<_, anyhow::Error>(get(&addr, "/metrics").await?.1) };
+    let job = [("job", "metered")];
+    let lag = |text: &str, p: i32| {
+        let p = p.to_string();
+        sample(
+            text,
+            "weir_lag_records",
+            &[("job", "metered"), ("partition", &p)],
+        )
+    };
+    // held sink: nothing is committed, so each partition lags by all it holds
+    eventually(
+        "the lag gauges show the backlog",
+        Duration::from_secs(30),
+        || async {
+            let m = scrape().await.unwrap_or_default();
+            Ok((0..PARTITIONS).all(|p| lag(&m, p) == Some(PER_PARTITION as f64)))
+        },
+    )
+    .await?;
+    eventually(
+        "records are in flight while the sink is held",
+        Duration::from_secs(30),
+        || async {
+            let m = scrape().await?;
+            Ok(sample(&m, "weir_in_flight_records", &job).is_some_and(|v| v > 0.0))
+        },
+    )
+    .await?;
+    let held = scrape().await?;
+    assert_eq!(
+        sample(&held, "weir_commits_total", &job).unwrap_or(0.0),
+        0.0
+    );
+    assert_eq!(
+        sample(&held, "weir_assigned_partitions", &job),
+        Some(PARTITIONS as f64)
+    );
+    assert_eq!(
+        scalar(&Db::Sqlite(pool.clone()), "SELECT COUNT(*) FROM out").await?,
+        0
+    );
+    assert_eq!(
+        get(&addr, "/health/ready").await?,
+        (200, "ready\n".to_owned())
+    );
+    assert_eq!(
+        get(&addr, "/health/live").await?,
+        (200, "live\n".to_owned())
+    );
+    assert_eq!(get(&addr, "/nope").await?.0, 404);
+
+    gate.send_replace(true);
+    let db = Db::Sqlite(pool.clone());
+    eventually(
+        "every record is committed",
+        Duration::from_secs(30),
+        || async {
+            let n = scalar(&db, "SELECT COUNT(*) FROM out").await?
+                + scalar(&db, "SELECT COUNT(*) FROM weir_dead_letters").await?;
+            Ok(n == i64::from(PARTITIONS) * PER_PARTITION)
+        },
+    )
+    .await?;
+    eventually(
+        "lag reaches 0 on every partition",
+        Duration::from_secs(30),
+        || async {
+            let m = scrape().await?;
+            Ok((0..PARTITIONS).all(|p| lag(&m, p) == Some(0.0)))
+        },
+    )
+    .await?;
+    eventually(
+        "the counters are published",
+        Duration::from_secs(30),
+        || async {
+            let m = scrape().await?;
+            Ok(sample(&m, "weir_records_total", &job)
+                == Some((i64::from(PARTITIONS) * PER_PARTITION) as f64))
+        },
+    )
+    .await?;
+    let m = scrape().await?;
+    let _ = stop_tx.send(());
+    let summary = running.await??;
+
+    let rows = scalar(&db, "SELECT COUNT(*) FROM out").await?;
+    let dead = scalar(
+        &db,
+        "SELECT COUNT(*) FROM weir_dead_letters WHERE job = 'metered'",
+    )
+    .await?;
+    assert_eq!(
+        (rows, dead),
+        (total - bad, bad),
+        "the job's own work: {summary:?}"
+    );
+    let count = |name: &str, extra: &[(&str, &str)]| {
+        let mut l = vec![("job", "metered")];
+        l.extend_from_slice(extra);
+        sample(&m, name, &l).unwrap_or(0.0) as i64
+    };
+    assert_eq!(count("weir_records_total", &[]), total);
+    assert_eq!(count("weir_rows_total", &[("sink", "gated_out")]), rows);
+    assert_eq!(
+        count("weir_dead_letters_total", &[("stage", "decode")]),
+        dead
+    );
+    assert_eq!(count("weir_dead_letters_total", &[("stage", "sink")]), 0);
+    assert_eq!(count("weir_commits_total", &[]) as u64, summary.commits);
+    assert_eq!(count("weir_claims_total", &[]), i64::from(PARTITIONS));
+    assert_eq!(count("weir_fenced_total", &[]), 0);
+    // one sample per committed batch; the batch sizes add up to every record
+    assert_eq!(
+        count("weir_batch_records_count", &[]) as u64,
+        summary.commits
+    );
+    assert_eq!(count("weir_batch_records_sum", &[]), total);
+    assert_eq!(
+        count("weir_commit_seconds_count", &[]) as u64,
+        summary.commits
+    );
+    assert_eq!(
+        count("weir_end_to_end_seconds_count", &[]) as u64,
+        summary.commits
+    );
+    // record timestamps are the append time: the oldest waited for the gate
+    let e2e = sample(&m, "weir_end_to_end_seconds_sum", &job).unwrap_or(-1.0);
+    assert!((0.0..600.0).contains(&e2e), "{e2e}");
+    assert!(
+        m.contains("weir_commit_seconds_bucket{"),
+        "histograms with buckets: {m}"
+    );
+    // stopped: the server is gone with the job
+    assert!(get(&addr, "/health/live").await.is_err());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_http_refuses_bad_and_busy_addresses() -> Result<()> {
+    let input = Input::log()?;
+    let topic = input.topic("orders", 1)?;
+    let dir = tempfile::tempdir()?;
+    let url = sqlite_url(dir.path());
+    let job = |addr: &str| {
+        Job::new("probe")
+            .source(input.url(), [topic.as_str()])
+            .database(&url)
+            .serve_http(addr)
+            .value::<i64, _>(weir_formats::Json::new())
+            .map(|amount| Out {
+                part: 0,
+                src_offset: 0,
+                amount,
+            })
+            .sink(weir_pipeline::sink::Sqlite::insert("out"))
+    };
+    let err = job("localhost:http")
+        .run_until(async {})
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("serve_http") && err.contains("localhost:http"),
+        "{err}"
+    );
+    let busy = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = busy.local_addr()?.to_string();
+    let err = job(&addr)
+        .run_until(std::future::pending())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+    Ok(())
+}
