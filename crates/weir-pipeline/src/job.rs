@@ -683,6 +683,7 @@ pub struct Built<DB: Dialect, T, S> {
     pool: PoolSource<DB>,
     connections: u32,
     /// Where to serve `/metrics` and the probes (feature `prometheus`).
+    #[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
     http: Option<std::net::SocketAddr>,
 }
 

@@ -291,51 +291,42 @@ where
             let keys: BTreeSet<&str> = list.iter().map(|(_, k)| k.as_str()).collect();
             let keys: Vec<&str> = keys.into_iter().collect();
             let stored = self.load(&mut **tx, tp, &keys).await?;
-            let mut states: BTreeMap<&str, (S, i64)> = BTreeMap::new();
-            for (i, key) in list {
-                let it = &items[*i];
-                if refused.contains_key(&it.at) {
-                    continue;
-                }
-                let state = match states.remove(key.as_str()) {
-                    Some((s, _)) => s,
-                    None => match stored.get(key) {
-                        Some(json) => self.decode(tp, key, json)?,
-                        None => (self.init)(),
-                    },
-                };
-                match catch_unwind(AssertUnwindSafe(|| (self.step)(state, &it.value.value))) {
-                    Ok(next) => {
-                        states.insert(key.as_str(), (next, it.at.offset));
+            // Fold the partition's items in offset order. A record whose fold (or
+            // `init`) panics is refused whole: it may have items under several keys,
+            // so the partition is folded again from the stored states without it,
+            // and nothing of it is applied (the `Refusal` contract).
+            let states: BTreeMap<&str, (S, i64)> = 'attempt: loop {
+                let mut states: BTreeMap<&str, (S, i64)> = BTreeMap::new();
+                for (i, key) in list {
+                    let it = &items[*i];
+                    if refused.contains_key(&it.at) {
+                        continue;
                     }
-                    Err(p) => {
-                        // The state went into the panicking call: rebuild it from the
-                        // stored one and this batch's earlier records of the key.
-                        refused.insert(
-                            it.at.clone(),
-                            format!("fold function panicked: {}", panic_message(&*p)),
-                        );
-                        let mut s = match stored.get(key) {
-                            Some(json) => self.decode(tp, key, json)?,
-                            None => (self.init)(),
-                        };
-                        let mut last = None;
-                        for (j, k2) in list {
-                            if j >= i {
-                                break;
-                            }
-                            let earlier = &items[*j];
-                            if k2 == key && !refused.contains_key(&earlier.at) {
-                                s = (self.step)(s, &earlier.value.value);
-                                last = Some(earlier.at.offset);
-                            }
+                    let state = match states.remove(key.as_str()) {
+                        Some((s, _)) => Ok(s),
+                        None => match stored.get(key) {
+                            Some(json) => Ok(self.decode(tp, key, json)?),
+                            None => catch_unwind(AssertUnwindSafe(|| (self.init)())).map_err(
+                                |p| format!("fold init panicked: {}", panic_message(&*p)),
+                            ),
+                        },
+                    };
+                    let next = state.and_then(|s| {
+                        catch_unwind(AssertUnwindSafe(|| (self.step)(s, &it.value.value)))
+                            .map_err(|p| format!("fold function panicked: {}", panic_message(&*p)))
+                    });
+                    match next {
+                        Ok(next) => {
+                            states.insert(key.as_str(), (next, it.at.offset));
                         }
-                        if let Some(last) = last {
-                            states.insert(key.as_str(), (s, last));
+                        Err(reason) => {
+                            refused.insert(it.at.clone(), reason);
+                            continue 'attempt;
                         }
                     }
                 }
-            }
+                break states;
+            };
             // Write back in key order (the map is sorted).
             let mut rows: Vec<(String, &str, i64)> = Vec::with_capacity(states.len());
             for (key, (s, last)) in &states {

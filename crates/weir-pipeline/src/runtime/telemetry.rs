@@ -47,6 +47,8 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+// The probes read these with the `prometheus` feature only.
+#[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
 impl Health {
     pub(crate) fn database(&self, ok: bool) {
         self.db_ok.store(ok, Ordering::Release);
