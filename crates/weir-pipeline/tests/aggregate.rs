@@ -710,3 +710,57 @@ fn bad_aggregate_specs_fail_the_build() {
         "{err}"
     );
 }
+
+/// MySQL/MariaDB's default collation would make `Alice`, `alice` and `ALİCE` one row;
+/// aggregate keys are compared as Rust compares them (binary collation).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case_variant_keys_stay_distinct_mariadb() -> Result<()> {
+    common::logs();
+    let url = common::mariadb_url().await?;
+    let pool = <sqlx::MySql as Database>::open(&url, 2).await?;
+    let db = Db::connect(&url).await?;
+    let input = Input::log()?;
+    let topic = input.topic("cases", 1)?;
+    let table = weir_testkit::unique_name("case_totals").replace('-', "_");
+    let values: Vec<_> = [
+        "Alice:1:0",
+        "alice:2:0",
+        "ALICE:4:0",
+        "alice:8:0",
+        "Älice:16:0",
+    ]
+    .iter()
+    .map(|v| (None, v.as_bytes().to_vec()))
+    .collect();
+    input.produce(&topic, 0, &values).await?;
+    Job::new(table.as_str())
+        .source(input.url(), [topic.as_str()])
+        .records()
+        .try_map(order)
+        .key_by(|o: &Order| o.customer.clone())
+        .sink(Table::<sqlx::MySql>::aggregate(
+            table.as_str(),
+            ["customer"],
+            agg::sum("cents", |o: &Order| o.cents),
+        ))
+        .pool(pool)
+        .run_until(committed(
+            url.clone(),
+            table.clone(),
+            "weir_offsets".into(),
+            ends(&topic, &[5]),
+            Duration::from_secs(30),
+        ))
+        .await?;
+    let rows = common::rows3(
+        &db,
+        &format!("SELECT cents, 0, customer FROM {table} ORDER BY cents"),
+    )
+    .await?;
+    let got: Vec<(i64, &str)> = rows.iter().map(|(c, _, k)| (*c, k.as_str())).collect();
+    assert_eq!(
+        got,
+        [(1, "Alice"), (4, "ALICE"), (10, "alice"), (16, "Älice")]
+    );
+    Ok(())
+}

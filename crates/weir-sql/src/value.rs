@@ -9,7 +9,10 @@ use crate::{DialectKind, Error, Ident, Result};
 /// ```
 /// use weir_sql::{ColumnType, DialectKind};
 /// assert_eq!(ColumnType::Bytes.sql_name(DialectKind::Postgres, false), "BYTEA");
-/// assert_eq!(ColumnType::Text.sql_name(DialectKind::MySql, true), "VARCHAR(255)");
+/// assert_eq!(
+///     ColumnType::Text.sql_name(DialectKind::MySql, true),
+///     "VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+/// );
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -127,7 +130,8 @@ pub const MAX_DECIMAL_SCALE: u8 = 28;
 
 impl ColumnType {
     /// The type's name in `dialect`'s DDL. `key` asks for a type usable in a MySQL
-    /// primary key (`VARCHAR(255)` / `VARBINARY(255)` instead of `TEXT` / `BLOB`).
+    /// primary key (`VARCHAR(255)` with a binary collation / `VARBINARY(255)` instead of
+    /// `TEXT` / `BLOB`).
     /// For [`Decimal`](Self::Decimal) this is the bare name (`NUMERIC`, `DECIMAL`);
     /// [`sql_type`](Self::sql_type) adds precision and scale.
     ///
@@ -158,7 +162,11 @@ impl ColumnType {
             (MySql, Int) => "INT",
             (MySql, BigInt) => "BIGINT",
             (MySql, Double) => "DOUBLE",
-            (MySql, Text) if key => "VARCHAR(255)",
+            // Binary collation: keys that differ in case or accents are different
+            // keys, as they are in Rust (the default collation would merge `Alice`
+            // and `alice` into one row, and a fold would overwrite one's state with
+            // the other's). Trailing spaces still compare equal (PAD SPACE).
+            (MySql, Text) if key => "VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
             (MySql, Text) => "LONGTEXT",
             (MySql, Bytes) if key => "VARBINARY(255)",
             (MySql, Bytes) => "LONGBLOB",
