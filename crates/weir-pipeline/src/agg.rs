@@ -1596,18 +1596,23 @@ pub(crate) async fn prepare<DB: Dialect>(
     .await
     .map_err(|e| weir_sql::Error::db("aggregate setup", e))?;
     let read: Arc<str> = Arc::from(format!(
-        "SELECT tbl, version, NULL, CAST(0 AS {big}), definition FROM {dq} WHERE tbl = {}",
+        "SELECT job, version, NULL, CAST(0 AS {big}), definition FROM {dq} WHERE tbl = {}",
         placeholder(kind, 1)
     ));
     let rows = DB::fetch_offsets(&mut conn, &read, &[Value::Text(key)]).await;
-    let stored = match rows {
-        Ok(rows) => rows.into_iter().next().and_then(|r| r.4),
+    let (owner, stored) = match rows {
+        Ok(rows) => match rows.into_iter().next() {
+            Some(r) => (Some(r.0), r.4),
+            None => (None, None),
+        },
         // fetch_offsets expects (TEXT, INT, BIGINT NULL, BIGINT, TEXT NULL); a type
         // mismatch here is a bug in this query, reported as such.
         Err(e) => return Err(weir_sql::Error::db("aggregate definition read", e)),
     };
+    let other_job = owner.as_deref().filter(|o| *o != job);
     match stored {
-        Some(s) if s == plan.definition => Ok(()),
+        Some(s) if s == plan.definition && other_job.is_none() => Ok(()),
+        // (a new definition, or a new job taking the table over)
         Some(s) if plan.fresh => {
             tracing::warn!(table = %plan.quoted, old = %s, new = %plan.definition, "definition changed and start_fresh() asked: emptying the table");
             let during = "aggregate start fresh";
@@ -1620,7 +1625,10 @@ pub(crate) async fn prepare<DB: Dialect>(
                     .map_err(|e| weir_sql::Error::db(during, e))?;
                 weir_sql::run_ddl::<DB>(&mut conn, during, &target, &plan.create).await?;
             }
-            let mut tx = pool.begin().await.map_err(|e| weir_sql::Error::db(during, e))?;
+            // (on the connection already held: a one-connection pool would wait forever)
+            let mut tx = sqlx::Connection::begin(&mut *conn)
+                .await
+                .map_err(|e| weir_sql::Error::db(during, e))?;
             let delete: Arc<str> = Arc::from(format!("DELETE FROM {}", plan.quoted));
             DB::execute(&mut tx, &delete, &[])
                 .await
@@ -1640,10 +1648,20 @@ pub(crate) async fn prepare<DB: Dialect>(
             .map_err(|e| weir_sql::Error::db(during, e))?;
             tx.commit().await.map_err(|e| weir_sql::Error::db(during, e))
         }
+        Some(s) if s == plan.definition => Err(weir_sql::Error::Schema {
+            // Another job's deltas (or watermarks) in the same rows: two jobs reading
+            // the same topic would count it twice, and a windowed table would be
+            // closed by either job's progress.
+            table: plan.quoted.clone(),
+            reason: format!(
+                "is maintained by job `{}`, not `{job}`: each aggregate or fold table belongs to one job (any number of its instances); write to another table, or, for an aggregate table, call start_fresh() to empty it and take it over",
+                other_job.unwrap_or_default()
+            ),
+        }),
         Some(s) => Err(weir_sql::Error::Schema {
             table: plan.quoted.clone(),
             reason: format!(
-                "holds aggregates defined as `{s}`; this job defines `{}`. Adding to rows computed another way would mix two meanings: write to a new table (and use a new job name to recompute from the start of the log), or call start_fresh() to empty this one",
+                "holds state defined as `{s}`; this job defines `{}`. Adding to rows computed another way would mix two meanings: write to a new table (with a new job name to recompute from the start of the log), or, for an aggregate table, call start_fresh() to empty it and count only what the job reads from now on",
                 plan.definition
             ),
         }),

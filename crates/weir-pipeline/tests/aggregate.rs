@@ -209,7 +209,7 @@ async fn exact_totals<DB: Database>(pool: sqlx::Pool<DB>, db: Db, url: String) -
         .await
         .expect_err("a changed definition must be refused");
     let msg = err.to_string();
-    assert!(msg.contains("holds aggregates defined as"), "{msg}");
+    assert!(msg.contains("holds state defined as"), "{msg}");
     assert!(msg.contains("write to a new table"), "{msg}");
     assert_eq!(got, totals(&db, "totals").await?, "nothing changed");
 
@@ -248,6 +248,27 @@ async fn exact_totals<DB: Database>(pool: sqlx::Pool<DB>, db: Db, url: String) -
         n,
         all.len() as i64,
         "one count per record under the new definition"
+    );
+
+    // The same definition under a third job name: the table belongs to totals-v2.
+    let err = Job::new("totals-v3")
+        .source(input.url(), [topic.as_str()])
+        .records()
+        .try_map(order)
+        .key_by(|o: &Order| o.customer.clone())
+        .sink(Table::<DB>::aggregate(
+            "totals",
+            ["customer"],
+            agg::count("n").and(agg::sum("cents", |o: &Order| o.cents)),
+        ))
+        .pool(pool.clone())
+        .run_until(std::future::pending())
+        .await
+        .expect_err("another job's table must be refused");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("is maintained by job `totals-v2`, not `totals-v3`"),
+        "{msg}"
     );
     Ok(())
 }
