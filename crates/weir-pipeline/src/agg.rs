@@ -112,6 +112,13 @@ pub use fold::{FoldSink, FoldTable};
 /// ```
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The longest [`Window::idle_timeout`]: 30 days.
+///
+/// ```
+/// assert_eq!(weir_pipeline::agg::MAX_IDLE_TIMEOUT.as_secs(), 30 * 86_400);
+/// ```
+pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 86_400);
+
 /// Most rows one delta-upsert statement carries (a power of two).
 const MAX_CHUNK: usize = 512;
 
@@ -586,7 +593,8 @@ impl<T> Window<T> {
     }
 
     /// After how long without a commit a partition stops holding windows open
-    /// (default [`DEFAULT_IDLE_TIMEOUT`]).
+    /// (default [`DEFAULT_IDLE_TIMEOUT`]; 1 s to [`MAX_IDLE_TIMEOUT`], checked when
+    /// the job is built).
     ///
     /// ```
     /// use std::time::Duration;
@@ -1495,6 +1503,15 @@ where
                 return Err(err(format!(
                     "a record would be in {} hopping windows (size / slide): at most 1000",
                     w.size / w.slide
+                )));
+            }
+            // The databases' date arithmetic on the idle bound: outside this range it
+            // overflows (NULL on SQLite and MySQL, an error on PostgreSQL).
+            if w.idle < Duration::from_secs(1) || w.idle > MAX_IDLE_TIMEOUT {
+                return Err(err(format!(
+                    "idle_timeout ({:?}) must be between 1 s and {} days",
+                    w.idle,
+                    MAX_IDLE_TIMEOUT.as_secs() / 86_400
                 )));
             }
         }

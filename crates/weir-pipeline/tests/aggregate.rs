@@ -730,9 +730,28 @@ fn bad_aggregate_specs_fail_the_build() {
             .contains("records between windows would be lost"),
         "{err}"
     );
+    let err = Job::new("bad")
+        .source(input.url(), ["t"])
+        .database("sqlite::memory:")
+        .records()
+        .key_by(|r| r.partition)
+        .sink(
+            Table::<sqlx::Sqlite>::aggregate("t", ["p"], agg::count("n")).window(
+                Window::tumbling(Duration::from_secs(60))
+                    .event_time(|r: &weir_core::Record| r.offset)
+                    .idle_timeout(Duration::from_secs(u64::MAX / 2)),
+            ),
+        )
+        .build()
+        .map(|_| ())
+        .expect_err("an idle timeout the databases cannot add");
+    assert!(
+        err.to_string().contains("idle_timeout") && err.to_string().contains("30 days"),
+        "{err}"
+    );
 }
 
-/// MySQL/MariaDB's default collation would make `Alice`, `alice` and `ALİCE` one row;
+/// MySQL/MariaDB's default collation would make `Alice`, `alice` and `ALICE` one row;
 /// aggregate keys are compared as Rust compares them (binary collation).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case_variant_keys_stay_distinct_mariadb() -> Result<()> {

@@ -306,9 +306,8 @@ where
                         Some((s, _)) => Ok(s),
                         None => match stored.get(key) {
                             Some(json) => Ok(self.decode(tp, key, json)?),
-                            None => catch_unwind(AssertUnwindSafe(|| (self.init)())).map_err(
-                                |p| format!("fold init panicked: {}", panic_message(&*p)),
-                            ),
+                            None => catch_unwind(AssertUnwindSafe(|| (self.init)()))
+                                .map_err(|p| format!("fold init panicked: {}", panic_message(&*p))),
                         },
                     };
                     let next = state.and_then(|s| {
