@@ -236,6 +236,15 @@ async fn example(orders: u64, dir: &Path) -> anyhow::Result<()> {
     if wrong > 0 || late_missing > 0 {
         bail!("{wrong} windows differ from the recomputation; {late_missing} late orders were counted");
     }
+    // Only the deliberately late orders are dead letters, and the watermark has
+    // closed windows (the stream spans far more than the allowed lateness).
+    let late_orders = (0..orders).filter(|i| i % 1000 == 999).count();
+    if dead.len() != late_orders || closed == 0 {
+        bail!(
+            "{} dead letters for {late_orders} late orders; {closed} windows closed",
+            dead.len()
+        );
+    }
     println!("windowed_revenue: every window exact, every late order dead-lettered");
     Ok(())
 }
