@@ -179,6 +179,14 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> anyhow::Result<Args> {
 }
 
 fn main() -> anyhow::Result<()> {
+    // weir's logs on stderr, filtered by RUST_LOG (default: warnings; `RUST_LOG=info`
+    // shows claims, fences and retries)
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
     run(std::env::args().skip(1)).map(|_| ())
 }
 

@@ -148,6 +148,7 @@ where
     }));
 
     consumer.subscribe(parts.subscription, listener).await?;
+    tracing::info!(parent: &span, batch_records = cfg.batch_records, "job running");
 
     let health = parts.health;
     let telemetry = telemetry::Telemetry::new(

@@ -100,7 +100,7 @@ impl<DB: Dialect> Claimer<DB> {
         let mut seeks = Vec::with_capacity(claims.len());
         for (tp, c) in claims {
             let start = start_of(&tp, c.next_offset, self.reset)?;
-            tracing::debug!(partition = %tp, epoch = c.epoch, next_offset = ?c.next_offset, "claimed");
+            tracing::info!(partition = %tp, epoch = c.epoch, next_offset = ?c.next_offset, "claimed");
             st.insert_claim(tp.clone(), c.epoch, c.next_offset);
             seeks.push((tp, start));
         }
