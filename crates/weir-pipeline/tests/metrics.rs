@@ -333,3 +333,61 @@ async fn serve_http_refuses_bad_and_busy_addresses() -> Result<()> {
     assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
     Ok(())
 }
+
+/// The database password of the job's URL appears nowhere in what it serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn served_metrics_carry_no_secret() -> Result<()> {
+    common::logs();
+    const SECRET: &str = "canary-s3cret-9f2e";
+    // (the test server trusts local connections: any password is accepted)
+    let url = format!("postgres://postgres:{SECRET}@127.0.0.1:5432/test");
+    let admin = sqlx::PgPool::connect(common::PG_URL).await.map_err(|e| {
+        anyhow::anyhow!("cannot reach PostgreSQL at 127.0.0.1:5432: {e}; run scripts/provision")
+    })?;
+    let name = weir_testkit::unique_name("canary").replace('-', "_");
+    let input = Input::log()?;
+    let topic = input.topic("orders", 1)?;
+    input
+        .produce(&topic, 0, &[(None, b"1".to_vec()), (None, b"x".to_vec())])
+        .await?;
+    let addr = free_addr()?;
+    let job = Job::new(name.as_str())
+        .source(input.url(), [topic.as_str()])
+        .database(&url)
+        .metrics_interval(Duration::from_millis(50))
+        .lag_interval(Duration::from_millis(50))
+        .serve_http(addr.clone())
+        .value::<i64, _>(weir_formats::Json::new())
+        .map_with(|amount, rec| Out {
+            part: rec.partition,
+            src_offset: rec.offset,
+            amount,
+        })
+        .sink(weir_pipeline::sink::Postgres::insert(name.as_str()));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(job.run_until(async move {
+        let _ = stop_rx.await;
+    }));
+    let want = format!("weir_records_total{{job=\"{name}\"}} 2");
+    eventually(
+        "both records are counted",
+        Duration::from_secs(30),
+        || async {
+            Ok(get(&addr, "/metrics")
+                .await
+                .is_ok_and(|(_, m)| m.lines().any(|l| l == want)))
+        },
+    )
+    .await?;
+    for path in ["/metrics", "/health/live", "/health/ready", "/other"] {
+        let (_, body) = get(&addr, path).await?;
+        assert!(!body.contains(SECRET), "{path} shows the password: {body}");
+    }
+    let _ = stop_tx.send(());
+    let summary = running.await??;
+    assert_eq!((summary.rows, summary.dead_letters), (1, 1));
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {name}")))
+        .execute(&admin)
+        .await?;
+    Ok(())
+}
