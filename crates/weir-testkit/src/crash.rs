@@ -585,7 +585,10 @@ pub async fn storm(cfg: &StormConfig) -> Result<StormOutcome> {
             records += base.chunk;
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(180);
+    // A liveness bound, not a speed check: on 2 shared cores the storm runs beside
+    // the other crash loops of its binary (seen at 119 s alone, past 180 s beside a
+    // build).
+    let deadline = Instant::now() + Duration::from_secs(300);
     while !caught_up(&db, base, records).await? {
         for m in &mut members {
             if let Some(status) = m.try_wait()? {
@@ -597,7 +600,7 @@ pub async fn storm(cfg: &StormConfig) -> Result<StormOutcome> {
         }
         if Instant::now() > deadline {
             bail!(
-                "the group did not catch up within 180 s:\n{}",
+                "the group did not catch up within 300 s:\n{}",
                 stderr_tail(base)
             );
         }
