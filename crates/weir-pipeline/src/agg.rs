@@ -112,6 +112,24 @@ pub use fold::{FoldSink, FoldTable};
 /// ```
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// `write` of a sink that refuses records: a caller that cannot dead-letter them (a
+/// plain `write`) gets an error naming the first.
+pub(crate) fn refused_whole(sink: &str, refused: &[Refusal]) -> weir_sql::Result<()> {
+    match refused.first() {
+        None => Ok(()),
+        Some(r) => Err(weir_sql::Error::Sink {
+            sink: sink.to_owned(),
+            message: format!(
+                "{} record(s) refused, first {}: {}",
+                refused.len(),
+                r.at,
+                r.reason
+            ),
+            retriable: false,
+        }),
+    }
+}
+
 /// The longest [`Window::idle_timeout`]: 30 days.
 ///
 /// ```
@@ -1294,19 +1312,7 @@ where
         items: &[Item<Keyed<K, T>>],
     ) -> weir_sql::Result<()> {
         let refused = self.write_refusing(tx, items).await?;
-        match refused.first() {
-            None => Ok(()),
-            Some(r) => Err(weir_sql::Error::Sink {
-                sink: self.name.clone(),
-                message: format!(
-                    "{} record(s) refused, first {}: {}",
-                    refused.len(),
-                    r.at,
-                    r.reason
-                ),
-                retriable: false,
-            }),
-        }
+        refused_whole(&self.name, &refused)
     }
 
     async fn write_refusing(

@@ -107,7 +107,8 @@ pub trait TransactionalSink<DB: Dialect, T: Send + Sync>: Send + Sync {
     /// and returns it with the reason. weir then sends each refused record to the
     /// dead letters or drops it (see [`Refusal`]) in the same transaction. Windowed
     /// aggregates refuse records later than the allowed lateness this way. The default
-    /// writes everything and refuses nothing.
+    /// writes everything and refuses nothing. weir-pipeline's runtime calls this;
+    /// [`ExactlyOnceRunner`](crate::ExactlyOnceRunner) calls [`write`](Self::write).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]

@@ -253,19 +253,7 @@ where
         items: &[Item<Keyed<K, T>>],
     ) -> weir_sql::Result<()> {
         let refused = self.write_refusing(tx, items).await?;
-        match refused.first() {
-            None => Ok(()),
-            Some(r) => Err(weir_sql::Error::Sink {
-                sink: self.name.clone(),
-                message: format!(
-                    "{} record(s) refused, first {}: {}",
-                    refused.len(),
-                    r.at,
-                    r.reason
-                ),
-                retriable: false,
-            }),
-        }
+        super::refused_whole(&self.name, &refused)
     }
 
     async fn write_refusing(
