@@ -78,7 +78,23 @@ where
     ) -> weir_sql::Result<()> {
         while let Some(sent) = rx.recv().await {
             let (records, bytes) = (sent.pending.records, sent.pending.bytes);
-            let r = self.commit(sent.pending).await;
+            // One span per batch's commit, inside the job's span: its size, and
+            // (at debug) how it ended and how long it took. Free when no subscriber
+            // wants it.
+            let span = tracing::info_span!(
+                "commit",
+                batch = sent.seq,
+                records,
+                bytes,
+                partitions = sent.pending.parts.len(),
+                first = %sent.pending.parts.iter().next().map(|(tp, p)| format!("{tp}@{}", p.expected.unwrap_or(-1))).unwrap_or_default(),
+            );
+            let started = Instant::now();
+            let r = tracing::Instrument::instrument(self.commit(sent.pending), span.clone()).await;
+            span.in_scope(|| match &r {
+                Ok(()) => tracing::debug!(took_ms = started.elapsed().as_millis() as u64, "batch committed"),
+                Err(e) => tracing::error!(error = %e, took_ms = started.elapsed().as_millis() as u64, "batch not committed: the job stops"),
+            });
             flight.done(sent.seq, records, bytes);
             if r.is_err() {
                 // nothing more will be committed: a revoke must not wait for it
