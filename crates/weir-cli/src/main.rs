@@ -4,6 +4,7 @@
 //!   produce, consume, dump, verify and repair).
 //! - `weir offsets show|reset`: a job's stored offsets; a reset bumps each
 //!   partition's epoch in the same transaction, so a running job is fenced.
+//! - `weir lag`: a job's lag per partition from its database, `--watch` to repeat.
 //! - `weir dead-letters list|show|replay`: poison records, and their replay into a
 //!   topic, at most once each.
 //! - `weir produce`: JSON lines (or generated sample orders) into a topic.
@@ -31,6 +32,7 @@ Examples:
   weir log verify /var/lib/weir --repair
   weir offsets show --db postgres://app@db/prod --job orders-to-db
   weir offsets reset --db sqlite:weir.db --job orders-to-db --topic orders --to-earliest --log /var/lib/weir --execute
+  weir lag --db sqlite:weir.db --job orders-to-db --log /var/lib/weir --watch 5
   weir dead-letters list --db sqlite:weir.db --job orders-to-db
   weir produce --log /var/lib/weir --topic orders --generate 1000
 
@@ -55,6 +57,8 @@ enum Command {
     /// A job's stored offsets: show, reset.
     #[command(subcommand)]
     Offsets(offsets_cmd::OffsetsCommand),
+    /// A job's lag per partition (log end - stored next_offset), once or with --watch.
+    Lag(offsets_cmd::LagArgs),
     /// A job's dead letters: list, show, replay.
     #[command(subcommand)]
     DeadLetters(dead_letters_cmd::DeadLettersCommand),
@@ -86,6 +90,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Log(c) => log_cmd::run(c, output).await,
             Command::Offsets(c) => offsets_cmd::run(c, output).await,
+            Command::Lag(a) => offsets_cmd::lag(a, output).await,
             Command::DeadLetters(c) => dead_letters_cmd::run(c, output).await,
             Command::Produce(a) => produce::run(a, output).await,
         }

@@ -80,6 +80,69 @@ pub enum OffsetsCommand {
     },
 }
 
+/// `weir lag`: a job's lag per partition, once or every few seconds.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  weir lag --db sqlite:weir.db --job orders-to-db --log /var/lib/weir\n  weir lag --db postgres://app@db/prod --job orders-to-db --bootstrap kafka://broker:9092 --watch 5\n\nThe lag is the log's end minus the next_offset stored in the job's database (weir's truth), not Kafka's committed offsets."
+)]
+pub struct LagArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    /// The job (its name keys the offsets rows).
+    #[arg(long)]
+    job: String,
+    /// The embedded log the job reads (read without the log's lock).
+    #[arg(long)]
+    log: Option<PathBuf>,
+    /// `log:///DIR`, or Kafka's `kafka://host:port` (needs the `kafka` feature).
+    #[arg(long)]
+    bootstrap: Option<String>,
+    /// Print again every this many seconds until Ctrl-C.
+    #[arg(long, value_name = "SECONDS")]
+    watch: Option<u64>,
+}
+
+/// Run `weir lag`.
+pub async fn lag(args: LagArgs, output: Output) -> anyhow::Result<ExitCode> {
+    if args.log.is_none() && args.bootstrap.is_none() {
+        bail!("weir lag needs the log's end: give --log DIR or --bootstrap URL");
+    }
+    if args.watch == Some(0) {
+        bail!("--watch takes a number of seconds above 0");
+    }
+    loop {
+        if args.watch.is_some() && matches!(output, Output::Text) {
+            println!("{}", chrono_now());
+        }
+        let show = OffsetsCommand::Show {
+            db: DbArgs {
+                db: args.db.db.clone(),
+                offsets_table: args.db.offsets_table.clone(),
+                connect_timeout: args.db.connect_timeout,
+            },
+            job: Some(args.job.clone()),
+            log: args.log.clone(),
+            bootstrap: args.bootstrap.clone(),
+        };
+        let code = Box::pin(run(show, output)).await?;
+        let Some(every) = args.watch else {
+            return Ok(code);
+        };
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_secs(every)) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(code),
+        }
+    }
+}
+
+/// Seconds since the epoch, as a header line of `--watch` (no date library needed).
+fn chrono_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!("-- lag at unix time {secs}")
+}
+
 /// The database and the offsets table.
 #[derive(Debug, Args)]
 pub struct DbArgs {
