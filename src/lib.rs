@@ -15,6 +15,7 @@
 //! | `sql` (default) | `sql` (`weir-sql`) | offsets store with fencing, table sinks, dead letters, `ExactlyOnceRunner` |
 //! | `pipeline` (default) | `pipeline` (`weir-pipeline`) | the job DSL: [`Job`], operators, sinks, the pipelined runtime |
 //! | `kafka` | `kafka` (`weir-kafka`) | the Kafka backend (`kafka://`), builds librdkafka |
+//! | `prometheus` | (`weir-pipeline`) | `Job::serve_http`: `/metrics` in Prometheus text format, `/health/live`, `/health/ready` |
 //!
 //! A whole exactly-once job (embedded log into SQLite; `kafka://host:9092` and a
 //! `postgres://` database work the same way):

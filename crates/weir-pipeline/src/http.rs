@@ -22,6 +22,11 @@ use crate::{Error, Result};
 const MAX_REQUEST: usize = 8 * 1024;
 /// A client that sends no complete request head within this is dropped.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// A whole exchange (read, render, write) is cut off after this.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Connections answered at once; more are closed at once (a scraper and two probes
+/// need three; the rest would only take file descriptors the job needs).
+const MAX_CONNECTIONS: usize = 16;
 /// Histogram buckets of the `_seconds` metrics (commit and end-to-end latency).
 const SECONDS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -80,17 +85,27 @@ pub(crate) async fn serve(
         .await
         .map_err(|e| fail(format!("cannot listen on {addr}: {e}")))?;
     tracing::info!(%addr, "serving /metrics, /health/live and /health/ready");
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let task = tokio::spawn(async move {
         let mut upkeep = tokio::time::interval(Duration::from_secs(5));
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => {
+                    Ok((stream, peer)) => {
+                        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                            tracing::debug!(%peer, "too many http connections; closing this one");
+                            drop(stream);
+                            continue;
+                        };
                         let (p, h) = (prometheus.clone(), Arc::clone(&health));
                         tokio::spawn(async move {
-                            if let Err(e) = answer(stream, &p, &h, live_within).await {
-                                tracing::debug!(error = %e, "http request failed");
+                            let exchange = answer(stream, &p, &h, live_within);
+                            match tokio::time::timeout(EXCHANGE_TIMEOUT, exchange).await {
+                                Ok(Ok(())) => {}
+                                Ok(Err(e)) => tracing::debug!(error = %e, "http request failed"),
+                                Err(_) => tracing::debug!(%peer, "http exchange timed out"),
                             }
+                            drop(slot);
                         });
                     }
                     Err(e) => {
@@ -170,8 +185,27 @@ async fn answer(
         Ok(r) => r?,
         Err(_) => return Ok(()), // too slow: drop the connection
     }
+    // Routed only when the whole head arrived within the limit.
+    let complete = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .is_some_and(|end| end + 4 <= MAX_REQUEST);
     let head = String::from_utf8_lossy(&buf);
-    let (status, content_type, body) = route(&head, || prometheus.render(), health, live_within);
+    let (status, content_type, body) = if complete {
+        route(&head, || prometheus.render(), health, live_within)
+    } else if buf.len() >= MAX_REQUEST {
+        (
+            "431 Request Header Fields Too Large",
+            "text/plain; charset=utf-8",
+            format!("request head over {MAX_REQUEST} bytes\n"),
+        )
+    } else {
+        (
+            "400 Bad Request",
+            "text/plain; charset=utf-8",
+            "incomplete request\n".to_owned(),
+        )
+    };
     let len = body.len();
     let body = if head.starts_with("HEAD ") {
         String::new()

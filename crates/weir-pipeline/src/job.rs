@@ -321,17 +321,16 @@ impl Job {
     ///
     /// `/metrics` renders weir's Prometheus recorder, which the first such job of the
     /// process installs as the global [`metrics`] recorder; a process that already
-    /// installed another recorder gets an error naming it when the job starts.
+    /// installed another recorder fails to start with an error saying so.
     /// `/health/live` is 200 while the run loop turns (and while the job starts), 503
     /// once it is stuck or stopped; `/health/ready` is 200 when partitions are
     /// assigned, every one of them claimed and not fenced, and the database answered
     /// the last claim or commit. A bad address fails the build, an address in use
-    /// fails the start; both name it.
+    /// fails the start; both name it. Without the feature the build fails saying so.
     ///
     /// ```
     /// let job = weir_pipeline::Job::new("orders").serve_http("127.0.0.1:9464");
     /// ```
-    #[cfg(feature = "prometheus")]
     pub fn serve_http(mut self, addr: impl Into<String>) -> Self {
         self.settings.http = Some(addr.into());
         self
@@ -824,6 +823,12 @@ where
             if d.is_zero() {
                 return Err(fail("settings", format!("{name} must be above zero")));
             }
+        }
+        if s.http.is_some() && !cfg!(feature = "prometheus") {
+            return Err(fail(
+                "serve_http",
+                "serving /metrics and the probes needs the `prometheus` feature (weir = { features = [\"prometheus\"] })".into(),
+            ));
         }
         let http = match &s.http {
             None => None,

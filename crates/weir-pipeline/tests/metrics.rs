@@ -207,6 +207,19 @@ async fn scraped_metrics_count_what_the_job_did_and_lag_reaches_zero() -> Result
         (200, "live\n".to_owned())
     );
     assert_eq!(get(&addr, "/nope").await?.0, 404);
+    // a request head over 8 KiB is answered 431, not read further
+    let mut big = tokio::net::TcpStream::connect(&addr).await?;
+    big.write_all(
+        format!(
+            "GET /metrics HTTP/1.1\r\nx-pad: {}\r\n\r\n",
+            "a".repeat(9000)
+        )
+        .as_bytes(),
+    )
+    .await?;
+    let mut reply = String::new();
+    let _ = big.read_to_string(&mut reply).await;
+    assert!(reply.starts_with("HTTP/1.1 431"), "{reply}");
 
     gate.send_replace(true);
     let db = Db::Sqlite(pool.clone());

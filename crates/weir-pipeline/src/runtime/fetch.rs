@@ -72,6 +72,7 @@ impl<DB: Dialect, T: Send + Sync + 'static> Fetcher<DB, T> {
     pub(crate) async fn run(&mut self, consumer: &mut dyn Consumer) -> Result<Ended> {
         let mut backoff = Backoff::for_loop();
         loop {
+            self.telemetry.health.turn();
             if self.tx.is_closed() {
                 return Ok(Ended::CommitterGone);
             }

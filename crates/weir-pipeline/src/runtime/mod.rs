@@ -121,6 +121,7 @@ where
         owner: Arc::from(cfg.owner.as_str()),
         reset: cfg.reset,
         state: Arc::clone(&state),
+        health: Arc::clone(&parts.health),
     });
     let listener = Arc::new(ownership::Listener {
         claimer: Arc::clone(&claimer),

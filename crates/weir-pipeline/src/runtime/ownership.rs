@@ -86,6 +86,8 @@ pub(crate) struct Claimer<DB: Dialect> {
     pub owner: Arc<str>,
     pub reset: AutoOffsetReset,
     pub state: SharedOwnership,
+    /// The ready probe's "database answered" (a claim is a database round trip).
+    pub health: Arc<super::Health>,
 }
 
 impl<DB: Dialect> Claimer<DB> {
@@ -94,7 +96,9 @@ impl<DB: Dialect> Claimer<DB> {
         &self,
         tps: &[TopicPartition],
     ) -> weir_sql::Result<Vec<(TopicPartition, Offset)>> {
-        let claims = self.store.claim(&self.pool, tps, &self.owner).await?;
+        let claims = self.store.claim(&self.pool, tps, &self.owner).await;
+        self.health.database(claims.is_ok());
+        let claims = claims?;
         weir_sql::failpoint::hit("between_claim_and_assign");
         let mut st = self.state.lock();
         let mut seeks = Vec::with_capacity(claims.len());

@@ -28,10 +28,14 @@ use super::flight::Flight;
 use super::ownership::SharedOwnership;
 use crate::Summary;
 
+/// The most time one lag refresh spends on watermark requests.
+const LAG_BUDGET: Duration = Duration::from_millis(500);
+
 /// Health of a run, read by the HTTP probes.
 #[derive(Debug, Default)]
 pub(crate) struct Health {
-    /// Milliseconds since the epoch of the fetch loop's last turn (0: not started).
+    /// Milliseconds after [`started`] of the fetch loop's last turn, plus one (0: not
+    /// started). A monotonic clock: a wall-clock step cannot fail the probe.
     turned_ms: AtomicU64,
     /// Every assigned partition is claimed and not fenced, and at least one is.
     claimed: AtomicBool,
@@ -47,9 +51,27 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// The process's monotonic time base for the live probe.
+fn started() -> Instant {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+fn mono_ms() -> u64 {
+    u64::try_from(started().elapsed().as_millis()).unwrap_or(u64::MAX) + 1
+}
+
 // The probes read these with the `prometheus` feature only.
 #[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
 impl Health {
+    /// The fetch loop turned (called at the top of every turn, also while polls or
+    /// claims fail and are retried: an outage of the broker or the database is not
+    /// a stuck process, and `ready` reports it).
+    pub(crate) fn turn(&self) {
+        let _ = started();
+        self.turned_ms.store(mono_ms(), Ordering::Release);
+    }
+
     pub(crate) fn database(&self, ok: bool) {
         self.db_ok.store(ok, Ordering::Release);
     }
@@ -60,7 +82,7 @@ impl Health {
         let at = self.turned_ms.load(Ordering::Acquire);
         !self.ended.load(Ordering::Acquire)
             && (at == 0
-                || now_ms().saturating_sub(at)
+                || mono_ms().saturating_sub(at)
                     <= u64::try_from(within.as_millis()).unwrap_or(u64::MAX))
     }
 
@@ -86,6 +108,8 @@ pub(crate) struct Telemetry {
     lag_at: Option<Instant>,
     /// Partitions whose lag gauge this run has set (to zero them when they leave).
     lagging: BTreeSet<TopicPartition>,
+    /// The last partition a lag refresh reached (the next one starts after it).
+    lag_cursor: Option<TopicPartition>,
     pub health: Arc<Health>,
 }
 
@@ -106,6 +130,7 @@ impl Telemetry {
             published_at: None,
             lag_at: None,
             lagging: BTreeSet::new(),
+            lag_cursor: None,
             health,
         }
     }
@@ -119,7 +144,6 @@ impl Telemetry {
         buffered: (usize, usize),
         state: &SharedOwnership,
     ) {
-        self.health.turned_ms.store(now_ms(), Ordering::Release);
         let assigned = consumer.assignment();
         let claimed = {
             let st = state.lock();
@@ -190,52 +214,82 @@ impl Telemetry {
         );
     }
 
-    /// Lag per assigned partition: high watermark minus the stored `next_offset`.
+    /// Lag per assigned, claimed, unfenced partition: high watermark minus the stored
+    /// `next_offset`.
+    ///
+    /// The watermark requests run on the fetch loop (the consumer is not `Sync`), so a
+    /// refresh has a time budget ([`LAG_BUDGET`]): partitions it did not reach are
+    /// refreshed first next time (round robin), and a slow broker delays polling by
+    /// at most the budget per `lag_interval`.
     async fn refresh_lag(
         &mut self,
         consumer: &mut dyn Consumer,
         assigned: &BTreeSet<TopicPartition>,
         state: &SharedOwnership,
     ) {
-        let stored: BTreeMap<TopicPartition, Option<i64>> = {
+        let owned: BTreeMap<TopicPartition, Option<i64>> = {
             let st = state.lock();
             assigned
                 .iter()
-                .filter_map(|tp| st.parts.get(tp).map(|s| (tp.clone(), s.stored)))
+                .filter_map(|tp| match st.parts.get(tp) {
+                    // a fenced partition is someone else's now: its owner reports it
+                    Some(s) if !s.fenced => Some((tp.clone(), s.stored)),
+                    _ => None,
+                })
                 .collect()
         };
-        // One after the other: the consumer is not `Sync`, so its requests cannot be
-        // in flight together from this task (on Kafka each is a round trip to the
-        // partition's leader, every `lag_interval`).
+        let order: Vec<&TopicPartition> = match &self.lag_cursor {
+            Some(c) => owned
+                .keys()
+                .filter(|tp| *tp > c)
+                .chain(owned.keys().filter(|tp| *tp <= c))
+                .collect(),
+            None => owned.keys().collect(),
+        };
+        let deadline = Instant::now() + LAG_BUDGET;
         let mut seen = BTreeSet::new();
-        for tp in stored.keys() {
-            let (low, high) = match consumer.watermarks(tp).await {
-                Ok(m) => m,
-                Err(e) => {
+        for tp in order {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            let marks = match tokio::time::timeout(left, consumer.watermarks(tp)).await {
+                Ok(Ok(m)) => m,
+                Ok(Err(e)) => {
                     tracing::debug!(partition = %tp, error = %e, "no watermarks for the lag gauge this round");
                     continue;
                 }
+                Err(_) => break,
             };
-            let next = stored.get(tp).copied().flatten().unwrap_or(low);
+            self.lag_cursor = Some(tp.clone());
+            let (low, high) = marks;
+            let next = owned.get(tp).copied().flatten().unwrap_or(low);
             let lag = high.saturating_sub(next).max(0);
-            gauge!("weir_lag_records", "job" => self.job.clone(), "topic" => tp.topic().to_owned(), "partition" => tp.partition().to_string())
-                .set(lag as f64);
+            self.lag_gauge(tp, lag as f64);
             seen.insert(tp.clone());
         }
-        for gone in self.lagging.difference(assigned) {
-            gauge!("weir_lag_records", "job" => self.job.clone(), "topic" => gone.topic().to_owned(), "partition" => gone.partition().to_string())
-                .set(0.0);
+        let gone: Vec<TopicPartition> = self
+            .lagging
+            .iter()
+            .filter(|tp| !owned.contains_key(*tp))
+            .cloned()
+            .collect();
+        for tp in &gone {
+            self.lag_gauge(tp, 0.0);
         }
-        self.lagging.retain(|tp| assigned.contains(tp));
+        self.lagging.retain(|tp| owned.contains_key(tp));
         self.lagging.extend(seen);
+    }
+
+    fn lag_gauge(&self, tp: &TopicPartition, value: f64) {
+        gauge!("weir_lag_records", "job" => self.job.clone(), "topic" => tp.topic().to_owned(), "partition" => tp.partition().to_string())
+            .set(value);
     }
 
     /// The run ended: publish the last increase, zero the gauges, fail the probes.
     pub(crate) fn finish(&mut self, summary: &Summary) {
         self.publish(summary);
         for gone in std::mem::take(&mut self.lagging) {
-            gauge!("weir_lag_records", "job" => self.job.clone(), "topic" => gone.topic().to_owned(), "partition" => gone.partition().to_string())
-                .set(0.0);
+            self.lag_gauge(&gone, 0.0);
         }
         for name in [
             "weir_in_flight_records",
