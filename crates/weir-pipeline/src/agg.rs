@@ -392,7 +392,14 @@ pub trait GroupKey: Send + Sync {
     fn parts(&self, out: &mut Vec<KeyPart>);
 }
 
-/// A single-column [`GroupKey`].
+/// A single-column [`GroupKey`]: `String`, `Arc<str>`, `&'static str`, `i16`,
+/// `i32`, `i64`, `bool` (implemented by weir; tuples of them are composite keys).
+///
+/// ```
+/// use weir_pipeline::agg::GroupKey;
+/// assert_eq!(<i64 as GroupKey>::types().len(), 1);
+/// assert_eq!(<(String, i64, bool) as GroupKey>::types().len(), 3);
+/// ```
 pub trait KeyColumn: Send + Sync {
     /// The column type.
     const TYPE: ColumnType;
@@ -523,6 +530,13 @@ impl<T> std::fmt::Debug for Window<T> {
 }
 
 /// A window's sizes, waiting for its event-time function (see [`Window`]).
+///
+/// ```
+/// use std::time::Duration;
+/// let spec = weir_pipeline::agg::Window::hopping(Duration::from_secs(60), Duration::from_secs(10));
+/// let w = spec.event_time(|ts: &i64| *ts); // now a `Window<i64>`
+/// # drop(w);
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct WindowSpec {
     size: Duration,
@@ -1046,7 +1060,16 @@ enum Acc {
     Float(f64),
 }
 
-/// The sink an [`AggregateTable`] becomes.
+/// The sink an [`AggregateTable`] becomes when the job is built; it appears in the
+/// job's type (`Ready<DB, Keyed<K, T>, AggregateSink<DB, T>>`), not in user code.
+///
+/// ```
+/// type TotalsJob = weir_pipeline::Ready<
+///     sqlx::Sqlite,
+///     weir_pipeline::Keyed<String, i64>,
+///     weir_pipeline::agg::AggregateSink<sqlx::Sqlite, i64>,
+/// >;
+/// ```
 pub struct AggregateSink<DB: Dialect, T> {
     plan: Arc<Plan>,
     aggs: Aggregates<T>,

@@ -43,7 +43,8 @@ impl<DB: Dialect, S> std::fmt::Debug for BuiltSink<DB, S> {
 }
 
 /// What a sink may need to know about its job when it is built (the job's offsets
-/// table, where windowed aggregates keep their watermarks).
+/// table, where windowed aggregates keep their watermarks). weir builds it and passes
+/// it to [`IntoSink::into_sink`]; a sink of your own may ignore it.
 pub struct SinkContext<DB: Dialect> {
     pub(crate) store: weir_sql::OffsetStore<DB>,
 }
@@ -254,6 +255,16 @@ macro_rules! dialect_spec {
             /// Aggregates per key (and window) in `table`, one column per part of the
             /// `key_by` key (`key`) and per aggregate, updated by delta upserts in the
             /// offsets' transaction: see [`agg`](crate::agg).
+            ///
+            /// ```
+            /// use weir_pipeline::agg;
+            #[doc = concat!("let t = weir_pipeline::sink::", stringify!($name), "::aggregate(")]
+            ///     "totals",
+            ///     ["customer"],
+            ///     agg::count::<i64>("orders").and(agg::sum("cents", |c: &i64| *c)),
+            /// );
+            /// # drop(t);
+            /// ```
             pub fn aggregate<T, I, S>(
                 table: &str,
                 key: I,
@@ -268,6 +279,15 @@ macro_rules! dialect_spec {
 
             /// A state per key folded by `step` from `init()`, as JSON rows of
             /// `table`: see [`Table::fold`].
+            ///
+            /// ```
+            #[doc = concat!("let t = weir_pipeline::sink::", stringify!($name), "::fold(")]
+            ///     "last_seen",
+            ///     || 0_i64,
+            ///     |newest: i64, ts: &i64| newest.max(*ts),
+            /// );
+            /// # drop(t);
+            /// ```
             pub fn fold<S, T>(
                 table: &str,
                 init: impl Fn() -> S + Send + Sync + 'static,

@@ -139,7 +139,16 @@ impl FoldSql {
     }
 }
 
-/// The sink a [`FoldTable`] becomes.
+/// The sink a [`FoldTable`] becomes when the job is built; it appears in the job's
+/// type, not in user code.
+///
+/// ```
+/// type SeenJob = weir_pipeline::Ready<
+///     sqlx::Sqlite,
+///     weir_pipeline::Keyed<String, i64>,
+///     weir_pipeline::agg::FoldSink<sqlx::Sqlite, u64, i64>,
+/// >;
+/// ```
 pub struct FoldSink<DB: Dialect, S, T> {
     sql: Arc<FoldSql>,
     init: Init<S>,
