@@ -495,9 +495,13 @@ pub enum Late {
     Apply,
 }
 
+/// A value's event time in ms since the epoch.
+type EventTime<T> = Arc<dyn Fn(&T) -> i64 + Send + Sync>;
+
 /// An event-time window: tumbling or hopping, sized in milliseconds of event time.
 /// Made by [`Window::tumbling`] or [`Window::hopping`], then given the event time with
-/// [`event_time`](WindowSpec::event_time).
+/// [`event_time`](WindowSpec::event_time) (from the value) or
+/// [`record_time`](WindowSpec::record_time) (the record's timestamp).
 ///
 /// ```
 /// use std::time::Duration;
@@ -511,7 +515,8 @@ pub enum Late {
 pub struct Window<T> {
     size: i64,
     slide: i64,
-    event_time: Arc<dyn Fn(&T) -> i64 + Send + Sync>,
+    /// `None`: the record's own timestamp ([`WindowSpec::record_time`]).
+    event_time: Option<EventTime<T>>,
     lateness: i64,
     late: Late,
     idle: Duration,
@@ -574,8 +579,8 @@ impl Window<()> {
 
 impl WindowSpec {
     /// The event time of a value, in milliseconds since the Unix epoch (a timestamp
-    /// field of the value; for the record's own timestamp, carry it into the value
-    /// with [`Pipeline::map_with`](crate::Pipeline::map_with)).
+    /// field of the value; for the record's own timestamp, see
+    /// [`record_time`](Self::record_time)).
     ///
     /// ```
     /// use std::time::Duration;
@@ -584,10 +589,27 @@ impl WindowSpec {
     /// # drop(w);
     /// ```
     pub fn event_time<T>(self, f: impl Fn(&T) -> i64 + Send + Sync + 'static) -> Window<T> {
+        self.with_clock(Some(Arc::new(f)))
+    }
+
+    /// The event time is the record's own timestamp (Kafka's `CreateTime` or
+    /// `LogAppendTime`, the embedded log's append time or the producer's), for values
+    /// of any type. A record without a timestamp is refused into the dead letters.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let w = weir_pipeline::agg::Window::tumbling(Duration::from_secs(60)).record_time::<String>();
+    /// # drop(w);
+    /// ```
+    pub fn record_time<T>(self) -> Window<T> {
+        self.with_clock(None)
+    }
+
+    fn with_clock<T>(self, event_time: Option<EventTime<T>>) -> Window<T> {
         Window {
             size: millis(self.size),
             slide: millis(self.slide),
-            event_time: Arc::new(f),
+            event_time,
             lateness: 0,
             late: Late::default(),
             idle: DEFAULT_IDLE_TIMEOUT,
@@ -1351,7 +1373,15 @@ where
         let mut newest: BTreeMap<TopicPartition, i64> = BTreeMap::new();
         if let Some(w) = &self.window {
             for it in items {
-                match catch_unwind(AssertUnwindSafe(|| (w.event_time)(&it.value.value))) {
+                let time = match &w.event_time {
+                    Some(f) => catch_unwind(AssertUnwindSafe(|| f(&it.value.value))).map_err(|p| {
+                        format!("event-time function panicked: {}", panic_message(&*p))
+                    }),
+                    None => it.timestamp.ok_or_else(|| {
+                        "the record has no timestamp (record_time windows)".to_owned()
+                    }),
+                };
+                match time {
                     Ok(t) => {
                         let tp = TopicPartition::new(it.at.topic.to_string(), it.at.partition);
                         let e = newest.entry(tp).or_insert(t);
@@ -1359,14 +1389,8 @@ where
                         windows.push(w.windows_of(t));
                         times.push(Some(t));
                     }
-                    Err(p) => {
-                        refused.insert(
-                            it.at.clone(),
-                            (
-                                format!("event-time function panicked: {}", panic_message(&*p)),
-                                true,
-                            ),
-                        );
+                    Err(reason) => {
+                        refused.insert(it.at.clone(), (reason, true));
                         windows.push(Vec::new());
                         times.push(None);
                     }

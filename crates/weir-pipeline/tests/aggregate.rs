@@ -804,3 +804,70 @@ async fn case_variant_keys_stay_distinct_mariadb() -> Result<()> {
     );
     Ok(())
 }
+
+/// `record_time()`: windows by the records' own timestamps (the values carry none);
+/// a record older than the watermark is late like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_time_windows_sqlite() -> Result<()> {
+    common::logs();
+    let dir = tempfile::tempdir()?;
+    let url = sqlite_url(dir.path());
+    let pool = <sqlx::Sqlite as Database>::open(&url, 2).await?;
+    let db = Db::connect(&url).await?;
+    let input = Input::log()?;
+    let topic = input.topic("stamped", 1)?;
+    let Input::Log { log, .. } = &input else {
+        unreachable!("an embedded log")
+    };
+    // (value cents, record timestamp in ms)
+    let stamped = [
+        (1, 1_000),
+        (2, 61_000),
+        (4, 62_000),
+        (8, 5_000),
+        (16, 119_999),
+    ];
+    let recs: Vec<weir_log::NewRecord> = stamped
+        .iter()
+        .map(|(cents, ts)| weir_log::NewRecord::value(format!("c:{cents}:0")).with_timestamp(*ts))
+        .collect();
+    log.append(&weir_core::TopicPartition::new(topic.as_str(), 0), &recs)?;
+    let s = Job::new("stamped")
+        .source(input.url(), [topic.as_str()])
+        .records()
+        .try_map(order)
+        .key_by(|o: &Order| o.customer.clone())
+        .sink(
+            Table::<sqlx::Sqlite>::aggregate(
+                "stamped",
+                ["customer"],
+                agg::count("n").and(agg::sum("cents", |o: &Order| o.cents)),
+            )
+            .window(Window::tumbling(Duration::from_secs(60)).record_time()),
+        )
+        .pool(pool)
+        .run_until(committed(
+            url.clone(),
+            "stamped".into(),
+            "weir_offsets".into(),
+            ends(&topic, &[5]),
+            Duration::from_secs(30),
+        ))
+        .await?;
+    assert_eq!((s.records, s.dead_letters), (5, 1));
+    assert_eq!(
+        windows(&db, "stamped").await?,
+        [
+            ("c".to_owned(), 0, 1, 1, true),
+            ("c".to_owned(), 60_000, 3, 22, false),
+        ]
+    );
+    let dead = dead_letters(&db, "stamped").await?;
+    assert_eq!(
+        (dead[0].0, dead[0].1),
+        (0, 3),
+        "the record stamped 5 s: {dead:?}"
+    );
+    assert!(dead[0].2.contains("late"), "{}", dead[0].2);
+    Ok(())
+}

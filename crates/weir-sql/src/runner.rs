@@ -985,6 +985,7 @@ where
                             self.pending.items.push(Item {
                                 at: at.clone(),
                                 ordinal: u32::try_from(i).unwrap_or(u32::MAX),
+                                timestamp: record.timestamp,
                                 value,
                             });
                         }

@@ -15,7 +15,7 @@ use crate::{DialectKind, Error, Result, Row, TableName, Value};
 ///
 /// ```
 /// use weir_core::Coordinates;
-/// let item = weir_sql::Item { at: Coordinates::new("orders", 0, 7), ordinal: 0, value: "row" };
+/// let item = weir_sql::Item { at: Coordinates::new("orders", 0, 7), ordinal: 0, timestamp: None, value: "row" };
 /// assert_eq!(item.at.offset, 7);
 /// ```
 #[derive(Clone, Debug)]
@@ -24,6 +24,8 @@ pub struct Item<T> {
     pub at: Coordinates,
     /// Its position among the outputs of that record (0 for one-to-one transforms).
     pub ordinal: u32,
+    /// The source record's timestamp (milliseconds since the Unix epoch), if it has one.
+    pub timestamp: Option<i64>,
     /// The value to write.
     pub value: T,
 }
@@ -91,7 +93,7 @@ pub trait TransactionalSink<DB: Dialect, T: Send + Sync>: Send + Sync {
     /// let sink = TableSink::<sqlx::Sqlite, Order>::new(TableName::new("orders")?)?;
     /// sink.create_table(&pool).await?;
     /// let items: Vec<Item<Order>> = (0..3)
-    ///     .map(|i| Item { at: Coordinates::new("orders", 0, i), ordinal: 0, value: Order { id: i } })
+    ///     .map(|i| Item { at: Coordinates::new("orders", 0, i), ordinal: 0, timestamp: None, value: Order { id: i } })
     ///     .collect();
     /// let mut tx = pool.begin().await?;
     /// sink.write(&mut tx, &items).await?;
@@ -120,7 +122,7 @@ pub trait TransactionalSink<DB: Dialect, T: Send + Sync>: Send + Sync {
     /// let pool = sqlx::SqlitePool::connect("sqlite::memory:").await?;
     /// let sink = TableSink::<sqlx::Sqlite, Order>::new(TableName::new("orders")?)?;
     /// sink.create_table(&pool).await?;
-    /// let items = [Item { at: Coordinates::new("orders", 0, 0), ordinal: 0, value: Order { id: 1 } }];
+    /// let items = [Item { at: Coordinates::new("orders", 0, 0), ordinal: 0, timestamp: None, value: Order { id: 1 } }];
     /// let mut tx = pool.begin().await?;
     /// assert!(sink.write_refusing(&mut tx, &items).await?.is_empty());
     /// # Ok(()) }

@@ -94,6 +94,7 @@ impl<T> Pending<T> {
             self.items.push(Item {
                 at: at.clone(),
                 ordinal: u32::try_from(i).unwrap_or(u32::MAX),
+                timestamp: record.timestamp,
                 value,
             });
         }
