@@ -112,14 +112,10 @@ pub async fn lag(args: LagArgs, output: Output) -> anyhow::Result<ExitCode> {
     }
     loop {
         if args.watch.is_some() && matches!(output, Output::Text) {
-            println!("{}", chrono_now());
+            println!("{}", watch_header());
         }
         let show = OffsetsCommand::Show {
-            db: DbArgs {
-                db: args.db.db.clone(),
-                offsets_table: args.db.offsets_table.clone(),
-                connect_timeout: args.db.connect_timeout,
-            },
+            db: args.db.clone(),
             job: Some(args.job.clone()),
             log: args.log.clone(),
             bootstrap: args.bootstrap.clone(),
@@ -136,7 +132,7 @@ pub async fn lag(args: LagArgs, output: Output) -> anyhow::Result<ExitCode> {
 }
 
 /// Seconds since the epoch, as a header line of `--watch` (no date library needed).
-fn chrono_now() -> String {
+fn watch_header() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -144,7 +140,7 @@ fn chrono_now() -> String {
 }
 
 /// The database and the offsets table.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct DbArgs {
     /// The job's database: postgres://…, sqlite:PATH, mysql://… or mariadb://….
     #[arg(long, env = "WEIR_DB")]

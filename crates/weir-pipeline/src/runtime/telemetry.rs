@@ -68,7 +68,6 @@ impl Health {
     /// claims fail and are retried: an outage of the broker or the database is not
     /// a stuck process, and `ready` reports it).
     pub(crate) fn turn(&self) {
-        let _ = started();
         self.turned_ms.store(mono_ms(), Ordering::Release);
     }
 
