@@ -8,16 +8,26 @@
 //!    partition, `scan_from` = that partition's end offset now, and `target_offset`
 //!    NULL (pending);
 //! 2. **append** the record to the target partition, with the header
-//!    `weir-replay-of` = `{"job","topic","partition","offset"}`, fsynced;
+//!    `weir-replay-of` = `{"job","topic","partition","offset"}`, fsynced (the
+//!    embedded log) or acknowledged by every in-sync replica (Kafka: an idempotent
+//!    producer with `acks=all`, one record at a time, so its offset is known);
 //! 3. **confirm**: set `target_offset` in one transaction.
 //!
-//! The CLI holds the log's exclusive lock throughout. A dead letter with a confirmed
+//! One replay of a job runs at a time: into the embedded log the CLI holds the log's
+//! exclusive lock throughout; into Kafka, which has no such lock, it holds the
+//! database's replay lock ([`weir_sql::admin::Admin::lock_replays`]: an advisory
+//! lock on PostgreSQL and MySQL/MariaDB, a file lock beside a SQLite database) from
+//! before it reads the dead letters until it has confirmed. Both are released when
+//! the process dies. A dead letter with a confirmed
 //! replay is never appended again. A pending one (a crash between 1 and 3) is
 //! resolved on the next replay by reading the target partition from `scan_from` to
 //! its end for the header: found, it is confirmed with that offset; not found, it was
 //! never appended and is appended now. So a crash at any point leads to neither a
 //! double nor a lost replay, as long as the records from `scan_from` on are still in
 //! the log (retention could delete them only after the log had grown past them).
+//! Into Kafka the same holds while the topic's retention keeps the records from
+//! `scan_from` on; a record whose acknowledgement timed out stays pending and is
+//! resolved the same way by the next replay.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -34,8 +44,7 @@ use weir_sql::admin::{Admin, DeadLetterKey, DeadLetterRow, Replay};
 use crate::log_cmd::read_range;
 use crate::offsets_cmd::{table_name, unknown_job, DbArgs};
 use crate::util::{
-    bytes_json, bytes_text, log_location, open_log, print_json, print_table, progress, unhex,
-    Output,
+    bytes_json, bytes_text, open_log, print_json, print_table, progress, unhex, Output, Source,
 };
 
 /// The header a replayed record carries.
@@ -61,11 +70,11 @@ pub enum DeadLettersCommand {
         #[command(flatten)]
         select: Select,
     },
-    /// Append chosen dead letters to a topic of the embedded log (after a fix),
-    /// each at most once: one already replayed is skipped (see the crate docs for
+    /// Append chosen dead letters to a topic of the embedded log or Kafka (after a
+    /// fix), each at most once: one already replayed is skipped (see the crate docs for
     /// how a crash mid-replay is resolved).
     #[command(
-        after_help = "Examples:\n  weir dead-letters replay --db sqlite:weir.db --job orders-to-db --log /var/lib/weir --to-topic orders --all\n  weir dead-letters replay --db sqlite:weir.db --job orders-to-db --log /var/lib/weir --to-topic orders-retry --topic orders --partition 0 --offset 41,97"
+        after_help = "Examples:\n  weir dead-letters replay --db sqlite:weir.db --job orders-to-db --log /var/lib/weir --to-topic orders --all\n  weir dead-letters replay --db sqlite:weir.db --job orders-to-db --log /var/lib/weir --to-topic orders-retry --topic orders --partition 0 --offset 41,97\n  weir dead-letters replay --db postgres://app@db/prod --job orders-to-db --bootstrap kafka://broker:9092 --to-topic orders --all"
     )]
     Replay {
         #[command(flatten)]
@@ -78,10 +87,11 @@ pub enum DeadLettersCommand {
         /// The embedded log to replay into.
         #[arg(long)]
         log: Option<PathBuf>,
-        /// `log:///DIR` (the same as `--log DIR`); replaying into Kafka is not built in yet.
+        /// `log:///DIR` (the same as `--log DIR`), or Kafka's `kafka://host:port`
+        /// (needs the `kafka` feature).
         #[arg(long)]
         bootstrap: Option<String>,
-        /// The target topic (must exist in the log).
+        /// The target topic (must exist in the log or broker).
         #[arg(long)]
         to_topic: String,
     },
@@ -129,6 +139,13 @@ async fn load(
     topic: Option<&str>,
     create_replays: bool,
 ) -> anyhow::Result<(Admin, Vec<DeadLetterRow>)> {
+    let admin = admin_for(common, create_replays).await?;
+    let rows = rows_of(&admin, common, topic).await?;
+    Ok((admin, rows))
+}
+
+/// The admin on the job's database, with the replays table created if asked.
+async fn admin_for(common: &Common, create_replays: bool) -> anyhow::Result<Admin> {
     let admin = common
         .db
         .admin()
@@ -144,6 +161,16 @@ async fn load(
             )
         })?;
     }
+    Ok(admin)
+}
+
+/// The job's dead letters (on `topic`, if given); an unknown job is an error.
+async fn rows_of(
+    admin: &Admin,
+    common: &Common,
+    topic: Option<&str>,
+) -> anyhow::Result<Vec<DeadLetterRow>> {
+    let url = weir_sql::admin::redact_url(&common.db.db);
     let rows = admin
         .dead_letters(&common.job, topic)
         .await
@@ -156,10 +183,10 @@ async fn load(
     if rows.is_empty() {
         let known = admin.offsets(Some(&common.job)).await.unwrap_or_default();
         if known.is_empty() {
-            bail!("{}", unknown_job(&admin, &common.job, &common.db).await);
+            bail!("{}", unknown_job(admin, &common.job, &common.db).await);
         }
     }
-    Ok((admin, rows))
+    Ok(rows)
 }
 
 fn replay_text(r: &Option<Replay>) -> String {
@@ -297,18 +324,56 @@ pub async fn run(cmd: DeadLettersCommand, output: Output) -> anyhow::Result<Exit
             if !all && select.offset.is_none() {
                 bail!("choose what to replay: --offset N[,M…] (with --topic and --partition) or --all");
             }
-            let Some(dir) = log_location(log.as_deref(), bootstrap.as_deref())? else {
-                bail!("give --log DIR (or --bootstrap log:///DIR) to replay into");
-            };
-            let log = open_log(&dir)?;
-            let Some(&partitions) = log.topics().get(&to_topic) else {
+            let Some(source) = Source::parse(log.as_deref(), bootstrap.as_deref())? else {
                 bail!(
-                    "topic `{to_topic}` does not exist in the log {}; create it first (`weir log create {} --topic {to_topic} --partitions N`)",
-                    dir.display(),
-                    dir.display()
+                    "give --log DIR, or --bootstrap log:///DIR | kafka://host:port, to replay into"
                 );
             };
-            let (admin, rows) = load(&common, select.topic.as_deref(), true).await?;
+            let admin = admin_for(&common, true).await?;
+            let (target, partitions, _lock) = match source {
+                Source::Log(dir) => {
+                    // The log's exclusive lock makes this replay the only one.
+                    let log = open_log(&dir)?;
+                    let Some(&partitions) = log.topics().get(&to_topic) else {
+                        bail!(
+                            "topic `{to_topic}` does not exist in the log {}; create it first (`weir log create {} --topic {to_topic} --partitions N`)",
+                            dir.display(),
+                            dir.display()
+                        );
+                    };
+                    (
+                        Target::Log(log),
+                        partitions,
+                        None::<weir_sql::admin::ReplayLock>,
+                    )
+                }
+                #[cfg(feature = "kafka")]
+                Source::Kafka(servers) => {
+                    // Kafka has no lock for the CLI to take: the database's replay
+                    // lock makes this replay the only one of the job, from before
+                    // the dead letters are read until the replays are confirmed.
+                    let Some(lock) = admin
+                        .lock_replays(&common.job)
+                        .await
+                        .context("cannot take the replay lock")?
+                    else {
+                        bail!(
+                            "another replay of job `{}` is running (it holds the replay lock in {}); nothing was replayed",
+                            common.job,
+                            weir_sql::admin::redact_url(&common.db.db)
+                        );
+                    };
+                    let replayer = crate::kafka::Replayer::new(&servers)?;
+                    let Some(ranges) = replayer.ranges(&to_topic)? else {
+                        bail!("topic `{to_topic}` does not exist in Kafka at {servers}; create it first");
+                    };
+                    let partitions = i32::try_from(ranges.len()).unwrap_or(i32::MAX);
+                    (Target::Kafka(replayer), partitions, Some(lock))
+                }
+                #[cfg(not(feature = "kafka"))]
+                Source::Kafka(servers) => bail!("{}", crate::util::no_kafka(&servers)),
+            };
+            let rows = rows_of(&admin, &common, select.topic.as_deref()).await?;
             let chosen: Vec<&DeadLetterRow> = rows.iter().filter(|d| select.matches(d)).collect();
             if chosen.is_empty() {
                 bail!(
@@ -316,7 +381,8 @@ pub async fn run(cmd: DeadLettersCommand, output: Output) -> anyhow::Result<Exit
                     common.job
                 );
             }
-            let summary = replay(&admin, &log, &common.job, &to_topic, partitions, &chosen).await?;
+            let summary =
+                replay(&admin, &target, &common.job, &to_topic, partitions, &chosen).await?;
             match output {
                 Output::Json => print_json(&summary)?,
                 Output::Text => eprintln!(
@@ -386,9 +452,94 @@ fn target_partition(d: &DeadLetterRow, partitions: i32) -> i32 {
     }
 }
 
+/// Where a replay appends: the embedded log (held under its exclusive lock for the
+/// whole replay) or Kafka (under the database's replay lock).
+enum Target {
+    Log(Log),
+    #[cfg(feature = "kafka")]
+    Kafka(crate::kafka::Replayer),
+}
+
+impl Target {
+    /// `(first offset, end)` of `tp`.
+    fn range(&self, tp: &TopicPartition) -> anyhow::Result<(i64, i64)> {
+        match self {
+            Target::Log(log) => log
+                .offsets(tp)
+                .with_context(|| format!("no partition {tp} in {}", log.dir().display())),
+            #[cfg(feature = "kafka")]
+            Target::Kafka(k) => k
+                .ranges(tp.topic())?
+                .and_then(|r| r.get(&tp.partition()).copied())
+                .ok_or_else(|| anyhow::anyhow!("no partition {tp} in Kafka")),
+        }
+    }
+
+    /// The replay markers (header values) found in `tp` from `from` to `end`, each
+    /// with the offset of its first record.
+    fn markers(
+        &self,
+        tp: &TopicPartition,
+        from: i64,
+        end: i64,
+    ) -> anyhow::Result<BTreeMap<String, i64>> {
+        let mut found: BTreeMap<String, i64> = BTreeMap::new();
+        let mut note = |offset: i64, key: &str, value: Option<&[u8]>| {
+            if key == REPLAY_HEADER {
+                if let Some(v) = value.and_then(|v| std::str::from_utf8(v).ok()) {
+                    found.entry(v.to_owned()).or_insert(offset);
+                }
+            }
+        };
+        match self {
+            Target::Log(log) => {
+                read_range(log, tp, from, end, usize::MAX, &mut |rec| {
+                    for h in &rec.headers {
+                        note(rec.offset, &h.key, h.value.as_deref());
+                    }
+                    Ok(())
+                })?;
+            }
+            #[cfg(feature = "kafka")]
+            Target::Kafka(k) => k.scan(
+                tp.topic(),
+                tp.partition(),
+                from,
+                end,
+                &mut |offset, headers| {
+                    for (key, value) in &headers {
+                        note(offset, key, value.as_deref());
+                    }
+                },
+            )?,
+        }
+        Ok(found)
+    }
+
+    /// Appends `record` to `tp` (fsynced, or acknowledged by every in-sync replica):
+    /// its offset.
+    fn append(&self, tp: &TopicPartition, record: &NewRecord) -> anyhow::Result<i64> {
+        match self {
+            Target::Log(log) => Ok(log.append(tp, std::slice::from_ref(record))?),
+            #[cfg(feature = "kafka")]
+            Target::Kafka(k) => k.append(tp.topic(), tp.partition(), record),
+        }
+    }
+
+    fn flush(&self) -> anyhow::Result<()> {
+        match self {
+            Target::Log(log) => log
+                .flush()
+                .with_context(|| format!("cannot flush the log in {}", log.dir().display())),
+            #[cfg(feature = "kafka")]
+            Target::Kafka(_) => Ok(()), // every record was acknowledged one by one
+        }
+    }
+}
+
 async fn replay(
     admin: &Admin,
-    log: &Log,
+    target: &Target,
     job: &str,
     to_topic: &str,
     partitions: i32,
@@ -404,9 +555,7 @@ async fn replay(
             None => {
                 let p = target_partition(d, partitions);
                 let tp = TopicPartition::new(to_topic, p);
-                let (_, end) = log
-                    .offsets(&tp)
-                    .with_context(|| format!("no partition {tp} in {}", log.dir().display()))?;
+                let (_, end) = target.range(&tp)?;
                 fresh.push((
                     d,
                     Replay {
@@ -433,24 +582,14 @@ async fn replay(
     }
     for ((topic, p), items) in by_partition {
         let tp = TopicPartition::new(topic.as_str(), p);
-        let (start, end) = log
-            .offsets(&tp)
-            .with_context(|| format!("no partition {tp} in {}", log.dir().display()))?;
+        let (start, end) = target.range(&tp)?;
         let from = items
             .iter()
             .map(|(_, r)| r.scan_from)
             .min()
             .unwrap_or(end)
             .max(start);
-        let mut found: BTreeMap<String, i64> = BTreeMap::new();
-        read_range(log, &tp, from, end, usize::MAX, &mut |rec| {
-            for h in rec.headers.iter().filter(|h| h.key == REPLAY_HEADER) {
-                if let Some(v) = h.value.as_deref().and_then(|v| std::str::from_utf8(v).ok()) {
-                    found.entry(v.to_owned()).or_insert(rec.offset);
-                }
-            }
-            Ok(())
-        })?;
+        let found = target.markers(&tp, from, end)?;
         for (d, r) in items {
             match found.get(&marker(job, &key_of(d))) {
                 Some(&o) => {
@@ -476,7 +615,7 @@ async fn replay(
     let mut appended = 0u64;
     for (d, r) in &to_append {
         let tp = TopicPartition::new(r.target_topic.as_str(), r.target_partition);
-        let offset = log.append(&tp, &[to_record(job, d)?]).with_context(|| {
+        let offset = target.append(&tp, &to_record(job, d)?).with_context(|| {
             format!(
                 "cannot append the replay of {}/{}@{} to {tp}",
                 d.topic, d.partition, d.offset
@@ -486,8 +625,7 @@ async fn replay(
         appended += 1;
         bar.inc(1);
     }
-    log.flush()
-        .with_context(|| format!("cannot flush the log in {}", log.dir().display()))?;
+    target.flush()?;
     bar.finish_and_clear();
     // 4. Confirm.
     if !confirmed.is_empty() {

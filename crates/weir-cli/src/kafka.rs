@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::{ClientConfig, ClientContext};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
 /// Counts failed deliveries (the default context only logs them).
 #[derive(Debug, Default)]
@@ -36,14 +36,19 @@ impl ProducerContext for Deliveries {
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// `partition → (low, high watermark)` of `topic`; `Ok(None)` if it does not exist.
-pub fn ranges(servers: &str, topic: &str) -> anyhow::Result<Option<BTreeMap<i32, (i64, i64)>>> {
-    let consumer: BaseConsumer = ClientConfig::new()
+/// A consumer that only asks the broker questions (it never joins the group).
+fn client(servers: &str) -> anyhow::Result<BaseConsumer> {
+    ClientConfig::new()
         .set("bootstrap.servers", servers)
         .set("group.id", "weir-cli-watermarks")
         .set("enable.auto.commit", "false")
         .create()
-        .with_context(|| format!("cannot create a Kafka client for {servers}"))?;
+        .with_context(|| format!("cannot create a Kafka client for {servers}"))
+}
+
+/// `partition → (low, high watermark)` of `topic`; `Ok(None)` if it does not exist.
+pub fn ranges(servers: &str, topic: &str) -> anyhow::Result<Option<BTreeMap<i32, (i64, i64)>>> {
+    let consumer = client(servers)?;
     let metadata = consumer
         .fetch_metadata(Some(topic), TIMEOUT)
         .with_context(|| {
@@ -68,6 +73,91 @@ pub fn ranges(servers: &str, topic: &str) -> anyhow::Result<Option<BTreeMap<i32,
         out.insert(p.id(), (low, high));
     }
     Ok(Some(out))
+}
+
+/// `partition → offset` of the first record at or after `ms` on every partition of
+/// `topic` (Kafka's `ListOffsets` by timestamp); the high watermark where every record
+/// is older.
+pub fn offsets_for_time(servers: &str, topic: &str, ms: i64) -> anyhow::Result<BTreeMap<i32, i64>> {
+    let Some(ranges) = ranges(servers, topic)? else {
+        bail!("topic `{topic}` does not exist in Kafka at {servers}");
+    };
+    let consumer = client(servers)?;
+    let mut query = TopicPartitionList::new();
+    for &p in ranges.keys() {
+        query
+            .add_partition_offset(topic, p, Offset::Offset(ms))
+            .with_context(|| format!("cannot ask for {topic}/{p} at time {ms}"))?;
+    }
+    let answer = consumer
+        .offsets_for_times(query, TIMEOUT)
+        .with_context(|| {
+            format!("cannot look up time {ms} ms in topic `{topic}` at Kafka {servers}")
+        })?;
+    let mut out = BTreeMap::new();
+    for e in answer.elements() {
+        if let Err(err) = e.error() {
+            bail!(
+                "Kafka at {servers} could not look up time {ms} ms in {topic}/{}: {err}",
+                e.partition()
+            );
+        }
+        let high = ranges.get(&e.partition()).map_or(0, |r| r.1);
+        let offset = match e.offset() {
+            Offset::Offset(o) => o,
+            // No record at or after the time: the end.
+            Offset::End => high,
+            other => bail!(
+                "Kafka at {servers} answered {other:?} for {topic}/{} at time {ms} ms",
+                e.partition()
+            ),
+        };
+        if offset < high {
+            check_time_answer(&consumer, servers, topic, e.partition(), offset, ms)?;
+        }
+        out.insert(e.partition(), offset);
+    }
+    Ok(out)
+}
+
+/// The record at the offset a broker answered for time `ms` must be from `ms` or
+/// later (the answer is the first such record): checked, so a broker whose time index
+/// is wrong (tansu 0.6 answers 0 for every time) fails the reset instead of moving
+/// the job somewhere else.
+fn check_time_answer(
+    consumer: &BaseConsumer,
+    servers: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    ms: i64,
+) -> anyhow::Result<()> {
+    use rdkafka::message::Message;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
+        .with_context(|| format!("cannot assign {topic}/{partition}"))?;
+    consumer
+        .assign(&tpl)
+        .with_context(|| format!("cannot read {topic}/{partition} at Kafka {servers}"))?;
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) if m.offset() >= offset => {
+                let ts = m.timestamp().to_millis();
+                if m.offset() == offset && ts.is_some_and(|t| t < ms) {
+                    bail!(
+                        "Kafka at {servers} answered offset {offset} for {topic}/{partition} at time {ms} ms, but the record there is from {} ms: the broker's time index is wrong; nothing was changed (use --to-offset)",
+                        ts.unwrap_or_default()
+                    );
+                }
+                return Ok(());
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => bail!("cannot read {topic}/{partition} at Kafka {servers}: {e}"),
+            None => {}
+        }
+    }
+    bail!("cannot read the record at {topic}/{partition}@{offset} from Kafka at {servers} within {TIMEOUT:?} to check the broker's answer for time {ms} ms; nothing was changed")
 }
 
 /// An idempotent producer (`acks=all`) that sends `(key, value)` records to `topic`
@@ -133,4 +223,189 @@ pub fn produce(
         bail!("{failed} of {sent} record(s) were not delivered to `{topic}` at Kafka {servers}: {first}");
     }
     Ok(sent)
+}
+
+/// The delivery report of the one record a [`Replayer`] has in flight.
+#[derive(Debug, Default)]
+struct LastDelivery(Mutex<Option<Result<i64, String>>>);
+
+impl ClientContext for LastDelivery {}
+
+impl ProducerContext for LastDelivery {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {
+        let r = match result {
+            Ok(m) => Ok(rdkafka::Message::offset(m)),
+            Err((e, _)) => Err(e.to_string()),
+        };
+        if let Ok(mut last) = self.0.lock() {
+            *last = Some(r);
+        }
+    }
+}
+
+/// A record header read back: name and value (`None`: a null value).
+pub type Header = (String, Option<Vec<u8>>);
+
+/// How long one replayed record may take to be acknowledged.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Appends dead letters to Kafka one acknowledged record at a time (idempotent,
+/// `acks=all`), and scans partitions for the replay marker.
+pub struct Replayer {
+    servers: String,
+    producer: rdkafka::producer::BaseProducer<LastDelivery>,
+}
+
+impl Replayer {
+    pub fn new(servers: &str) -> anyhow::Result<Replayer> {
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", servers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "0")
+            .set(
+                "message.timeout.ms",
+                DELIVERY_TIMEOUT.as_millis().to_string(),
+            )
+            .create_with_context(LastDelivery::default())
+            .with_context(|| format!("cannot create a Kafka producer for {servers}"))?;
+        Ok(Replayer {
+            servers: servers.to_owned(),
+            producer,
+        })
+    }
+
+    /// `partition → (low, high watermark)` of `topic`; `Ok(None)` if it does not exist.
+    pub fn ranges(&self, topic: &str) -> anyhow::Result<Option<BTreeMap<i32, (i64, i64)>>> {
+        ranges(&self.servers, topic)
+    }
+
+    /// Sends one record to `topic`/`partition` and waits for its acknowledgement: its
+    /// offset. A record whose outcome is not known within the delivery timeout is an
+    /// error; its replay stays pending, and the next replay finds it in the partition
+    /// or sends it.
+    pub fn append(
+        &self,
+        topic: &str,
+        partition: i32,
+        record: &weir_log::NewRecord,
+    ) -> anyhow::Result<i64> {
+        let mut headers = rdkafka::message::OwnedHeaders::new();
+        for h in &record.headers {
+            headers = headers.insert(rdkafka::message::Header {
+                key: &h.key,
+                value: h.value.as_deref(),
+            });
+        }
+        let mut r = BaseRecord::<[u8], [u8]>::to(topic)
+            .partition(partition)
+            .headers(headers);
+        if let Some(k) = record.key.as_deref() {
+            r = r.key(k);
+        }
+        if let Some(v) = record.value.as_deref() {
+            r = r.payload(v);
+        }
+        if let Ok(mut last) = self.producer.context().0.lock() {
+            *last = None;
+        }
+        self.producer.send(r).map_err(|(e, _)| {
+            anyhow::anyhow!(
+                "cannot send to {topic}/{partition} at Kafka {}: {e}",
+                self.servers
+            )
+        })?;
+        let deadline = std::time::Instant::now() + DELIVERY_TIMEOUT + Duration::from_secs(5);
+        loop {
+            self.producer.poll(Duration::from_millis(50));
+            let got = self
+                .producer
+                .context()
+                .0
+                .lock()
+                .ok()
+                .and_then(|mut l| l.take());
+            match got {
+                Some(Ok(offset)) => return Ok(offset),
+                Some(Err(e)) => bail!(
+                    "Kafka at {} refused the record for {topic}/{partition}: {e}",
+                    self.servers
+                ),
+                None if std::time::Instant::now() > deadline => bail!(
+                    "no acknowledgement from Kafka at {} for {topic}/{partition} within {DELIVERY_TIMEOUT:?}",
+                    self.servers
+                ),
+                None => {}
+            }
+        }
+    }
+
+    /// Calls `each(offset, headers)` for every record of `topic`/`partition` from
+    /// `from` up to `end` (exclusive).
+    pub fn scan(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        end: i64,
+        each: &mut dyn FnMut(i64, Vec<Header>),
+    ) -> anyhow::Result<()> {
+        use rdkafka::message::{Headers, Message};
+        if from >= end {
+            return Ok(());
+        }
+        let consumer = client(&self.servers)?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(from))
+            .with_context(|| format!("cannot assign {topic}/{partition}"))?;
+        consumer.assign(&tpl).with_context(|| {
+            format!("cannot read {topic}/{partition} at Kafka {}", self.servers)
+        })?;
+        let deadline = std::time::Instant::now() + TIMEOUT * 3;
+        loop {
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => {
+                    let headers = m
+                        .headers()
+                        .map(|hs| {
+                            hs.iter()
+                                .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let offset = m.offset();
+                    if offset < end {
+                        each(offset, headers);
+                    }
+                    if offset + 1 >= end {
+                        return Ok(());
+                    }
+                }
+                Some(Err(e)) => bail!(
+                    "cannot read {topic}/{partition} at Kafka {}: {e}",
+                    self.servers
+                ),
+                None => {}
+            }
+            // A tail of transaction markers has no record to reach `end` with.
+            let position = consumer.position().ok().and_then(|p| {
+                match p.find_partition(topic, partition).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => Some(o),
+                    _ => None,
+                }
+            });
+            if position.is_some_and(|p| p >= end) {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                bail!(
+                    "could not read {topic}/{partition} from {from} to {end} at Kafka {} within {:?}",
+                    self.servers,
+                    TIMEOUT * 3
+                );
+            }
+        }
+    }
 }

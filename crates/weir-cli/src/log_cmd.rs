@@ -124,7 +124,7 @@ pub async fn run(cmd: LogCommand, output: Output) -> anyhow::Result<ExitCode> {
         LogCommand::Produce { dir, input } => {
             let log = Log::open(&dir, LogOptions::default())
                 .with_context(|| format!("cannot open or create the log in {}", dir.display()))?;
-            crate::produce::produce_to_log(&log, &input, output)?;
+            crate::produce::produce_to_log(&log, &input, None, output)?;
         }
         LogCommand::Consume {
             dir,

@@ -17,6 +17,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod dead_letters_cmd;
+mod encode;
 #[cfg(feature = "kafka")]
 mod kafka;
 mod log_cmd;

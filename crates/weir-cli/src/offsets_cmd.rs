@@ -39,8 +39,8 @@ pub enum OffsetsCommand {
     /// refused; it resumes from the new offset when it claims the partition again),
     /// never silently overwritten. New offsets must lie within the log's range.
     #[command(
-        group(ArgGroup::new("target").required(true).args(["to_earliest", "to_latest", "to_offset", "shift_by"])),
-        after_help = "Examples:\n  weir offsets reset --db sqlite:weir.db --job orders-to-db --topic orders --to-earliest --log /var/lib/weir\n  weir offsets reset --db sqlite:weir.db --job orders-to-db --topic orders --shift-by -100 --partitions 0,2 --log /var/lib/weir --execute\n\nMoving back processes records again (the sink sees them a second time); moving forward skips records."
+        group(ArgGroup::new("target").required(true).args(["to_earliest", "to_latest", "to_offset", "shift_by", "to_datetime"])),
+        after_help = "Examples:\n  weir offsets reset --db sqlite:weir.db --job orders-to-db --topic orders --to-earliest --log /var/lib/weir\n  weir offsets reset --db sqlite:weir.db --job orders-to-db --topic orders --shift-by -100 --partitions 0,2 --log /var/lib/weir --execute\n  weir offsets reset --db postgres://app@db/prod --job orders-to-db --topic orders --to-datetime 2026-12-01T08:00:00Z --bootstrap kafka://broker:9092\n\nMoving back processes records again (the sink sees them a second time); moving forward skips records."
     )]
     Reset {
         #[command(flatten)]
@@ -63,6 +63,11 @@ pub enum OffsetsCommand {
         /// By this many records from the stored offset (negative: back).
         #[arg(long, allow_hyphen_values = true)]
         shift_by: Option<i64>,
+        /// To each partition's first record whose timestamp is at or after this time
+        /// (its end if every record is older): RFC 3339 (`2026-12-01T08:00:00+01:00`),
+        /// or `2026-12-01T08:00:00[.sss]` / `2026-12-01` read as UTC.
+        #[arg(long, value_name = "TIME", value_parser = parse_datetime)]
+        to_datetime: Option<i64>,
         /// Only these partitions (comma-separated); default: every partition of the
         /// topic in the log.
         #[arg(long, value_delimiter = ',')]
@@ -173,12 +178,40 @@ impl DbArgs {
 }
 
 /// What a reset moves to.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub enum Target {
     Earliest,
     Latest,
     Offset(i64),
     ShiftBy(i64),
+    /// `--to-datetime`: the time (ms since the Unix epoch) and, per partition, the
+    /// offset the log or broker answered for it.
+    AtTime {
+        ms: i64,
+        offsets: BTreeMap<i32, i64>,
+    },
+}
+
+/// `--to-datetime`: milliseconds since the Unix epoch.
+pub fn parse_datetime(s: &str) -> Result<i64, String> {
+    use chrono::{DateTime, NaiveDate, NaiveDateTime};
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.timestamp_millis());
+    }
+    for f in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(s, f) {
+            return Ok(t.and_utc().timestamp_millis());
+        }
+    }
+    if let Some(t) = NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+    {
+        return Ok(t.and_utc().timestamp_millis());
+    }
+    Err(format!(
+        "`{s}` is not a time: give RFC 3339 (2026-12-01T08:00:00Z, 2026-12-01T09:00:00+01:00), or 2026-12-01T08:00:00 / 2026-12-01 (read as UTC)"
+    ))
 }
 
 fn opt(v: Option<i64>) -> String {
@@ -274,18 +307,12 @@ pub async fn run(cmd: OffsetsCommand, output: Output) -> anyhow::Result<ExitCode
             to_latest,
             to_offset,
             shift_by,
+            to_datetime,
             partitions,
             log,
             bootstrap,
             execute,
         } => {
-            let target = match (to_earliest, to_latest, to_offset, shift_by) {
-                (true, _, _, _) => Target::Earliest,
-                (_, true, _, _) => Target::Latest,
-                (_, _, Some(n), _) => Target::Offset(n),
-                (_, _, _, Some(n)) => Target::ShiftBy(n),
-                _ => bail!("give one of --to-earliest, --to-latest, --to-offset N, --shift-by N"),
-            };
             let Some(source) = Source::parse(log.as_deref(), bootstrap.as_deref())? else {
                 bail!("give --log DIR (or --bootstrap log:///DIR | kafka://host:port) so that the new offsets can be checked against the log's range");
             };
@@ -293,6 +320,17 @@ pub async fn run(cmd: OffsetsCommand, output: Output) -> anyhow::Result<ExitCode
             let ranges = source
                 .ranges(&topic)?
                 .ok_or_else(|| anyhow::anyhow!("topic `{topic}` does not exist in {place}"))?;
+            let target = match (to_earliest, to_latest, to_offset, shift_by, to_datetime) {
+                (true, ..) => Target::Earliest,
+                (_, true, ..) => Target::Latest,
+                (_, _, Some(n), ..) => Target::Offset(n),
+                (_, _, _, Some(n), _) => Target::ShiftBy(n),
+                (.., Some(ms)) => Target::AtTime {
+                    ms,
+                    offsets: source.offsets_for_time(&topic, ms)?,
+                },
+                _ => bail!("give one of --to-earliest, --to-latest, --to-offset N, --shift-by N, --to-datetime TIME"),
+            };
             let admin = db.admin().await?;
             let all = admin.offsets(Some(&job)).await.with_context(|| {
                 format!(
@@ -306,7 +344,7 @@ pub async fn run(cmd: OffsetsCommand, output: Output) -> anyhow::Result<ExitCode
             }
             let chosen = partitions.map(|v| v.into_iter().collect::<BTreeSet<i32>>());
             let planner =
-                |rows: &[OffsetRow]| plan(rows, &ranges, chosen.as_ref(), target, &topic, &place);
+                |rows: &[OffsetRow]| plan(rows, &ranges, chosen.as_ref(), &target, &topic, &place);
             let result = if execute {
                 admin
                     .reset_offsets(&job, &topic, "weir offsets reset", planner)
@@ -390,7 +428,7 @@ pub fn plan(
     rows: &[OffsetRow],
     ranges: &BTreeMap<i32, (i64, i64)>,
     chosen: Option<&BTreeSet<i32>>,
-    target: Target,
+    target: &Target,
     topic: &str,
     place: &str,
 ) -> Result<Vec<NewOffset>, String> {
@@ -416,9 +454,17 @@ pub fn plan(
         let new = match target {
             Target::Earliest => start,
             Target::Latest => end,
-            Target::Offset(n) => n,
+            Target::Offset(n) => *n,
+            Target::AtTime { ms, offsets } => match offsets.get(&p) {
+                Some(&o) => o,
+                None => {
+                    return Err(format!(
+                        "{place} gave no offset for {topic}/{p} at time {ms} ms"
+                    ))
+                }
+            },
             Target::ShiftBy(d) => match stored {
-                Some(s) => s.saturating_add(d),
+                Some(s) => s.saturating_add(*d),
                 None => {
                     return Err(format!(
                         "partition {topic}/{p} has no stored offset to shift; use --to-offset, --to-earliest or --to-latest"
@@ -516,7 +562,7 @@ mod tests {
         target: Target,
     ) -> Result<Vec<(i32, i64)>, String> {
         let chosen = chosen.map(|c| c.iter().copied().collect::<BTreeSet<i32>>());
-        plan(rows, &ranges(), chosen.as_ref(), target, "t", "/log").map(|v| {
+        plan(rows, &ranges(), chosen.as_ref(), &target, "t", "/log").map(|v| {
             v.into_iter()
                 .map(|n| (n.partition, n.next_offset))
                 .collect()
@@ -561,5 +607,39 @@ mod tests {
         // A stored row for a partition the log no longer has cannot be checked.
         let e = run(&[row(5, Some(1))], None, Target::Earliest).unwrap_err();
         assert!(e.contains("partition 5"), "{e}");
+    }
+
+    #[test]
+    fn datetimes_parse_as_rfc3339_or_utc_and_bad_ones_say_what_is_accepted() {
+        assert_eq!(parse_datetime("1970-01-01T00:00:01Z"), Ok(1_000));
+        assert_eq!(parse_datetime("1970-01-01T01:00:01+01:00"), Ok(1_000));
+        assert_eq!(parse_datetime("1970-01-01T00:00:01.250"), Ok(1_250));
+        assert_eq!(parse_datetime("1970-01-02"), Ok(86_400_000));
+        let e = parse_datetime("yesterday").unwrap_err();
+        assert!(
+            e.contains("`yesterday` is not a time") && e.contains("RFC 3339"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_time_target_takes_each_partitions_answer_and_checks_it() {
+        let offsets: BTreeMap<i32, i64> = [(0, 7), (1, 20), (2, 0)].into_iter().collect();
+        let target = Target::AtTime { ms: 5, offsets };
+        assert_eq!(
+            run(&[], None, target.clone()),
+            Ok(vec![(0, 7), (1, 20), (2, 0)])
+        );
+        let only_0: BTreeMap<i32, i64> = [(0, 7)].into_iter().collect();
+        let e = run(
+            &[],
+            Some(&[1]),
+            Target::AtTime {
+                ms: 5,
+                offsets: only_0,
+            },
+        )
+        .unwrap_err();
+        assert!(e.contains("gave no offset for t/1 at time 5 ms"), "{e}");
     }
 }

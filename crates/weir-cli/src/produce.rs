@@ -1,5 +1,6 @@
 //! `weir produce` and `weir log produce`: JSON lines or generated sample orders into
-//! a topic of the embedded log.
+//! a topic of the embedded log or Kafka, as JSON or (`weir produce --format`) Avro or
+//! Protobuf framed for a schema registry.
 
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -37,7 +38,7 @@ pub struct InputArgs {
 /// `weir produce`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  weir produce --log /var/lib/weir --topic orders --generate 10000 --partitions 3\n  weir produce --log /var/lib/weir --topic orders --key-field id --input orders.jsonl"
+    after_help = "Examples:\n  weir produce --log /var/lib/weir --topic orders --generate 10000 --partitions 3\n  weir produce --log /var/lib/weir --topic orders --key-field id --input orders.jsonl\n  weir produce --bootstrap kafka://broker:9092 --topic orders --generate 1000 --format avro --registry http://registry:8081\n  weir produce --bootstrap kafka://broker:9092 --topic orders --input orders.jsonl --format protobuf --registry http://registry:8081 --schema shop.proto --message shop.Order"
 )]
 pub struct ProduceArgs {
     /// The embedded log's directory (created if missing).
@@ -53,20 +54,47 @@ pub struct ProduceArgs {
     pub kafka_properties: Vec<String>,
     #[command(flatten)]
     pub input: InputArgs,
+    /// The value encoding: the JSON as is, or Avro / Protobuf with a registered
+    /// schema, in Confluent's wire format (needs --registry).
+    #[arg(long, value_enum, default_value_t = crate::encode::Format::Json)]
+    pub format: crate::encode::Format,
+    /// The schema registry (`http://[user:password@]host:port`) to register the
+    /// schema in, under `<topic>-value`.
+    #[arg(long, value_name = "URL")]
+    pub registry: Option<String>,
+    /// The schema: an `.avsc` file for Avro, a `.proto` file for Protobuf
+    /// (default with --generate: the sample order's).
+    #[arg(long, value_name = "FILE")]
+    pub schema: Option<PathBuf>,
+    /// The Protobuf message (full name, e.g. `shop.Order`; default: the file's first).
+    #[arg(long, value_name = "NAME")]
+    pub message: Option<String>,
 }
 
 pub async fn run(args: ProduceArgs, output: Output) -> anyhow::Result<ExitCode> {
-    match Source::parse(args.log.as_deref(), args.bootstrap.as_deref())? {
+    if args.schema.is_some() && args.input.generate.is_some() {
+        bail!("--schema goes with --input or stdin; --generate writes the sample orders with their own schema");
+    }
+    let source = Source::parse(args.log.as_deref(), args.bootstrap.as_deref())?;
+    let encoder = crate::encode::Encoder::new(
+        args.format,
+        args.registry.as_deref(),
+        args.schema.as_deref(),
+        args.message.as_deref(),
+        &args.input.topic,
+    )
+    .await?;
+    match source {
         None => bail!("give --log DIR or --bootstrap log:///DIR | kafka://host:port"),
         Some(Source::Log(dir)) => {
             let log = Log::open(&dir, LogOptions::default())
                 .with_context(|| format!("cannot open or create the log in {}", dir.display()))?;
-            produce_to_log(&log, &args.input, output)?;
+            produce_to_log(&log, &args.input, encoder.as_ref(), output)?;
         }
         #[cfg(feature = "kafka")]
         Some(Source::Kafka(servers)) => {
             let bar = progress(args.input.generate.unwrap_or(0), "produce");
-            let mut records = records(&args.input)?;
+            let mut records = records(&args.input, encoder.as_ref())?;
             let mut props = Vec::new();
             for p in &args.kafka_properties {
                 let Some((k, v)) = p.split_once('=') else {
@@ -108,11 +136,18 @@ pub type InputRecord = anyhow::Result<(Option<Vec<u8>>, Vec<u8>)>;
 
 /// The input as `(key, value)` records: generated orders, or JSON lines (each
 /// checked to parse; the error names the line and the file).
-pub fn records(input: &InputArgs) -> anyhow::Result<Box<dyn Iterator<Item = InputRecord> + '_>> {
+pub fn records<'a>(
+    input: &'a InputArgs,
+    encoder: Option<&'a crate::encode::Encoder>,
+) -> anyhow::Result<Box<dyn Iterator<Item = InputRecord> + 'a>> {
     if let Some(n) = input.generate {
-        return Ok(Box::new((0..n).map(|i| {
+        return Ok(Box::new((0..n).map(move |i| {
             let (key, value) = sample_order(i);
-            Ok((Some(key.into_bytes()), value.into_bytes()))
+            let value = match encoder {
+                Some(e) => e.encode(value.as_bytes(), &format!("sample order {i}"))?,
+                None => value.into_bytes(),
+            };
+            Ok((Some(key.into_bytes()), value))
         })));
     }
     let reader: Box<dyn BufRead> = match &input.input {
@@ -149,7 +184,16 @@ pub fn records(input: &InputArgs) -> anyhow::Result<Box<dyn Iterator<Item = Inpu
                 },
                 None => None,
             };
-            Some(Ok((key, line.into_bytes())))
+            let value = match encoder {
+                Some(e) => {
+                    match e.encode(line.as_bytes(), &format!("line {line_no} of {source}")) {
+                        Ok(v) => v,
+                        Err(e) => return Some(Err(e)),
+                    }
+                }
+                None => line.into_bytes(),
+            };
+            Some(Ok((key, value)))
         },
     )))
 }
@@ -180,7 +224,12 @@ fn key_of(line_no: usize, v: &serde_json::Value, field: &str) -> anyhow::Result<
 }
 
 /// Appends the input to the topic in batches of 1000; prints how many went where.
-pub fn produce_to_log(log: &Log, input: &InputArgs, output: Output) -> anyhow::Result<()> {
+pub fn produce_to_log(
+    log: &Log,
+    input: &InputArgs,
+    encoder: Option<&crate::encode::Encoder>,
+    output: Output,
+) -> anyhow::Result<()> {
     let dir = log.dir().to_path_buf();
     if !log.topics().contains_key(&input.topic) {
         log.create_topic(&input.topic, input.partitions)
@@ -203,7 +252,7 @@ pub fn produce_to_log(log: &Log, input: &InputArgs, output: Output) -> anyhow::R
         Ok(())
     };
     let bar = progress(input.generate.unwrap_or(0), "produce");
-    for r in records(input)? {
+    for r in records(input, encoder)? {
         let (key, value) = r?;
         batch.push(match key {
             Some(k) => NewRecord::new(k, value),

@@ -144,25 +144,6 @@ pub fn bytes_text(b: Option<&[u8]>) -> String {
     }
 }
 
-/// A log location from `--log DIR` or `--bootstrap log:///DIR`; Kafka is not built
-/// into this CLI.
-pub fn log_location(
-    log: Option<&Path>,
-    bootstrap: Option<&str>,
-) -> anyhow::Result<Option<std::path::PathBuf>> {
-    match (log, bootstrap) {
-        (Some(d), _) => Ok(Some(d.to_path_buf())),
-        (None, Some(url)) if url.starts_with("log://") => Ok(Some(
-            weir_log::log_dir_from_url(url).with_context(|| format!("bad log URL {url}"))?,
-        )),
-        (None, Some(url)) => bail!(
-            "--bootstrap {url}: this command works on the embedded log only (log:///DIR); \
-             replaying into Kafka is not built in yet"
-        ),
-        (None, None) => Ok(None),
-    }
-}
-
 /// Where a topic's partitions live: the embedded log or a Kafka cluster.
 #[derive(Debug, Clone)]
 pub enum Source {
@@ -221,6 +202,30 @@ impl Source {
             }
             #[cfg(feature = "kafka")]
             Source::Kafka(servers) => crate::kafka::ranges(servers, topic),
+            #[cfg(not(feature = "kafka"))]
+            Source::Kafka(servers) => bail!("{}", no_kafka(servers)),
+        }
+    }
+}
+
+impl Source {
+    /// `partition → offset` of the first record at or after `ms` (milliseconds since
+    /// the Unix epoch) on every partition of `topic`, the end where every record is
+    /// older. The embedded log is read without its lock.
+    pub fn offsets_for_time(
+        &self,
+        topic: &str,
+        ms: i64,
+    ) -> anyhow::Result<std::collections::BTreeMap<i32, i64>> {
+        match self {
+            Source::Log(dir) => weir_log::offsets_for_time_unlocked(dir, topic, ms).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot look up time {ms} ms in topic `{topic}` of the log {}: {e}",
+                    dir.display()
+                )
+            }),
+            #[cfg(feature = "kafka")]
+            Source::Kafka(servers) => crate::kafka::offsets_for_time(servers, topic, ms),
             #[cfg(not(feature = "kafka"))]
             Source::Kafka(servers) => bail!("{}", no_kafka(servers)),
         }

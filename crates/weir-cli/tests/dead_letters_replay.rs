@@ -324,3 +324,191 @@ async fn replay_refuses_an_unknown_job_and_a_missing_topic() {
         run.stderr
     );
 }
+
+/// A record read back: `(partition, key, headers)`.
+#[cfg(feature = "kafka")]
+type KafkaRecord = (i32, Option<Vec<u8>>, Vec<(String, Vec<u8>)>);
+
+/// Every record of `topic` at the broker.
+#[cfg(feature = "kafka")]
+fn kafka_records(topic: &str, partitions: i32) -> Vec<KafkaRecord> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", common::BROKER)
+        .set("group.id", unique("count"))
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    let mut end = 0;
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+            .unwrap();
+        end += consumer
+            .fetch_watermarks(topic, p, std::time::Duration::from_secs(10))
+            .unwrap()
+            .1;
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    // tansu's high watermark can lag one batch behind (DEVELOPERS.md): read until
+    // quiet once at least the watermark's count arrived.
+    let mut quiet = 0;
+    while std::time::Instant::now() < deadline && (out.len() < end as usize || quiet < 5) {
+        match consumer.poll(std::time::Duration::from_millis(200)) {
+            Some(m) => {
+                let m = m.unwrap();
+                let headers = m
+                    .headers()
+                    .map(|hs| {
+                        hs.iter()
+                            .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push((m.partition(), m.key().map(<[u8]>::to_vec), headers));
+                quiet = 0;
+            }
+            None => quiet += 1,
+        }
+    }
+    out
+}
+
+/// Into Kafka: a replay holds the database's replay lock (a second one is refused
+/// while it is held), resolves a pending replay whose copy is already in the topic
+/// without sending it again, and a second replay sends nothing.
+#[cfg(feature = "kafka")]
+#[tokio::test]
+async fn replay_into_kafka_is_exclusive_and_idempotent() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let pool = common::postgres().await;
+    let t = seed(&pool, common::PG_URL).await;
+    let topic = unique("retry");
+    common::create_topic(&topic, 2).await;
+    let bootstrap = format!("kafka://{}", common::BROKER);
+    let args = |extra: &[&str]| {
+        let mut v = vec![
+            "--bootstrap",
+            bootstrap.as_str(),
+            "--to-topic",
+            topic.as_str(),
+            "--all",
+            "--output",
+            "json",
+        ];
+        v.extend_from_slice(extra);
+        v.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let run = |extra: &[&str]| {
+        let a = args(extra);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        t.run("replay", &a)
+    };
+
+    let admin = Admin::connect(common::PG_URL)
+        .await
+        .unwrap()
+        .with_dead_letters_table(TableName::new(&t.dlq).unwrap())
+        .with_replays_table(TableName::new(&t.replays).unwrap());
+    admin.migrate_replays().await.unwrap();
+    // Another replay of the job holds the lock: refused, nothing sent or recorded.
+    let lock = admin.lock_replays(&t.job).await.unwrap().unwrap();
+    assert!(
+        admin.lock_replays(&t.job).await.unwrap().is_none(),
+        "exclusive"
+    );
+    let busy = run(&[]);
+    assert_eq!(busy.code, 1, "{busy:?}");
+    assert!(
+        busy.stderr
+            .contains(&format!("another replay of job `{}` is running", t.job)),
+        "{}",
+        busy.stderr
+    );
+    drop(lock);
+
+    // A crash after the send, before the confirmation: recorded and in the topic.
+    let key = DeadLetterKey {
+        topic: "orders".into(),
+        partition: 1,
+        offset: 3,
+    };
+    let pending = Replay {
+        target_topic: topic.clone(),
+        target_partition: 1,
+        scan_from: 0,
+        target_offset: None,
+        replayed_at: None,
+    };
+    admin
+        .record_replays(&t.job, &[(key, pending)])
+        .await
+        .unwrap();
+    let marker = serde_json::json!({"job": t.job, "topic": "orders", "partition": 1, "offset": 3});
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", common::BROKER)
+        .create()
+        .unwrap();
+    let marker = marker.to_string();
+    producer
+        .send(
+            FutureRecord::<[u8], [u8]>::to(&topic)
+                .partition(1)
+                .payload(b"{\"id\":3}")
+                .headers(
+                    rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+                        key: "weir-replay-of",
+                        value: Some(marker.as_bytes()),
+                    }),
+                ),
+            std::time::Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+
+    let first = run(&[]);
+    assert_eq!(first.code, 0, "{first:?}");
+    let s: serde_json::Value = serde_json::from_str(&first.stdout).unwrap();
+    assert_eq!(
+        (s["recovered"].as_u64(), s["appended"].as_u64()),
+        (Some(1), Some(2)),
+        "{s}"
+    );
+    let second = run(&[]);
+    assert_eq!(second.code, 0, "{second:?}");
+    let s: serde_json::Value = serde_json::from_str(&second.stdout).unwrap();
+    assert_eq!(
+        (s["appended"].as_u64(), s["skipped"].as_u64()),
+        (Some(0), Some(3)),
+        "{s}"
+    );
+
+    let records = kafka_records(&topic, 2);
+    let mut markers: Vec<String> = records
+        .iter()
+        .flat_map(|(_, _, hs)| hs.iter().filter(|(k, _)| k == "weir-replay-of"))
+        .map(|(_, v)| String::from_utf8(v.clone()).unwrap())
+        .collect();
+    markers.sort();
+    markers.dedup();
+    assert_eq!(
+        (records.len(), markers.len()),
+        (3, 3),
+        "each dead letter once: {records:?}"
+    );
+    let k7 = records
+        .iter()
+        .find(|(_, k, _)| k.as_deref() == Some(&b"k7"[..]))
+        .unwrap();
+    assert_eq!(
+        k7.2[0],
+        ("trace".to_owned(), vec![0xff, 0x00]),
+        "headers kept"
+    );
+    let rows = admin.dead_letters(&t.job, None).await.unwrap();
+    assert!(rows
+        .iter()
+        .all(|d| d.replay.as_ref().is_some_and(|r| r.target_offset.is_some())));
+}

@@ -306,3 +306,99 @@ async fn bad_input_fails_with_what_and_where() {
         run.stderr
     );
 }
+
+/// `--to-datetime` moves each partition to its first record at or after the time
+/// (the end where every record is older), checked against timestamps we wrote; a time
+/// that does not parse is refused with the forms that are accepted.
+#[tokio::test]
+async fn reset_to_datetime_moves_to_the_first_record_at_or_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_dir = dir.path().join("log");
+    {
+        let log = weir_log::Log::open(&log_dir, Default::default()).unwrap();
+        log.create_topic("orders", 2).unwrap();
+        // Partition 0: one record per second from t = 0 s; partition 1: from t = 100 s.
+        for (p, from) in [(0, 0i64), (1, 100)] {
+            let tp = TopicPartition::new("orders", p);
+            for i in 0..10 {
+                log.append(
+                    &tp,
+                    &[weir_log::NewRecord::value("{}").with_timestamp((from + i) * 1000)],
+                )
+                .unwrap();
+            }
+        }
+    }
+    let (pool, url) = common::sqlite(dir.path()).await;
+    let job = unique("job");
+    let store = OffsetStore::<sqlx::Sqlite>::new(&job).unwrap();
+    store.migrate(&pool).await.unwrap();
+    let parts = [
+        TopicPartition::new("orders", 0),
+        TopicPartition::new("orders", 1),
+    ];
+    let claims = store.claim(&pool, &parts, "w").await.unwrap();
+
+    let run = reset(
+        &url,
+        "weir_offsets",
+        &job,
+        &log_dir,
+        &[
+            "--to-datetime",
+            "1970-01-01T00:00:04.500Z",
+            "--execute",
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let mut conn = pool.acquire().await.unwrap();
+    let p0 = store.read(&mut *conn, &parts[0]).await.unwrap().unwrap();
+    let p1 = store.read(&mut *conn, &parts[1]).await.unwrap().unwrap();
+    // 4.5 s: partition 0's record 5 (t = 5 s); all of partition 1 is later: its start.
+    assert_eq!(p0.next_offset, Some(5));
+    assert_eq!(p1.next_offset, Some(0));
+    assert!(
+        p0.epoch > claims[&parts[0]].epoch,
+        "the reset fences: epoch bumped"
+    );
+    drop(conn);
+
+    // After every record (in +01:00): each partition's end.
+    let run = reset(
+        &url,
+        "weir_offsets",
+        &job,
+        &log_dir,
+        &[
+            "--to-datetime",
+            "1970-01-01T01:10:00+01:00",
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let out: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let after: Vec<i64> = out["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["after"].as_i64().unwrap())
+        .collect();
+    assert_eq!(after, [10, 10], "{out}");
+
+    let run = reset(
+        &url,
+        "weir_offsets",
+        &job,
+        &log_dir,
+        &["--to-datetime", "last tuesday"],
+    );
+    assert_eq!(run.code, 2, "a usage error: {run:?}");
+    assert!(
+        run.stderr.contains("`last tuesday` is not a time") && run.stderr.contains("RFC 3339"),
+        "{}",
+        run.stderr
+    );
+}

@@ -392,6 +392,32 @@ pub(crate) fn decode_records(
     Ok(pushed)
 }
 
+/// The offset of the first record of a batch whose timestamp is at or after `ts`
+/// (milliseconds since the Unix epoch); `b` is exactly the batch's bytes, already
+/// checked by [`verify_batch`]. `Ok(None)` if every record is older.
+pub(crate) fn first_at_or_after(
+    b: &[u8],
+    h: &BatchHeader,
+    ts: i64,
+) -> Result<Option<i64>, BadBatch> {
+    let end = h.total_len.min(b.len());
+    let mut pos = BATCH_HEADER;
+    for i in 0..h.record_count {
+        let rlen = read_u32(&b[..end], pos).map_err(bad)? as usize;
+        let rend = pos + 4 + rlen;
+        if rlen < 8 || rend > end {
+            return Err(bad(
+                "record too short for its timestamp or beyond the batch",
+            ));
+        }
+        if i64_at(b, pos + 4) >= ts {
+            return Ok(Some(h.base_offset + i64::from(i)));
+        }
+        pos = rend;
+    }
+    Ok(None)
+}
+
 fn take_opt(buf: &Bytes, pos: usize, end: usize) -> Result<(Option<Bytes>, usize), BadBatch> {
     if pos + 4 > end {
         return Err(bad("length field beyond the record"));

@@ -71,8 +71,8 @@ pub use options::{Durability, LogOptions, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
 pub use producer::{murmur2, partition_for_key, Producer};
 pub use record::NewRecord;
 pub use verify::{
-    is_log_dir, read_offsets_unlocked, verify, PartitionReport, Problem, ProblemKind, Repair,
-    RepairDone, VerifyReport,
+    is_log_dir, offsets_for_time_unlocked, read_offsets_unlocked, verify, PartitionReport, Problem,
+    ProblemKind, Repair, RepairDone, VerifyReport,
 };
 
 // Handles users share across tasks and threads stay `Send + Sync`; checked at compile

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 use weir_core::Error;
 
-use crate::codec::{verify_batch, BatchHeader, BATCH_HEADER, MAX_BATCH_BYTES};
+use crate::codec::{first_at_or_after, verify_batch, BatchHeader, BATCH_HEADER, MAX_BATCH_BYTES};
 use crate::fsutil::write_atomic;
 use crate::Result;
 
@@ -60,6 +60,16 @@ pub(crate) struct Segment {
     next_offset: AtomicI64,
     max_ts: AtomicI64,
     index: RwLock<Vec<IndexEntry>>,
+}
+
+/// Where a time lookup in one segment ended ([`Segment::first_at_or_after`]).
+#[derive(Debug)]
+pub(crate) enum TimeScan {
+    /// The offset of the first record at or after the time sought.
+    Found(i64),
+    /// No such record; `damage` is where (byte position) and why the segment's valid
+    /// batches stopped early, if they did.
+    NotFound { damage: Option<(u64, String)> },
 }
 
 /// What a scan of a segment found.
@@ -127,7 +137,7 @@ impl Segment {
         Ok((seg, scan, file_len))
     }
 
-    fn open_file(dir: &Path, base: i64) -> Result<(Segment, u64)> {
+    pub(crate) fn open_file(dir: &Path, base: i64) -> Result<(Segment, u64)> {
         let path = dir.join(segment_file_name(base));
         let file = OpenOptions::new()
             .read(true)
@@ -246,6 +256,49 @@ impl Segment {
             index,
             failure,
         })
+    }
+
+    /// The first record at or after time `ts` among the segment's first `file_len`
+    /// bytes: batches whose largest timestamp is older are skipped by their header,
+    /// and only the batch that holds the answer is read record by record.
+    pub(crate) fn first_at_or_after(&self, file_len: u64, ts: i64) -> Result<TimeScan> {
+        let mut reader = WindowReader::new(&self.file, &self.path, file_len);
+        let mut pos = 0u64;
+        let mut next = self.base;
+        while pos < file_len {
+            let h = match reader.batch_at(pos)? {
+                Ok(h) if h.base_offset == next => h,
+                Ok(h) => {
+                    let reason = format!(
+                        "batch base offset {} where {next} was expected",
+                        h.base_offset
+                    );
+                    return Ok(TimeScan::NotFound {
+                        damage: Some((pos, reason)),
+                    });
+                }
+                Err(reason) => {
+                    return Ok(TimeScan::NotFound {
+                        damage: Some((pos, reason)),
+                    })
+                }
+            };
+            if h.max_timestamp >= ts {
+                let b = reader.get(pos, h.total_len)?;
+                match first_at_or_after(b, &h, ts) {
+                    Ok(Some(offset)) => return Ok(TimeScan::Found(offset)),
+                    Ok(None) => {}
+                    Err(e) => {
+                        return Ok(TimeScan::NotFound {
+                            damage: Some((pos, e.reason)),
+                        })
+                    }
+                }
+            }
+            next = h.next_offset();
+            pos += h.total_len as u64;
+        }
+        Ok(TimeScan::NotFound { damage: None })
     }
 
     /// Whether any complete, valid batch with a base offset at or after `min_offset`

@@ -19,7 +19,7 @@ use weir_core::Error;
 
 use crate::fsutil::{now_ms, sync_dir};
 use crate::lock::{acquire, LOCK_FILE};
-use crate::segment::{parse_segment_file_name, Segment};
+use crate::segment::{parse_segment_file_name, Segment, TimeScan};
 use crate::Result;
 
 /// Whether [`verify`] changes anything.
@@ -567,6 +567,64 @@ pub fn read_offsets_unlocked(
     Ok(out)
 }
 
+/// `partition → offset` of the first record of each partition of `topic` whose
+/// timestamp is at or after `timestamp_ms` (milliseconds since the Unix epoch), or the
+/// partition's end if every record is older: what Kafka's `ListOffsets` by time
+/// answers, for `weir offsets reset --to-datetime`. Read from the segment files
+/// without the log's lock, like [`read_offsets_unlocked`]; a torn tail of the newest
+/// segment ends the search, damage in an older one is [`Error::Corrupt`].
+///
+/// ```
+/// use weir_core::TopicPartition;
+/// use weir_log::{offsets_for_time_unlocked, Log, NewRecord};
+///
+/// let dir = tempfile::tempdir()?;
+/// let log = Log::open(dir.path(), Default::default())?;
+/// log.create_topic("orders", 1)?;
+/// let tp = TopicPartition::new("orders", 0);
+/// let at = |ts| NewRecord::value("x").with_timestamp(ts);
+/// log.append(&tp, &[at(1_000), at(2_000), at(3_000)])?;
+/// assert_eq!(offsets_for_time_unlocked(dir.path(), "orders", 1_500)?[&0], 1);
+/// assert_eq!(offsets_for_time_unlocked(dir.path(), "orders", 9_999)?[&0], 3); // the end
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn offsets_for_time_unlocked(
+    dir: impl AsRef<Path>,
+    topic: &str,
+    timestamp_ms: i64,
+) -> Result<BTreeMap<i32, i64>> {
+    let dir = dir.as_ref();
+    let ranges = read_offsets_unlocked(dir, topic)?;
+    let topic_dir = dir.join("topics").join(topic);
+    let mut out = BTreeMap::new();
+    for (&p, &(_, end)) in &ranges {
+        let pdir = topic_dir.join(p.to_string());
+        let bases = segment_bases(&pdir)?.unwrap_or_default();
+        let mut found = end;
+        for (i, &base) in bases.iter().enumerate() {
+            let (seg, len) = Segment::open_file(&pdir, base)?;
+            match seg.first_at_or_after(len, timestamp_ms)? {
+                TimeScan::Found(offset) => {
+                    found = offset.min(end);
+                    break;
+                }
+                TimeScan::NotFound {
+                    damage: Some((position, reason)),
+                } if i + 1 < bases.len() => {
+                    return Err(Error::Corrupt {
+                        path: pdir.join(crate::segment::segment_file_name(base)),
+                        position,
+                        reason,
+                    })
+                }
+                TimeScan::NotFound { .. } => {}
+            }
+        }
+        out.insert(p, found);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -723,5 +781,36 @@ mod tests {
         let e = verify(dir.path(), Repair::Cut, &mut |_, _| {}).unwrap_err();
         assert!(e.to_string().contains("not a weir log directory"), "{e}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn time_lookup_spans_segments_and_takes_the_first_record_at_or_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), LogOptions::default().with_segment_bytes(1024)).unwrap();
+        log.create_topic("t", 2).unwrap();
+        let tp = TopicPartition::new("t", 0);
+        // 30 batches of 5 records, 10 ms apart, over several 1 KiB segments; the
+        // second record of every batch is 1 s late (timestamps are not monotonic).
+        for b in 0..30i64 {
+            let recs: Vec<NewRecord> = (0..5i64)
+                .map(|i| {
+                    let late = if i == 1 { 1_000 } else { 0 };
+                    NewRecord::value(vec![0u8; 40]).with_timestamp(10_000 + (b * 5 + i) * 10 - late)
+                })
+                .collect();
+            log.append(&tp, &recs).unwrap();
+        }
+        assert!(log.segment_count(&tp).unwrap() > 3);
+        let at = |ts| offsets_for_time_unlocked(dir.path(), "t", ts).unwrap();
+        assert_eq!(at(0)[&0], 0);
+        assert_eq!(at(10_000)[&0], 0);
+        // Offset 77 has 10_770; 76 (late) has 9_760; 75 has 10_750.
+        assert_eq!(at(10_751)[&0], 77);
+        assert_eq!(at(11_490)[&0], 149);
+        assert_eq!(at(11_491)[&0], 150, "after every record: the end");
+        assert_eq!(at(11_491)[&1], 0, "an empty partition: its end");
+        drop(log);
+        let e = offsets_for_time_unlocked(dir.path(), "nope", 0).unwrap_err();
+        assert!(matches!(e, Error::UnknownTopic { .. }), "{e}");
     }
 }

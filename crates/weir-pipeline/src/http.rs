@@ -36,6 +36,11 @@ const RECORDS: &[f64] = &[
     1.0, 10.0, 100.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 50000.0, 100000.0,
 ];
 
+/// Buckets of `weir_batch_bytes`.
+const BYTES: &[f64] = &[
+    1024.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0, 67108864.0,
+];
+
 /// The process's Prometheus recorder, installed by the first job that serves HTTP.
 fn handle() -> std::result::Result<PrometheusHandle, String> {
     static HANDLE: OnceLock<std::result::Result<PrometheusHandle, String>> = OnceLock::new();
@@ -48,6 +53,9 @@ fn handle() -> std::result::Result<PrometheusHandle, String> {
                         Matcher::Full("weir_batch_records".to_owned()),
                         RECORDS,
                     )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full("weir_batch_bytes".to_owned()), BYTES)
                 })
                 .and_then(|b| b.install_recorder())
                 .map_err(|e| e.to_string())
@@ -153,7 +161,7 @@ pub(crate) fn route(
             metrics(),
         ),
         "/health/live" => probe(health.live(live_within), "live"),
-        "/health/ready" => probe(health.ready(), "ready"),
+        "/health/ready" => probe(health.ready(live_within), "ready"),
         _ => (
             "404 Not Found",
             TEXT,

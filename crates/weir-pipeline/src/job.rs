@@ -71,6 +71,7 @@ struct Settings {
     metrics_interval: Duration,
     lag_interval: Duration,
     http: Option<String>,
+    stall_timeout: Option<Duration>,
 }
 
 impl Default for Settings {
@@ -94,6 +95,7 @@ impl Default for Settings {
             metrics_interval: defaults::METRICS_INTERVAL,
             lag_interval: defaults::LAG_INTERVAL,
             http: None,
+            stall_timeout: None,
         }
     }
 }
@@ -305,7 +307,9 @@ impl Job {
 
     /// How often the `weir_lag_records` gauges are refreshed (default 5 s): the
     /// source's high watermark (one request per assigned partition)
-    /// minus the `next_offset` stored in the database.
+    /// minus the `next_offset` stored in the database. Also how long a job may go
+    /// without a successful database round trip before it pings the database (for
+    /// the ready probe), and how long that ping may take.
     ///
     /// ```
     /// let job = weir_pipeline::Job::new("orders")
@@ -323,9 +327,10 @@ impl Job {
     /// process installs as the global [`metrics`] recorder; a process that already
     /// installed another recorder fails to start with an error saying so.
     /// `/health/live` is 200 while the run loop turns (and while the job starts), 503
-    /// once it is stuck or stopped; `/health/ready` is 200 when partitions are
-    /// assigned, every one of them claimed and not fenced, and the database answered
-    /// the last claim or commit. A bad address fails the build, an address in use
+    /// once it is stuck (see [`stall_timeout`](Self::stall_timeout)) or stopped;
+    /// `/health/ready` is 200 when partitions are assigned, every one of them claimed
+    /// and not fenced, no commit attempt is stuck, and the database answered the last
+    /// claim, commit or ping. A bad address fails the build, an address in use
     /// fails the start; both name it. Without the feature the build fails saying so.
     ///
     /// ```
@@ -333,6 +338,22 @@ impl Job {
     /// ```
     pub fn serve_http(mut self, addr: impl Into<String>) -> Self {
         self.settings.http = Some(addr.into());
+        self
+    }
+
+    /// How long one turn of the run loop, or one commit attempt, may take before the
+    /// probes of [`serve_http`](Self::serve_http) call the job stuck: `/health/live`
+    /// and `/health/ready` answer 503. Default: the revoke timeout + two poll
+    /// timeouts + 30 s (a backpressure wait lasts at most one poll timeout). Set it
+    /// above the longest commit your sink can legitimately take.
+    ///
+    /// ```
+    /// let job = weir_pipeline::Job::new("orders")
+    ///     .serve_http("127.0.0.1:9464")
+    ///     .stall_timeout(std::time::Duration::from_secs(120));
+    /// ```
+    pub fn stall_timeout(mut self, d: Duration) -> Self {
+        self.settings.stall_timeout = Some(d);
         self
     }
 
@@ -684,6 +705,9 @@ pub struct Built<DB: Dialect, T, S> {
     /// Where to serve `/metrics` and the probes (feature `prometheus`).
     #[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
     http: Option<std::net::SocketAddr>,
+    /// After how long without a loop turn, or in one commit attempt, the probes fail.
+    #[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
+    stall_timeout: Duration,
 }
 
 impl<DB: Dialect, T, S> std::fmt::Debug for Built<DB, T, S> {
@@ -819,6 +843,7 @@ where
         for (name, d) in [
             ("metrics_interval", s.metrics_interval),
             ("lag_interval", s.lag_interval),
+            ("stall_timeout", s.stall_timeout.unwrap_or(Duration::MAX)),
         ] {
             if d.is_zero() {
                 return Err(fail("settings", format!("{name} must be above zero")));
@@ -900,6 +925,11 @@ where
             pool,
             connections: s.connections,
             http,
+            // Stuck: no turn of the run loop for longer than a revoke, two polls
+            // and a margin (a backpressure wait lasts at most one poll timeout).
+            stall_timeout: s
+                .stall_timeout
+                .unwrap_or(s.revoke_timeout + s.poll_timeout * 2 + Duration::from_secs(30)),
         })
     }
 
@@ -970,10 +1000,7 @@ where
         #[cfg(feature = "prometheus")]
         let _http = match self.http {
             Some(addr) => {
-                // Stuck: no turn of the run loop for longer than a revoke, two polls
-                // and a margin (a backpressure wait lasts at most one poll timeout).
-                let within =
-                    self.cfg.revoke_timeout + self.cfg.poll_timeout * 2 + Duration::from_secs(30);
+                let within = self.stall_timeout;
                 Some(crate::http::serve(addr, Arc::clone(&health), within, &job).await?)
             }
             None => None,

@@ -3,7 +3,8 @@
 //! per stage, commits, claims), the histograms saw every batch, and the lag gauge,
 //! computed from the database's stored offsets, shows the backlog while the sink is
 //! held and reaches 0 once the job has caught up. The probes: ready once the
-//! partitions are claimed, live while the loop turns, gone when the job stops. Bad
+//! partitions are claimed, live while the loop turns, both 503 while a commit attempt
+//! hangs past the stall timeout, gone when the job stops. Bad
 //! addresses fail clearly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -112,15 +113,18 @@ async fn scraped_metrics_count_what_the_job_did_and_lag_reaches_zero() -> Result
     let topic = input.topic("orders", PARTITIONS)?;
     // every 20th record of each partition is not JSON: a decode dead letter
     let mut bad = 0;
+    let mut bytes = 0;
     for p in 0..PARTITIONS {
         let values: Vec<_> = (0..PER_PARTITION)
             .map(|i| {
-                if i % 20 == 7 {
+                let v = if i % 20 == 7 {
                     bad += 1;
-                    (None, b"{not json".to_vec())
+                    b"{not json".to_vec()
                 } else {
-                    (None, format!("{}", i * 10).into_bytes())
-                }
+                    format!("{}", i * 10).into_bytes()
+                };
+                bytes += v.len() as i64;
+                (None, v)
             })
             .collect();
         input.produce(&topic, p, &values).await?;
@@ -140,6 +144,7 @@ async fn scraped_metrics_count_what_the_job_did_and_lag_reaches_zero() -> Result
         .metrics_interval(Duration::from_millis(50))
         .lag_interval(Duration::from_millis(50))
         .serve_http(addr.clone())
+        .stall_timeout(Duration::from_secs(2))
         .value::<i64, _>(weir_formats::Json::new())
         .map_with(|amount, rec| Out {
             part: rec.partition,
@@ -198,14 +203,19 @@ async fn scraped_metrics_count_what_the_job_did_and_lag_reaches_zero() -> Result
         scalar(&Db::Sqlite(pool.clone()), "SELECT COUNT(*) FROM out").await?,
         0
     );
-    assert_eq!(
-        get(&addr, "/health/ready").await?,
-        (200, "ready\n".to_owned())
-    );
-    assert_eq!(
-        get(&addr, "/health/live").await?,
-        (200, "live\n".to_owned())
-    );
+    // The commit attempt hangs in the held sink while the loop keeps turning: past
+    // the stall timeout (2 s) both probes call the job stuck.
+    eventually(
+        "a hung commit fails both probes",
+        Duration::from_secs(30),
+        || async {
+            Ok(
+                get(&addr, "/health/live").await? == (503, "not live\n".to_owned())
+                    && get(&addr, "/health/ready").await? == (503, "not ready\n".to_owned()),
+            )
+        },
+    )
+    .await?;
     assert_eq!(get(&addr, "/nope").await?.0, 404);
     // a request head over 8 KiB is answered 431, not read further
     let mut big = tokio::net::TcpStream::connect(&addr).await?;
@@ -230,6 +240,17 @@ async fn scraped_metrics_count_what_the_job_did_and_lag_reaches_zero() -> Result
             let n = scalar(&db, "SELECT COUNT(*) FROM out").await?
                 + scalar(&db, "SELECT COUNT(*) FROM weir_dead_letters").await?;
             Ok(n == i64::from(PARTITIONS) * PER_PARTITION)
+        },
+    )
+    .await?;
+    eventually(
+        "live and ready again once commits move",
+        Duration::from_secs(30),
+        || async {
+            Ok(
+                get(&addr, "/health/live").await? == (200, "live\n".to_owned())
+                    && get(&addr, "/health/ready").await? == (200, "ready\n".to_owned()),
+            )
         },
     )
     .await?;
@@ -288,6 +309,12 @@ async fn scraped_metrics_count_what_the_job_did_and_lag_reaches_zero() -> Result
         summary.commits
     );
     assert_eq!(count("weir_batch_records_sum", &[]), total);
+    assert_eq!(count("weir_batch_bytes_count", &[]) as u64, summary.commits);
+    assert_eq!(
+        count("weir_batch_bytes_sum", &[]),
+        bytes,
+        "key + value bytes"
+    );
     assert_eq!(
         count("weir_commit_seconds_count", &[]) as u64,
         summary.commits
@@ -402,5 +429,103 @@ async fn served_metrics_carry_no_secret() -> Result<()> {
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {name}")))
         .execute(&admin)
         .await?;
+    Ok(())
+}
+
+/// A TCP forwarder to PostgreSQL that can be cut (every connection closed, new ones
+/// closed at once) and restored: the database vanishing, as seen by the job.
+async fn cuttable_postgres() -> Result<(u16, tokio::sync::watch::Sender<bool>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let (up, _) = tokio::sync::watch::channel(true);
+    let up_rx = up.subscribe();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let mut up = up_rx.clone();
+            if !*up.borrow() {
+                continue; // dropped: closed at once
+            }
+            tokio::spawn(async move {
+                let Ok(mut server) = tokio::net::TcpStream::connect("127.0.0.1:5432").await else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                    _ = up.wait_for(|u| !*u) => {}
+                }
+            });
+        }
+    });
+    Ok((port, up))
+}
+
+/// An idle job (nothing to commit) whose database goes away turns unready through
+/// its ping, stays live (an outage is not a stuck process), and is ready again once
+/// the database is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_job_whose_database_vanishes_turns_unready_and_back() -> Result<()> {
+    common::logs();
+    sqlx::PgPool::connect(common::PG_URL).await.map_err(|e| {
+        anyhow::anyhow!("cannot reach PostgreSQL at 127.0.0.1:5432: {e}; run scripts/provision")
+    })?;
+    let (port, up) = cuttable_postgres().await?;
+    let name = weir_testkit::unique_name("ping").replace('-', "_");
+    let input = Input::log()?;
+    let topic = input.topic("orders", 1)?;
+    input.produce(&topic, 0, &[(None, b"1".to_vec())]).await?;
+    let addr = free_addr()?;
+    let job = Job::new(name.as_str())
+        .source(input.url(), [topic.as_str()])
+        .database(format!("postgres://postgres@127.0.0.1:{port}/test"))
+        .lag_interval(Duration::from_millis(200))
+        .serve_http(addr.clone())
+        .value::<i64, _>(weir_formats::Json::new())
+        .map_with(|amount, rec| Out {
+            part: rec.partition,
+            src_offset: rec.offset,
+            amount,
+        })
+        .sink(weir_pipeline::sink::Postgres::insert(name.as_str()));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(job.run_until(async move {
+        let _ = stop_rx.await;
+    }));
+    // (the server comes up with the job: a refused connection is "not yet")
+    let probes = || async {
+        let code = |r: Result<(u16, String)>| r.map_or(0, |(c, _)| c);
+        (
+            code(get(&addr, "/health/live").await),
+            code(get(&addr, "/health/ready").await),
+        )
+    };
+    let want = format!("weir_commits_total{{job=\"{name}\"}} 1");
+    eventually(
+        "the record is committed and the job ready",
+        Duration::from_secs(30),
+        || async {
+            let m = get(&addr, "/metrics")
+                .await
+                .map(|r| r.1)
+                .unwrap_or_default();
+            Ok(m.lines().any(|l| l == want) && probes().await == (200, 200))
+        },
+    )
+    .await?;
+    up.send_replace(false);
+    eventually(
+        "unready while the database is gone, still live",
+        Duration::from_secs(30),
+        || async { Ok(probes().await == (200, 503)) },
+    )
+    .await?;
+    up.send_replace(true);
+    eventually(
+        "ready again once it is back",
+        Duration::from_secs(30),
+        || async { Ok(probes().await == (200, 200)) },
+    )
+    .await?;
+    let _ = stop_tx.send(());
+    running.await??;
     Ok(())
 }

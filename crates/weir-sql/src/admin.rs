@@ -787,6 +787,123 @@ impl Admin {
     }
 }
 
+/// Held while one replay of a job's dead letters runs
+/// ([`Admin::lock_replays`]); released when dropped, and by the database (or the
+/// operating system) when the process dies, so a crash never leaves it behind.
+#[derive(Debug)]
+pub struct ReplayLock {
+    _held: Held,
+}
+
+#[derive(Debug)]
+#[allow(dead_code)] // held for its drop only
+enum Held {
+    /// A session that holds `pg_advisory_lock` / `GET_LOCK`: closing it releases.
+    #[cfg(feature = "postgres")]
+    Postgres(sqlx::PgConnection),
+    #[cfg(feature = "mysql")]
+    MySql(sqlx::MySqlConnection),
+    /// An exclusive lock on a file beside the SQLite database.
+    #[cfg(feature = "sqlite")]
+    File(nix::fcntl::Flock<std::fs::File>),
+}
+
+/// FNV-1a, 64 bits: a stable name for a lock (the same in every process and version).
+fn lock_key(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in part.bytes().chain(std::iter::once(0)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+impl Admin {
+    /// Takes the lock that makes one replay of `job`'s dead letters (into the
+    /// replays table this admin uses) exclusive across processes and hosts:
+    /// PostgreSQL's `pg_try_advisory_lock`, MySQL/MariaDB's `GET_LOCK`, and for SQLite
+    /// an exclusive lock on the file `<database>-weir-replay.lock` beside it.
+    /// `Ok(None)` if another replay holds it. A replay into a broker, which has no
+    /// lock of its own for the CLI to take, holds this from before it resolves
+    /// pending replays until it has confirmed them.
+    ///
+    /// ```no_run
+    /// # async fn f() -> weir_sql::Result<()> {
+    /// let admin = weir_sql::admin::Admin::connect("postgres://postgres@127.0.0.1/test").await?;
+    /// let Some(_lock) = admin.lock_replays("orders-to-db").await? else {
+    ///     panic!("another replay of orders-to-db is running");
+    /// };
+    /// // … resolve, append, confirm …
+    /// # Ok(()) }
+    /// ```
+    pub async fn lock_replays(&self, job: &str) -> Result<Option<ReplayLock>> {
+        let during = "replays lock";
+        let table = self.replays.to_string();
+        let key = lock_key(&["weir-replay", &table, job]);
+        let held = match &self.pool {
+            #[cfg(feature = "postgres")]
+            AdminPool::Postgres(pool) => {
+                let mut conn = pool
+                    .acquire()
+                    .await
+                    .map_err(|e| Error::db(during, e))?
+                    .detach();
+                let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                    .bind(key as i64)
+                    .fetch_one(&mut conn)
+                    .await
+                    .map_err(|e| Error::db(during, e))?;
+                got.then_some(Held::Postgres(conn))
+            }
+            #[cfg(feature = "mysql")]
+            AdminPool::MySql(pool) => {
+                let mut conn = pool
+                    .acquire()
+                    .await
+                    .map_err(|e| Error::db(during, e))?
+                    .detach();
+                let got: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, 0)")
+                    .bind(format!("weir-replay-{key:016x}"))
+                    .fetch_one(&mut conn)
+                    .await
+                    .map_err(|e| Error::db(during, e))?;
+                (got == Some(1)).then_some(Held::MySql(conn))
+            }
+            #[cfg(feature = "sqlite")]
+            AdminPool::Sqlite(pool) => {
+                let db = pool.connect_options().get_filename().to_path_buf();
+                let mut name = db.clone().into_os_string();
+                name.push(format!("-weir-replay-{key:016x}.lock"));
+                let path = std::path::PathBuf::from(name);
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| Error::Sink {
+                        sink: "replays lock".to_owned(),
+                        message: format!("cannot open the lock file {}: {e}", path.display()),
+                        retriable: false,
+                    })?;
+                match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+                    Ok(lock) => Some(Held::File(lock)),
+                    Err((_, nix::errno::Errno::EWOULDBLOCK)) => None,
+                    Err((_, e)) => {
+                        return Err(Error::Sink {
+                            sink: "replays lock".to_owned(),
+                            message: format!("cannot lock {}: {e}", path.display()),
+                            retriable: false,
+                        })
+                    }
+                }
+            }
+        };
+        Ok(held.map(|h| ReplayLock { _held: h }))
+    }
+}
+
 /// A dead letter's coordinates.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DeadLetterKey {

@@ -93,3 +93,35 @@ pub async fn mariadb() -> sqlx::MySqlPool {
         Err(e) => panic!("MariaDB at {MARIADB_URL} is unreachable ({e}): run scripts/provision"),
     }
 }
+
+/// The broker `scripts/provision` starts.
+#[cfg(feature = "kafka")]
+pub const BROKER: &str = "127.0.0.1:9092";
+
+/// Creates `name` with `partitions` partitions at [`BROKER`].
+#[cfg(feature = "kafka")]
+pub async fn create_topic(name: &str, partitions: i32) {
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", BROKER)
+            .create()
+            .unwrap();
+    let options = rdkafka::admin::AdminOptions::new()
+        .operation_timeout(Some(std::time::Duration::from_secs(10)));
+    let topic =
+        rdkafka::admin::NewTopic::new(name, partitions, rdkafka::admin::TopicReplication::Fixed(1));
+    let results = match tokio::time::timeout(
+        std::time::Duration::from_secs(15),
+        admin.create_topics([&topic], &options),
+    )
+    .await
+    {
+        Ok(r) => r.unwrap(),
+        Err(_) => panic!("Kafka at {BROKER} did not answer: run scripts/provision"),
+    };
+    for r in results {
+        if let Err((t, e)) = r {
+            panic!("creating topic {t} at {BROKER}: {e} (run scripts/provision)");
+        }
+    }
+}

@@ -124,7 +124,11 @@ where
                 return Ok(());
             }
             attempts += 1;
-            match self.try_commit(&mut pending).await {
+            // The probes see an attempt that hangs (a lock, a silent peer).
+            self.health.attempt(true);
+            let attempt = self.try_commit(&mut pending).await;
+            self.health.attempt(false);
+            match attempt {
                 Ok(()) => self.health.database(true),
                 Err(e) if e.is_retriable() && Instant::now() < deadline => {
                     self.health.database(false);
@@ -263,6 +267,7 @@ where
             job: &self.job_label,
             sink: self.sink.name(),
             records: done.records,
+            bytes: done.bytes,
             rows: done.rows(),
             dead_letters: &done.dead,
             took: self.batch_started.map_or(Duration::ZERO, |t| t.elapsed()),

@@ -98,6 +98,32 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Every `every`, unless a claim or commit succeeded within it or a commit is under
+/// way, check that the
+/// database answers (a connection from the pool and its ping, within `every`) and
+/// record the answer for the ready probe.
+async fn ping<DB: Dialect>(pool: Pool<DB>, health: Arc<Health>, every: Duration) {
+    use sqlx::Connection as _;
+    loop {
+        tokio::time::sleep(every).await;
+        // A commit under way is a round trip of its own (and may hold the pool's only
+        // connection); one that hangs is the stall check's business.
+        if health.database_answered_within(every) || health.committing() {
+            continue;
+        }
+        let answer = tokio::time::timeout(every, async {
+            let mut conn = pool.acquire().await?;
+            conn.ping().await
+        })
+        .await;
+        let ok = matches!(answer, Ok(Ok(())));
+        if !ok {
+            tracing::debug!("the database did not answer a ping within {every:?}");
+        }
+        health.database(ok);
+    }
+}
+
 /// Run until `stop` resolves (then drain and close) or a fatal error.
 pub(crate) async fn run<DB, T, S, F>(
     parts: Parts<DB, T, S>,
@@ -158,6 +184,13 @@ where
         cfg.lag_interval,
         Arc::clone(&health),
     );
+    // An idle job makes no round trip to its database: the pinger does, so the ready
+    // probe notices a database that went away while nothing was being committed.
+    let _pinger = AbortOnDrop(tokio::spawn(ping(
+        parts.pool.clone(),
+        Arc::clone(&health),
+        cfg.lag_interval,
+    )));
     let (tx, rx) = mpsc::unbounded_channel();
     let committer = commit::Committer {
         pool: parts.pool,

@@ -39,8 +39,14 @@ pub(crate) struct Health {
     turned_ms: AtomicU64,
     /// Every assigned partition is claimed and not fenced, and at least one is.
     claimed: AtomicBool,
-    /// The last database round trip (claim or commit) succeeded.
+    /// The last database round trip (claim, commit or ping) succeeded.
     db_ok: AtomicBool,
+    /// Monotonic milliseconds (as `turned_ms`) of the last successful round trip.
+    db_at_ms: AtomicU64,
+    /// Monotonic milliseconds (as `turned_ms`) when the commit attempt under way
+    /// began; 0 when none is. A commit blocked on a lock while the fetch loop keeps
+    /// turning is caught by this, not by `turned_ms`.
+    attempt_ms: AtomicU64,
     /// The run ended: neither live nor ready.
     ended: AtomicBool,
 }
@@ -55,6 +61,10 @@ fn now_ms() -> u64 {
 fn started() -> Instant {
     static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     *START.get_or_init(Instant::now)
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn mono_ms() -> u64 {
@@ -72,24 +82,54 @@ impl Health {
     }
 
     pub(crate) fn database(&self, ok: bool) {
+        if ok {
+            self.db_at_ms.store(mono_ms(), Ordering::Release);
+        }
         self.db_ok.store(ok, Ordering::Release);
     }
 
+    /// Whether the database answered within `within` (the pinger then stays quiet).
+    pub(crate) fn database_answered_within(&self, within: Duration) -> bool {
+        let at = self.db_at_ms.load(Ordering::Acquire);
+        at != 0 && mono_ms().saturating_sub(at) <= millis(within)
+    }
+
+    /// A commit attempt begins (`true`) or ends (`false`).
+    pub(crate) fn attempt(&self, begins: bool) {
+        self.attempt_ms
+            .store(if begins { mono_ms() } else { 0 }, Ordering::Release);
+    }
+
+    /// A commit attempt is under way.
+    pub(crate) fn committing(&self) -> bool {
+        self.attempt_ms.load(Ordering::Acquire) != 0
+    }
+
+    /// No commit attempt has been under way for longer than `within`.
+    fn commit_moving(&self, within: Duration) -> bool {
+        let at = self.attempt_ms.load(Ordering::Acquire);
+        at == 0 || mono_ms().saturating_sub(at) <= millis(within)
+    }
+
     /// The loop turned within `within`, or has not started yet (the job is connecting
-    /// and creating its tables, bounded by its retry settings).
+    /// and creating its tables, bounded by its retry settings), and no commit attempt
+    /// has hung for longer than `within` (a transaction waiting on a lock nobody
+    /// releases, or a connection whose peer vanished without a reset: a restart
+    /// drops the transaction, which commits nothing, and claims again).
     pub(crate) fn live(&self, within: Duration) -> bool {
         let at = self.turned_ms.load(Ordering::Acquire);
         !self.ended.load(Ordering::Acquire)
-            && (at == 0
-                || mono_ms().saturating_sub(at)
-                    <= u64::try_from(within.as_millis()).unwrap_or(u64::MAX))
+            && (at == 0 || mono_ms().saturating_sub(at) <= millis(within))
+            && self.commit_moving(within)
     }
 
-    /// Partitions assigned and claimed, and the database reachable.
-    pub(crate) fn ready(&self) -> bool {
+    /// Partitions assigned and claimed, the database reachable, and no commit
+    /// attempt hung for longer than `within`.
+    pub(crate) fn ready(&self, within: Duration) -> bool {
         !self.ended.load(Ordering::Acquire)
             && self.claimed.load(Ordering::Acquire)
             && self.db_ok.load(Ordering::Acquire)
+            && self.commit_moving(within)
     }
 
     pub(crate) fn end(&self) {
@@ -307,6 +347,8 @@ pub(crate) struct BatchMetrics<'a> {
     pub job: &'a metrics::SharedString,
     pub sink: &'a str,
     pub records: usize,
+    /// Key and value bytes of those records.
+    pub bytes: usize,
     pub rows: usize,
     pub dead_letters: &'a [weir_sql::DeadLetter],
     /// From the first `BEGIN` of the batch to its `COMMIT` (retries included).
@@ -332,6 +374,7 @@ impl BatchMetrics<'_> {
         }
         histogram!("weir_commit_seconds", "job" => job.clone()).record(self.took.as_secs_f64());
         histogram!("weir_batch_records", "job" => job.clone()).record(self.records as f64);
+        histogram!("weir_batch_bytes", "job" => job.clone()).record(self.bytes as f64);
         if let Some(ts) = self.oldest_ms.filter(|ts| *ts > 0) {
             let age_ms = i64::try_from(now_ms())
                 .unwrap_or(i64::MAX)
