@@ -162,15 +162,26 @@ where
     let stop_flag = Arc::clone(&stopping);
     let abort = Arc::new(tokio::sync::Notify::new());
     let abort_tx = Arc::clone(&abort);
+    // Signals are counted by a thread of their own (`shutdown::signals`, installed
+    // by `shutdown_signal` or, at the latest, by the drain below), so one sent while
+    // this runtime is busy is still seen. (Not installed here: that would take
+    // Ctrl-C's default away from a job that stops on something else.)
+    let signals_at_start = crate::shutdown::peek_count();
     let stop_task = AbortOnDrop(tokio::spawn(async move {
         stop.await;
         tracing::info!("shutdown requested: committing what is in flight");
         stop_flag.store(true, std::sync::atomic::Ordering::Release);
         wakeup.wakeup();
-        // Listening starts the moment the stop is seen, so a second SIGINT/SIGTERM
-        // during the drain is never missed (it would otherwise find the handlers
-        // installed but nobody listening, and be ignored).
-        crate::shutdown::signal().await;
+        // A signal since the start was (most likely) the stop itself: the next one
+        // aborts. Counted, not listened for from here, so a second signal that
+        // arrived before this task ran is not missed.
+        let now = crate::shutdown::count();
+        let abort_at = if now > signals_at_start {
+            signals_at_start + 2
+        } else {
+            now + 1
+        };
+        crate::shutdown::count_reaches(abort_at).await;
         abort_tx.notify_one();
     }));
 
