@@ -130,6 +130,16 @@ pub(crate) async fn serve(
     Ok(Server(task))
 }
 
+/// The method and path (without its query) of a request head.
+fn request_line(head: &str) -> (&str, &str) {
+    let mut parts = head.lines().next().unwrap_or_default().split_whitespace();
+    let (method, path) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+    (method, path.split('?').next().unwrap_or_default())
+}
+
 /// The response to a request head: status line, content type, body.
 pub(crate) fn route(
     head: &str,
@@ -138,12 +148,7 @@ pub(crate) fn route(
     live_within: Duration,
 ) -> (&'static str, &'static str, String) {
     const TEXT: &str = "text/plain; charset=utf-8";
-    let mut parts = head.lines().next().unwrap_or_default().split_whitespace();
-    let (method, path) = (
-        parts.next().unwrap_or_default(),
-        parts.next().unwrap_or_default(),
-    );
-    let path = path.split('?').next().unwrap_or_default();
+    let (method, path) = request_line(head);
     if method != "GET" && method != "HEAD" {
         return ("405 Method Not Allowed", TEXT, "GET only\n".to_owned());
     }
@@ -200,7 +205,17 @@ async fn answer(
         .is_some_and(|end| end + 4 <= MAX_REQUEST);
     let head = String::from_utf8_lossy(&buf);
     let (status, content_type, body) = if complete {
-        route(&head, || prometheus.render(), health, live_within)
+        // Rendering walks every metric: done on a blocking thread, so a scrape of a
+        // large registry never holds up a worker the job's tasks run on.
+        let rendered = if request_line(&head).1 == "/metrics" {
+            let handle = prometheus.clone();
+            tokio::task::spawn_blocking(move || handle.render())
+                .await
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        route(&head, || rendered, health, live_within)
     } else if buf.len() >= MAX_REQUEST {
         (
             "431 Request Header Fields Too Large",

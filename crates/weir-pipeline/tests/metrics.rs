@@ -529,3 +529,84 @@ async fn an_idle_job_whose_database_vanishes_turns_unready_and_back() -> Result<
     running.await??;
     Ok(())
 }
+
+/// Under `auto.offset.reset=latest` a partition never committed lags from its end,
+/// where the job starts, not from the log's start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_of_a_partition_never_committed_counts_from_where_the_reset_started() -> Result<()> {
+    common::logs();
+    let input = Input::log()?;
+    let topic = input.topic("orders", 1)?;
+    let old: Vec<_> = (0..10)
+        .map(|i| (None, format!("{i}").into_bytes()))
+        .collect();
+    input.produce(&topic, 0, &old).await?;
+    let dir = tempfile::tempdir()?;
+    let url = sqlite_url(dir.path());
+    let addr = free_addr()?;
+    let job = Job::new("latest")
+        .source(input.url(), [topic.as_str()])
+        .database(&url)
+        .auto_offset_reset(weir_core::AutoOffsetReset::Latest)
+        .metrics_interval(Duration::from_millis(50))
+        .lag_interval(Duration::from_millis(50))
+        .serve_http(addr.clone())
+        .value::<i64, _>(weir_formats::Json::new())
+        .map_with(|amount, rec| Out {
+            part: rec.partition,
+            src_offset: rec.offset,
+            amount,
+        })
+        .sink(weir_pipeline::sink::Sqlite::insert("out"));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(job.run_until(async move {
+        let _ = stop_rx.await;
+    }));
+    let lag = || async {
+        let m = get(&addr, "/metrics")
+            .await
+            .map(|r| r.1)
+            .unwrap_or_default();
+        sample(
+            &m,
+            "weir_lag_records",
+            &[("job", "latest"), ("partition", "0")],
+        )
+    };
+    eventually(
+        "the lag gauge is published",
+        Duration::from_secs(30),
+        || async { Ok(lag().await.is_some()) },
+    )
+    .await?;
+    assert_eq!(
+        lag().await,
+        Some(0.0),
+        "the 10 old records are not the job's backlog"
+    );
+    let new: Vec<_> = (10..15)
+        .map(|i| (None, format!("{i}").into_bytes()))
+        .collect();
+    input.produce(&topic, 0, &new).await?;
+    let want = "weir_records_total{job=\"latest\"} 5";
+    eventually(
+        "the 5 new records are committed",
+        Duration::from_secs(30),
+        || async {
+            let m = get(&addr, "/metrics")
+                .await
+                .map(|r| r.1)
+                .unwrap_or_default();
+            Ok(m.lines().any(|l| l == want))
+        },
+    )
+    .await?;
+    eventually("lag 0 again", Duration::from_secs(30), || async {
+        Ok(lag().await == Some(0.0))
+    })
+    .await?;
+    let _ = stop_tx.send(());
+    let summary = running.await??;
+    assert_eq!(summary.records, 5, "{summary:?}");
+    Ok(())
+}

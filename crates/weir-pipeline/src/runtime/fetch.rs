@@ -490,6 +490,10 @@ impl<DB: Dialect, T: Send + Sync + 'static> Fetcher<DB, T> {
                 if let Some(s) = self.claimer.state.lock().parts.get_mut(&tp) {
                     if s.generation == st.generation {
                         s.started = true;
+                        // Never committed: the lag counts from the first record read
+                        // (where `auto.offset.reset` put the consumer: the log's
+                        // start, or its end under `latest`), not the log's start.
+                        s.stored = s.stored.or(Some(record.offset));
                     }
                 }
                 if let Some(s) = owned.get_mut(&tp) {

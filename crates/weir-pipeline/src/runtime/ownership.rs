@@ -24,8 +24,9 @@ pub(crate) struct PartState {
     pub epoch: i64,
     /// The stored `next_offset` read by the claim (`None`: never committed).
     pub claimed: Option<i64>,
-    /// The stored `next_offset` as this member last read (claim) or wrote (commit) it:
-    /// the lag gauge's base.
+    /// The stored `next_offset` as this member last read (claim) or wrote (commit) it,
+    /// or for a partition never committed the offset of the first record this claim
+    /// read: the lag gauge's base (and only that).
     pub stored: Option<i64>,
     pub generation: u64,
     pub fenced: bool,

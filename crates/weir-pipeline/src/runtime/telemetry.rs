@@ -301,7 +301,19 @@ impl Telemetry {
             };
             self.lag_cursor = Some(tp.clone());
             let (low, high) = marks;
-            let next = owned.get(tp).copied().flatten().unwrap_or(low);
+            // `None`: never committed and no record read yet under this claim, so the
+            // consumer's position is where `auto.offset.reset` put it (the log's
+            // start, or its end under `latest`), nothing of it in flight.
+            let next = match owned.get(tp).copied().flatten() {
+                Some(base) => base,
+                None => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match tokio::time::timeout(left, consumer.position(tp)).await {
+                        Ok(Ok(p)) if p >= low => p,
+                        _ => low,
+                    }
+                }
+            };
             let lag = high.saturating_sub(next).max(0);
             self.lag_gauge(tp, lag as f64);
             seen.insert(tp.clone());
