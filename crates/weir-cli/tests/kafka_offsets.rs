@@ -12,8 +12,6 @@ use common::{create_topic, unique, weir, BROKER};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message};
-use weir_core::TopicPartition;
-use weir_sql::OffsetStore;
 
 /// Sends `(partition, timestamp)` records one acknowledged record at a time (one
 /// batch each): tansu answers ListOffsets "latest" with the last batch's base offset
@@ -90,16 +88,16 @@ async fn produce_to_kafka_then_reset_to_the_high_watermark() {
     create_topic(&topic, 2).await;
     let records: Vec<(i32, Option<i64>)> = (0..10).map(|i| (i % 2, None)).collect();
     send_one_by_one(&topic, &records).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (pool, url) = common::sqlite(dir.path()).await;
-    let job = unique("job");
-    let store = OffsetStore::<sqlx::Sqlite>::new(&job).unwrap();
-    store.migrate(&pool).await.unwrap();
-    let parts = [
-        TopicPartition::new(topic.as_str(), 0),
-        TopicPartition::new(topic.as_str(), 1),
-    ];
-    let claims = store.claim(&pool, &parts, "worker").await.unwrap();
+    let common::Claimed {
+        dir: _dir, // (the database lives in it)
+        pool,
+        url,
+        job,
+        store,
+        parts,
+        claims,
+        ..
+    } = common::claimed(&topic).await;
 
     let run = weir([
         "offsets",
@@ -177,16 +175,15 @@ async fn reset_to_datetime_asks_kafka_for_the_offset_at_that_time() {
         .flat_map(|p| (0..5).map(move |i| (p, Some(base + i64::from(p) * 1000 + i * 10_000))))
         .collect();
     send_one_by_one(&topic, &records).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (pool, url) = common::sqlite(dir.path()).await;
-    let job = unique("job");
-    let store = OffsetStore::<sqlx::Sqlite>::new(&job).unwrap();
-    store.migrate(&pool).await.unwrap();
-    let parts = [
-        TopicPartition::new(topic.as_str(), 0),
-        TopicPartition::new(topic.as_str(), 1),
-    ];
-    store.claim(&pool, &parts, "worker").await.unwrap();
+    let common::Claimed {
+        dir: _dir, // (the database lives in it)
+        pool,
+        url,
+        job,
+        store,
+        parts,
+        ..
+    } = common::claimed(&topic).await;
     // base + 20.5 s: partition 0's record 3 (30 s), partition 1's record 2 (21 s).
     let at = chrono::DateTime::from_timestamp_millis(base + 20_500)
         .unwrap()
@@ -244,16 +241,16 @@ async fn lag_against_kafka_is_the_high_watermark_minus_the_stored_offset() {
     create_topic(&topic, 2).await;
     let records: Vec<(i32, Option<i64>)> = (0..12).map(|i| (i % 2, None)).collect();
     send_one_by_one(&topic, &records).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (pool, url) = common::sqlite(dir.path()).await;
-    let job = unique("job");
-    let store = OffsetStore::<sqlx::Sqlite>::new(&job).unwrap();
-    store.migrate(&pool).await.unwrap();
-    let parts = [
-        TopicPartition::new(topic.as_str(), 0),
-        TopicPartition::new(topic.as_str(), 1),
-    ];
-    let claims = store.claim(&pool, &parts, "worker").await.unwrap();
+    let common::Claimed {
+        dir: _dir, // (the database lives in it)
+        pool,
+        url,
+        job,
+        store,
+        parts,
+        claims,
+        ..
+    } = common::claimed(&topic).await;
     let mut tx = pool.begin().await.unwrap();
     assert!(store
         .advance(&mut *tx, &parts[0], claims[&parts[0]].epoch, None, 2)
@@ -272,18 +269,10 @@ async fn lag_against_kafka_is_the_high_watermark_minus_the_stored_offset() {
         "json",
     ]);
     assert_eq!(run.code, 0, "{run:?}");
-    let rows: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
-    let lags: Vec<(i64, i64, i64)> = rows
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["partition"].as_i64().unwrap(),
-                r["log_end"].as_i64().unwrap(),
-                r["lag"].as_i64().unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(lags, [(0, 6, 4), (1, 6, 6)], "{}", run.stdout);
+    assert_eq!(
+        common::lag_rows(&run.stdout),
+        [(0, 6, 4), (1, 6, 6)],
+        "{}",
+        run.stdout
+    );
 }

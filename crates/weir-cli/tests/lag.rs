@@ -43,20 +43,12 @@ async fn lag_is_log_end_minus_the_stored_offset() {
     };
     let run = weir(args(&["--output", "json"]));
     assert_eq!(run.code, 0, "{run:?}");
-    let rows: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
-    let lags: Vec<(i64, i64, i64)> = rows
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["partition"].as_i64().unwrap(),
-                r["log_end"].as_i64().unwrap(),
-                r["lag"].as_i64().unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(lags, [(0, 10, 3), (1, 10, 10)], "{}", run.stdout);
+    assert_eq!(
+        common::lag_rows(&run.stdout),
+        [(0, 10, 3), (1, 10, 10)],
+        "{}",
+        run.stdout
+    );
 
     let text = weir(args(&[]));
     assert_eq!(text.code, 0, "{text:?}");

@@ -125,3 +125,50 @@ pub async fn create_topic(name: &str, partitions: i32) {
         }
     }
 }
+
+/// A job's offsets in a fresh SQLite database with both partitions of a 2-partition
+/// `topic` claimed by "worker", as a running job would hold them.
+pub struct Claimed {
+    pub dir: tempfile::TempDir,
+    pub pool: sqlx::SqlitePool,
+    pub url: String,
+    pub job: String,
+    pub store: weir_sql::OffsetStore<sqlx::Sqlite>,
+    pub parts: [TopicPartition; 2],
+    pub claims: std::collections::BTreeMap<TopicPartition, weir_sql::Claim>,
+}
+
+pub async fn claimed(topic: &str) -> Claimed {
+    let dir = tempfile::tempdir().unwrap();
+    let (pool, url) = sqlite(dir.path()).await;
+    let job = unique("job");
+    let store = weir_sql::OffsetStore::<sqlx::Sqlite>::new(&job).unwrap();
+    store.migrate(&pool).await.unwrap();
+    let parts = [TopicPartition::new(topic, 0), TopicPartition::new(topic, 1)];
+    let claims = store.claim(&pool, &parts, "worker").await.unwrap();
+    Claimed {
+        dir,
+        pool,
+        url,
+        job,
+        store,
+        parts,
+        claims,
+    }
+}
+
+/// `(partition, log_end, lag)` of each row of `weir lag|offsets show --output json`.
+pub fn lag_rows(stdout: &str) -> Vec<(i64, i64, i64)> {
+    let rows: serde_json::Value = serde_json::from_str(stdout).unwrap();
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["partition"].as_i64().unwrap(),
+                r["log_end"].as_i64().unwrap(),
+                r["lag"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
