@@ -13,12 +13,12 @@
 //!    producer with `acks=all`, one record at a time, so its offset is known);
 //! 3. **confirm**: set `target_offset` in one transaction.
 //!
-//! One replay of a job runs at a time: into the embedded log the CLI holds the log's
-//! exclusive lock throughout; into Kafka, which has no such lock, it holds the
-//! database's replay lock ([`weir_sql::admin::Admin::lock_replays`]: an advisory
-//! lock on PostgreSQL and MySQL/MariaDB, a file lock beside a SQLite database) from
-//! before it reads the dead letters until it has confirmed. Both are released when
-//! the process dies. A dead letter with a confirmed
+//! One replay of a job runs at a time, into any target: it holds the database's
+//! replay lock ([`weir_sql::admin::Admin::lock_replays`]: an advisory lock on
+//! PostgreSQL and MySQL/MariaDB, a file lock beside a SQLite database) from before it
+//! reads the dead letters until it has confirmed, checked before every append (and
+//! into the embedded log, the log's exclusive lock too). Both are released when the
+//! process dies. A dead letter with a confirmed
 //! replay is never appended again. A pending one (a crash between 1 and 3) is
 //! resolved on the next replay by reading the target partition from `scan_from` to
 //! its end for the header: found, it is confirmed with that offset; not found, it was
@@ -330,9 +330,22 @@ pub async fn run(cmd: DeadLettersCommand, output: Output) -> anyhow::Result<Exit
                 );
             };
             let admin = admin_for(&common, true).await?;
-            let (target, partitions, _lock) = match source {
+            // The database's replay lock makes this the only replay of the job, into
+            // any target, from before the dead letters are read until the replays
+            // are confirmed (into the log the log's own lock is held as well).
+            let Some(mut lock) = admin
+                .lock_replays(&common.job)
+                .await
+                .context("cannot take the replay lock")?
+            else {
+                bail!(
+                    "another replay of job `{}` is running (it holds the replay lock in {}); nothing was replayed",
+                    common.job,
+                    weir_sql::admin::redact_url(&common.db.db)
+                );
+            };
+            let (target, partitions) = match source {
                 Source::Log(dir) => {
-                    // The log's exclusive lock makes this replay the only one.
                     let log = open_log(&dir)?;
                     let Some(&partitions) = log.topics().get(&to_topic) else {
                         bail!(
@@ -341,34 +354,16 @@ pub async fn run(cmd: DeadLettersCommand, output: Output) -> anyhow::Result<Exit
                             dir.display()
                         );
                     };
-                    (
-                        Target::Log(log),
-                        partitions,
-                        None::<weir_sql::admin::ReplayLock>,
-                    )
+                    (Target::Log(log), partitions)
                 }
                 #[cfg(feature = "kafka")]
                 Source::Kafka(servers) => {
-                    // Kafka has no lock for the CLI to take: the database's replay
-                    // lock makes this replay the only one of the job, from before
-                    // the dead letters are read until the replays are confirmed.
-                    let Some(lock) = admin
-                        .lock_replays(&common.job)
-                        .await
-                        .context("cannot take the replay lock")?
-                    else {
-                        bail!(
-                            "another replay of job `{}` is running (it holds the replay lock in {}); nothing was replayed",
-                            common.job,
-                            weir_sql::admin::redact_url(&common.db.db)
-                        );
-                    };
                     let replayer = crate::kafka::Replayer::new(&servers)?;
                     let Some(ranges) = replayer.ranges(&to_topic)? else {
                         bail!("topic `{to_topic}` does not exist in Kafka at {servers}; create it first");
                     };
                     let partitions = i32::try_from(ranges.len()).unwrap_or(i32::MAX);
-                    (Target::Kafka(replayer), partitions, Some(lock))
+                    (Target::Kafka(replayer), partitions)
                 }
                 #[cfg(not(feature = "kafka"))]
                 Source::Kafka(servers) => bail!("{}", crate::util::no_kafka(&servers)),
@@ -381,8 +376,16 @@ pub async fn run(cmd: DeadLettersCommand, output: Output) -> anyhow::Result<Exit
                     common.job
                 );
             }
-            let summary =
-                replay(&admin, &target, &common.job, &to_topic, partitions, &chosen).await?;
+            let summary = replay(
+                &admin,
+                &mut lock,
+                &target,
+                &common.job,
+                &to_topic,
+                partitions,
+                &chosen,
+            )
+            .await?;
             match output {
                 Output::Json => print_json(&summary)?,
                 Output::Text => eprintln!(
@@ -539,6 +542,7 @@ impl Target {
 
 async fn replay(
     admin: &Admin,
+    lock: &mut weir_sql::admin::ReplayLock,
     target: &Target,
     job: &str,
     to_topic: &str,
@@ -548,6 +552,7 @@ async fn replay(
     let mut skipped = 0u64;
     let mut pending: Vec<(&DeadLetterRow, Replay)> = Vec::new();
     let mut fresh: Vec<(&DeadLetterRow, Replay)> = Vec::new();
+    let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
     for d in chosen {
         match &d.replay {
             Some(r) if r.target_offset.is_some() => skipped += 1,
@@ -555,7 +560,16 @@ async fn replay(
             None => {
                 let p = target_partition(d, partitions);
                 let tp = TopicPartition::new(to_topic, p);
-                let (_, end) = target.range(&tp)?;
+                // one lookup per partition (the lock keeps the end a lower bound of
+                // where this run's copies land)
+                let end = match ends.get(&p) {
+                    Some(&e) => e,
+                    None => {
+                        let (_, e) = target.range(&tp)?;
+                        ends.insert(p, e);
+                        e
+                    }
+                };
                 fresh.push((
                     d,
                     Replay {
@@ -610,28 +624,48 @@ async fn replay(
             .context("cannot record the replays; nothing was appended")?;
     }
     to_append.extend(fresh);
-    // 3. Append, fsynced (the log's default durability fsyncs every append).
+    // 3. Append, fsynced (the log's default durability fsyncs every append), each
+    //    after checking that the replay lock is still held (a lost session would
+    //    let another replay start).
     let bar = progress(to_append.len() as u64, "replay");
     let mut appended = 0u64;
+    let mut failure = None;
     for (d, r) in &to_append {
         let tp = TopicPartition::new(r.target_topic.as_str(), r.target_partition);
-        let offset = target.append(&tp, &to_record(job, d)?).with_context(|| {
-            format!(
-                "cannot append the replay of {}/{}@{} to {tp}",
-                d.topic, d.partition, d.offset
-            )
-        })?;
-        confirmed.push((key_of(d), offset));
-        appended += 1;
-        bar.inc(1);
+        if let Err(e) = lock.check().await {
+            failure = Some(anyhow::Error::new(e).context(
+                "the replay lock was lost (its database session ended); stopping before the next append",
+            ));
+            break;
+        }
+        match target.append(&tp, &to_record(job, d)?) {
+            Ok(offset) => {
+                confirmed.push((key_of(d), offset));
+                appended += 1;
+                bar.inc(1);
+            }
+            Err(e) => {
+                failure = Some(e.context(format!(
+                    "cannot append the replay of {}/{}@{} to {tp}; it stays pending and the next replay resolves it",
+                    d.topic, d.partition, d.offset
+                )));
+                break;
+            }
+        }
     }
     target.flush()?;
     bar.finish_and_clear();
-    // 4. Confirm.
+    // 4. Confirm what is in the target, also when an append failed.
     if !confirmed.is_empty() {
         admin.confirm_replays(job, &confirmed).await.context(
-            "the records were appended but confirming the replays failed; the next replay finds them in the log and confirms them without appending again",
+            "the records were appended but confirming the replays failed; the next replay finds them in the target and confirms them without appending again",
         )?;
+    }
+    if let Some(e) = failure {
+        return Err(e.context(format!(
+            "{} replay(s) were appended and confirmed before this",
+            confirmed.len()
+        )));
     }
     Ok(json!({
         "appended": appended,

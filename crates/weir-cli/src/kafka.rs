@@ -78,10 +78,18 @@ pub fn ranges(servers: &str, topic: &str) -> anyhow::Result<Option<BTreeMap<i32,
 /// `partition → offset` of the first record at or after `ms` on every partition of
 /// `topic` (Kafka's `ListOffsets` by timestamp); the high watermark where every record
 /// is older.
-pub fn offsets_for_time(servers: &str, topic: &str, ms: i64) -> anyhow::Result<BTreeMap<i32, i64>> {
-    let Some(ranges) = ranges(servers, topic)? else {
+pub fn offsets_for_time(
+    servers: &str,
+    topic: &str,
+    ms: i64,
+    only: Option<&std::collections::BTreeSet<i32>>,
+) -> anyhow::Result<BTreeMap<i32, i64>> {
+    let Some(mut ranges) = ranges(servers, topic)? else {
         bail!("topic `{topic}` does not exist in Kafka at {servers}");
     };
+    if let Some(only) = only {
+        ranges.retain(|p, _| only.contains(p));
+    }
     let consumer = client(servers)?;
     let mut query = TopicPartitionList::new();
     for &p in ranges.keys() {
@@ -112,29 +120,65 @@ pub fn offsets_for_time(servers: &str, topic: &str, ms: i64) -> anyhow::Result<B
                 e.partition()
             ),
         };
-        if offset < high {
-            check_time_answer(&consumer, servers, topic, e.partition(), offset, ms)?;
-        }
+        let range = ranges.get(&e.partition()).copied().unwrap_or((0, high));
+        check_time_answer(&consumer, servers, topic, e.partition(), range, offset, ms)?;
         out.insert(e.partition(), offset);
     }
     Ok(out)
 }
 
-/// The record at the offset a broker answered for time `ms` must be from `ms` or
-/// later (the answer is the first such record): checked, so a broker whose time index
-/// is wrong (tansu 0.6 answers 0 for every time) fails the reset instead of moving
-/// the job somewhere else.
+/// The answer for time `ms` must be the first record from `ms` on: the record at
+/// `offset` (unless it is the end) is from `ms` or later, and the record just before
+/// it (unless it is the start, or a gap) is older. Checked, so a broker whose time
+/// index is wrong (tansu 0.6 answers 0 for every time) fails the reset instead of
+/// moving the job somewhere else.
 fn check_time_answer(
     consumer: &BaseConsumer,
     servers: &str,
     topic: &str,
     partition: i32,
+    (low, high): (i64, i64),
     offset: i64,
     ms: i64,
 ) -> anyhow::Result<()> {
+    let wrong = |at: i64, ts: i64| {
+        anyhow::anyhow!(
+            "Kafka at {servers} answered offset {offset} for {topic}/{partition} at time {ms} ms, but the record at {at} is from {ts} ms: the broker's time index is wrong; nothing was changed (use --to-offset)"
+        )
+    };
+    if offset < high {
+        if let Some((at, Some(ts))) =
+            first_record_from(consumer, servers, topic, partition, offset)?
+        {
+            if at == offset && ts < ms {
+                return Err(wrong(at, ts));
+            }
+        }
+    }
+    if offset > low {
+        if let Some((at, Some(ts))) =
+            first_record_from(consumer, servers, topic, partition, offset - 1)?
+        {
+            if at == offset - 1 && ts >= ms {
+                return Err(wrong(at, ts));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `(offset, timestamp)` of the first record of `topic`/`partition` at or after
+/// `from`; `None` if none arrives within the timeout.
+fn first_record_from(
+    consumer: &BaseConsumer,
+    servers: &str,
+    topic: &str,
+    partition: i32,
+    from: i64,
+) -> anyhow::Result<Option<(i64, Option<i64>)>> {
     use rdkafka::message::Message;
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
+    tpl.add_partition_offset(topic, partition, Offset::Offset(from))
         .with_context(|| format!("cannot assign {topic}/{partition}"))?;
     consumer
         .assign(&tpl)
@@ -142,22 +186,14 @@ fn check_time_answer(
     let deadline = std::time::Instant::now() + TIMEOUT;
     while std::time::Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) if m.offset() >= offset => {
-                let ts = m.timestamp().to_millis();
-                if m.offset() == offset && ts.is_some_and(|t| t < ms) {
-                    bail!(
-                        "Kafka at {servers} answered offset {offset} for {topic}/{partition} at time {ms} ms, but the record there is from {} ms: the broker's time index is wrong; nothing was changed (use --to-offset)",
-                        ts.unwrap_or_default()
-                    );
-                }
-                return Ok(());
+            Some(Ok(m)) if m.offset() >= from => {
+                return Ok(Some((m.offset(), m.timestamp().to_millis())))
             }
-            Some(Ok(_)) => {}
+            Some(Ok(_)) | None => {}
             Some(Err(e)) => bail!("cannot read {topic}/{partition} at Kafka {servers}: {e}"),
-            None => {}
         }
     }
-    bail!("cannot read the record at {topic}/{partition}@{offset} from Kafka at {servers} within {TIMEOUT:?} to check the broker's answer for time {ms} ms; nothing was changed")
+    bail!("cannot read {topic}/{partition} from offset {from} at Kafka {servers} within {TIMEOUT:?} to check the broker's answer; nothing was changed")
 }
 
 /// An idempotent producer (`acks=all`) that sends `(key, value)` records to `topic`
@@ -363,10 +399,14 @@ impl Replayer {
         consumer.assign(&tpl).with_context(|| {
             format!("cannot read {topic}/{partition} at Kafka {}", self.servers)
         })?;
-        let deadline = std::time::Instant::now() + TIMEOUT * 3;
+        // Given up only when no record arrives for a while (a long range takes as
+        // long as it takes). Records after an open transaction are read too
+        // (librdkafka's default `read_uncommitted`): a copy is looked for, not used.
+        let mut deadline = std::time::Instant::now() + TIMEOUT * 3;
         loop {
             match consumer.poll(Duration::from_millis(200)) {
                 Some(Ok(m)) => {
+                    deadline = std::time::Instant::now() + TIMEOUT * 3;
                     let headers = m
                         .headers()
                         .map(|hs| {
@@ -401,7 +441,7 @@ impl Replayer {
             }
             if std::time::Instant::now() > deadline {
                 bail!(
-                    "could not read {topic}/{partition} from {from} to {end} at Kafka {} within {:?}",
+                    "no record of {topic}/{partition} (reading from {from} to {end}) arrived from Kafka at {} for {:?}",
                     self.servers,
                     TIMEOUT * 3
                 );

@@ -192,8 +192,19 @@ pub enum Target {
     },
 }
 
-/// `--to-datetime`: milliseconds since the Unix epoch.
+/// `--to-datetime`: milliseconds since the Unix epoch (not before it: Kafka reads
+/// negative times as its "earliest" and "latest" codes).
 pub fn parse_datetime(s: &str) -> Result<i64, String> {
+    let ms = parse_time(s)?;
+    if ms < 0 {
+        return Err(format!(
+            "`{s}` is before 1970-01-01T00:00:00Z; record timestamps start there"
+        ));
+    }
+    Ok(ms)
+}
+
+fn parse_time(s: &str) -> Result<i64, String> {
     use chrono::{DateTime, NaiveDate, NaiveDateTime};
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.timestamp_millis());
@@ -320,6 +331,7 @@ pub async fn run(cmd: OffsetsCommand, output: Output) -> anyhow::Result<ExitCode
             let ranges = source
                 .ranges(&topic)?
                 .ok_or_else(|| anyhow::anyhow!("topic `{topic}` does not exist in {place}"))?;
+            let chosen = partitions.map(|v| v.into_iter().collect::<BTreeSet<i32>>());
             let target = match (to_earliest, to_latest, to_offset, shift_by, to_datetime) {
                 (true, ..) => Target::Earliest,
                 (_, true, ..) => Target::Latest,
@@ -327,7 +339,7 @@ pub async fn run(cmd: OffsetsCommand, output: Output) -> anyhow::Result<ExitCode
                 (_, _, _, Some(n), _) => Target::ShiftBy(n),
                 (.., Some(ms)) => Target::AtTime {
                     ms,
-                    offsets: source.offsets_for_time(&topic, ms)?,
+                    offsets: source.offsets_for_time(&topic, ms, chosen.as_ref())?,
                 },
                 _ => bail!("give one of --to-earliest, --to-latest, --to-offset N, --shift-by N, --to-datetime TIME"),
             };
@@ -342,7 +354,6 @@ pub async fn run(cmd: OffsetsCommand, output: Output) -> anyhow::Result<ExitCode
             if all.is_empty() {
                 bail!("{}", unknown_job(&admin, &job, &db).await);
             }
-            let chosen = partitions.map(|v| v.into_iter().collect::<BTreeSet<i32>>());
             let planner =
                 |rows: &[OffsetRow]| plan(rows, &ranges, chosen.as_ref(), &target, &topic, &place);
             let result = if execute {
@@ -615,6 +626,8 @@ mod tests {
         assert_eq!(parse_datetime("1970-01-01T01:00:01+01:00"), Ok(1_000));
         assert_eq!(parse_datetime("1970-01-01T00:00:01.250"), Ok(1_250));
         assert_eq!(parse_datetime("1970-01-02"), Ok(86_400_000));
+        let e = parse_datetime("1969-12-31T23:59:59.999Z").unwrap_err();
+        assert!(e.contains("before 1970"), "{e}");
         let e = parse_datetime("yesterday").unwrap_err();
         assert!(
             e.contains("`yesterday` is not a time") && e.contains("RFC 3339"),

@@ -98,7 +98,8 @@ pub async fn run(args: ProduceArgs, output: Output) -> anyhow::Result<ExitCode> 
             let mut props = Vec::new();
             for p in &args.kafka_properties {
                 let Some((k, v)) = p.split_once('=') else {
-                    bail!("--kafka-property {p}: expected KEY=VALUE");
+                    // (not echoed: a typo'd `sasl.password:…` must not be printed)
+                    bail!("--kafka-property: expected KEY=VALUE, got an argument without `=`");
                 };
                 props.push((k.to_owned(), v.to_owned()));
             }

@@ -216,16 +216,24 @@ impl Source {
         &self,
         topic: &str,
         ms: i64,
+        only: Option<&std::collections::BTreeSet<i32>>,
     ) -> anyhow::Result<std::collections::BTreeMap<i32, i64>> {
         match self {
-            Source::Log(dir) => weir_log::offsets_for_time_unlocked(dir, topic, ms).map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot look up time {ms} ms in topic `{topic}` of the log {}: {e}",
-                    dir.display()
-                )
-            }),
+            Source::Log(dir) => {
+                let mut found =
+                    weir_log::offsets_for_time_unlocked(dir, topic, ms).map_err(|e| {
+                        anyhow::anyhow!(
+                            "cannot look up time {ms} ms in topic `{topic}` of the log {}: {e}",
+                            dir.display()
+                        )
+                    })?;
+                if let Some(only) = only {
+                    found.retain(|p, _| only.contains(p));
+                }
+                Ok(found)
+            }
             #[cfg(feature = "kafka")]
-            Source::Kafka(servers) => crate::kafka::offsets_for_time(servers, topic, ms),
+            Source::Kafka(servers) => crate::kafka::offsets_for_time(servers, topic, ms, only),
             #[cfg(not(feature = "kafka"))]
             Source::Kafka(servers) => bail!("{}", no_kafka(servers)),
         }

@@ -133,6 +133,30 @@ async fn replay_is_idempotent<DB: Dialect>(pool: sqlx::Pool<DB>, url: &str) {
         none.stderr
     );
 
+    // Another replay of the job holds the replay lock (an advisory lock, GET_LOCK or
+    // a file lock, by dialect): refused, nothing appended or recorded.
+    let admin = Admin::connect(url)
+        .await
+        .unwrap()
+        .with_replays_table(TableName::new(&t.replays).unwrap());
+    let lock = admin.lock_replays(&t.job).await.unwrap().unwrap();
+    assert!(
+        admin.lock_replays(&t.job).await.unwrap().is_none(),
+        "exclusive"
+    );
+    let busy = t.run(
+        "replay",
+        &["--log", &log_arg, "--to-topic", "retry", "--all"],
+    );
+    assert_eq!(busy.code, 1, "{busy:?}");
+    assert!(
+        busy.stderr.contains("another replay of job"),
+        "{}",
+        busy.stderr
+    );
+    assert!(records_in(dir.path(), "retry").is_empty());
+    drop(lock);
+
     let first = t.run(
         "replay",
         &[

@@ -137,11 +137,21 @@ impl Segment {
         Ok((seg, scan, file_len))
     }
 
-    pub(crate) fn open_file(dir: &Path, base: i64) -> Result<(Segment, u64)> {
+    fn open_file(dir: &Path, base: i64) -> Result<(Segment, u64)> {
+        Self::open_with(dir, base, true)
+    }
+
+    /// Opens a segment to read only (a lookup without the log's lock, which must
+    /// work on a read-only mount): never written through.
+    pub(crate) fn open_read_only(dir: &Path, base: i64) -> Result<(Segment, u64)> {
+        Self::open_with(dir, base, false)
+    }
+
+    fn open_with(dir: &Path, base: i64, write: bool) -> Result<(Segment, u64)> {
         let path = dir.join(segment_file_name(base));
         let file = OpenOptions::new()
             .read(true)
-            .write(true)
+            .write(write)
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
         let file_len = file.metadata().map_err(|e| Error::io(&path, e))?.len();

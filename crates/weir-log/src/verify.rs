@@ -602,7 +602,7 @@ pub fn offsets_for_time_unlocked(
         let bases = segment_bases(&pdir)?.unwrap_or_default();
         let mut found = end;
         for (i, &base) in bases.iter().enumerate() {
-            let (seg, len) = Segment::open_file(&pdir, base)?;
+            let (seg, len) = Segment::open_read_only(&pdir, base)?;
             match seg.first_at_or_after(len, timestamp_ms)? {
                 TimeScan::Found(offset) => {
                     found = offset.min(end);

@@ -327,10 +327,10 @@ impl Job {
     /// process installs as the global [`metrics`] recorder; a process that already
     /// installed another recorder fails to start with an error saying so.
     /// `/health/live` is 200 while the run loop turns (and while the job starts), 503
-    /// once it is stuck (see [`stall_timeout`](Self::stall_timeout)) or stopped;
-    /// `/health/ready` is 200 when partitions are assigned, every one of them claimed
-    /// and not fenced, no commit attempt is stuck, and the database answered the last
-    /// claim, commit or ping. A bad address fails the build, an address in use
+    /// once its loop is stuck (see [`stall_timeout`](Self::stall_timeout)) or it
+    /// stopped; `/health/ready` is 200 when partitions are assigned, every one of
+    /// them claimed and not fenced, no commit attempt is stuck, and the database
+    /// answered the last claim, commit or ping. A bad address fails the build, an address in use
     /// fails the start; both name it. Without the feature the build fails saying so.
     ///
     /// ```
@@ -341,11 +341,12 @@ impl Job {
         self
     }
 
-    /// How long one turn of the run loop, or one commit attempt, may take before the
-    /// probes of [`serve_http`](Self::serve_http) call the job stuck: `/health/live`
-    /// and `/health/ready` answer 503. Default: the revoke timeout + two poll
-    /// timeouts + 30 s (a backpressure wait lasts at most one poll timeout). Set it
-    /// above the longest commit your sink can legitimately take.
+    /// How long one turn of the run loop may take before `/health/live` of
+    /// [`serve_http`](Self::serve_http) answers 503 (stuck), and one commit attempt
+    /// before `/health/ready` does (a transaction waiting on a lock, a database that
+    /// stopped answering). Default: the revoke timeout + two poll timeouts + 30 s (a
+    /// backpressure wait lasts at most one poll timeout). It must exceed two poll
+    /// timeouts (an idle loop turns once per poll timeout).
     ///
     /// ```
     /// let job = weir_pipeline::Job::new("orders")
@@ -843,11 +844,19 @@ where
         for (name, d) in [
             ("metrics_interval", s.metrics_interval),
             ("lag_interval", s.lag_interval),
-            ("stall_timeout", s.stall_timeout.unwrap_or(Duration::MAX)),
         ] {
             if d.is_zero() {
                 return Err(fail("settings", format!("{name} must be above zero")));
             }
+        }
+        if let Some(stall) = s.stall_timeout.filter(|d| *d <= s.poll_timeout * 2) {
+            return Err(fail(
+                "stall_timeout",
+                format!(
+                    "{stall:?} would call an idle job stuck: it must exceed two poll timeouts ({:?})",
+                    s.poll_timeout * 2
+                ),
+            ));
         }
         if s.http.is_some() && !cfg!(feature = "prometheus") {
             return Err(fail(

@@ -139,6 +139,14 @@ fn conflicting_settings_are_named() {
         .sink(Sqlite::insert("t"))
         .build();
     check(r, "settings", &["batch_records"]);
+    let r = rows(
+        base(&dir)
+            .poll_timeout(Duration::from_secs(1))
+            .stall_timeout(Duration::from_secs(2)),
+    )
+    .sink(Sqlite::insert("t"))
+    .build();
+    check(r, "stall_timeout", &["idle job stuck", "two poll timeouts"]);
 }
 
 #[test]

@@ -179,16 +179,44 @@ pub struct Admin {
     replays: TableName,
 }
 
-/// `url` with any password replaced by `***` (`postgres://u:***@host/db`), for
-/// messages.
+/// `url` with any password replaced by `***` (`postgres://u:***@host/db`), also in
+/// query parameters whose name holds `password`, `secret` or `token`
+/// (`?password=***`), for messages.
 ///
 /// ```
 /// use weir_sql::admin::redact_url;
+/// assert_eq!(redact_url("postgres://app@db/x?password=s3cret&sslmode=require"), "postgres://app@db/x?password=***&sslmode=require");
 /// assert_eq!(redact_url("postgres://app:s3cret@db:5432/x"), "postgres://app:***@db:5432/x");
 /// assert_eq!(redact_url("mysql://root@127.0.0.1/test"), "mysql://root@127.0.0.1/test");
 /// assert_eq!(redact_url("sqlite:/tmp/a.db"), "sqlite:/tmp/a.db");
 /// ```
 pub fn redact_url(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let mut out = redact_userinfo(base);
+    if let Some(q) = query {
+        let params: Vec<String> = q
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _))
+                    if ["password", "secret", "token"]
+                        .iter()
+                        .any(|w| k.to_ascii_lowercase().contains(w)) =>
+                {
+                    format!("{k}=***")
+                }
+                _ => p.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
+    }
+    out
+}
+
+fn redact_userinfo(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_owned();
     };
@@ -820,14 +848,36 @@ fn lock_key(parts: &[&str]) -> u64 {
     h
 }
 
+impl ReplayLock {
+    /// Fails if the lock may have been lost: the session holding it no longer
+    /// answers (a database lock goes with its session). Check before every step
+    /// that must not overlap another replay.
+    pub async fn check(&mut self) -> Result<()> {
+        let during = "replays lock check";
+        match &mut self._held {
+            #[cfg(feature = "postgres")]
+            Held::Postgres(conn) => sqlx::Connection::ping(conn)
+                .await
+                .map_err(|e| Error::db(during, e)),
+            #[cfg(feature = "mysql")]
+            Held::MySql(conn) => sqlx::Connection::ping(conn)
+                .await
+                .map_err(|e| Error::db(during, e)),
+            #[cfg(feature = "sqlite")]
+            Held::File(_) => Ok(()), // held by this process until it ends
+        }
+    }
+}
+
 impl Admin {
     /// Takes the lock that makes one replay of `job`'s dead letters (into the
     /// replays table this admin uses) exclusive across processes and hosts:
-    /// PostgreSQL's `pg_try_advisory_lock`, MySQL/MariaDB's `GET_LOCK`, and for SQLite
-    /// an exclusive lock on the file `<database>-weir-replay.lock` beside it.
-    /// `Ok(None)` if another replay holds it. A replay into a broker, which has no
-    /// lock of its own for the CLI to take, holds this from before it resolves
-    /// pending replays until it has confirmed them.
+    /// PostgreSQL's `pg_try_advisory_lock`, MySQL/MariaDB's `GET_LOCK` (each held by a
+    /// session of its own: not through a pooler in transaction mode), and for SQLite
+    /// an exclusive lock on the file `<database>-weir-replay-<hash>.lock` beside it.
+    /// `Ok(None)` if another replay holds it. `weir dead-letters replay` holds it,
+    /// into any target, from before it reads the dead letters until it has confirmed
+    /// the replays, and [`ReplayLock::check`]s it before every append.
     ///
     /// ```no_run
     /// # async fn f() -> weir_sql::Result<()> {

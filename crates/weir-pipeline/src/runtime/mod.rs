@@ -117,6 +117,11 @@ async fn ping<DB: Dialect>(pool: Pool<DB>, health: Arc<Health>, every: Duration)
         })
         .await;
         let ok = matches!(answer, Ok(Ok(())));
+        if !ok && health.committing() {
+            // a commit began while the ping waited for a connection (it may hold the
+            // pool's only one): its own outcome tells
+            continue;
+        }
         if !ok {
             tracing::debug!("the database did not answer a ping within {every:?}");
         }

@@ -112,15 +112,14 @@ impl Health {
     }
 
     /// The loop turned within `within`, or has not started yet (the job is connecting
-    /// and creating its tables, bounded by its retry settings), and no commit attempt
-    /// has hung for longer than `within` (a transaction waiting on a lock nobody
-    /// releases, or a connection whose peer vanished without a reset: a restart
-    /// drops the transaction, which commits nothing, and claims again).
+    /// and creating its tables, bounded by its retry settings). A hung commit
+    /// attempt does not fail it (only `ready`): a commit can legitimately be long
+    /// (a large batch, isolating a refused row), and a restart would only start it
+    /// over.
     pub(crate) fn live(&self, within: Duration) -> bool {
         let at = self.turned_ms.load(Ordering::Acquire);
         !self.ended.load(Ordering::Acquire)
             && (at == 0 || mono_ms().saturating_sub(at) <= millis(within))
-            && self.commit_moving(within)
     }
 
     /// Partitions assigned and claimed, the database reachable, and no commit
