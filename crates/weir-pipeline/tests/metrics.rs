@@ -31,6 +31,22 @@ weir_sql::impl_row!(Out {
     amount
 });
 
+/// The jobs' pipeline: each JSON integer becomes an `Out` row with its coordinates.
+trait ToOut {
+    fn to_out(self) -> weir_pipeline::Pipeline<Out>;
+}
+
+impl ToOut for Job {
+    fn to_out(self) -> weir_pipeline::Pipeline<Out> {
+        self.value::<i64, _>(weir_formats::Json::new())
+            .map_with(|amount, rec| Out {
+                part: rec.partition,
+                src_offset: rec.offset,
+                amount,
+            })
+    }
+}
+
 /// A table sink that holds every transaction until the gate opens.
 struct Gated {
     inner: TableSink<sqlx::Sqlite, Out>,
@@ -145,12 +161,7 @@ async fn scraped_metrics_count_what_the_job_did_and_lag_reaches_zero() -> Result
         .lag_interval(Duration::from_millis(50))
         .serve_http(addr.clone())
         .stall_timeout(Duration::from_secs(2))
-        .value::<i64, _>(weir_formats::Json::new())
-        .map_with(|amount, rec| Out {
-            part: rec.partition,
-            src_offset: rec.offset,
-            amount,
-        })
+        .to_out()
         .sink(custom(Gated {
             inner,
             open: Arc::clone(&gate),
@@ -396,12 +407,7 @@ async fn served_metrics_carry_no_secret() -> Result<()> {
         .metrics_interval(Duration::from_millis(50))
         .lag_interval(Duration::from_millis(50))
         .serve_http(addr.clone())
-        .value::<i64, _>(weir_formats::Json::new())
-        .map_with(|amount, rec| Out {
-            part: rec.partition,
-            src_offset: rec.offset,
-            amount,
-        })
+        .to_out()
         .sink(weir_pipeline::sink::Postgres::insert(name.as_str()));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(job.run_until(async move {
@@ -478,12 +484,7 @@ async fn an_idle_job_whose_database_vanishes_turns_unready_and_back() -> Result<
         .database(format!("postgres://postgres@127.0.0.1:{port}/test"))
         .lag_interval(Duration::from_millis(200))
         .serve_http(addr.clone())
-        .value::<i64, _>(weir_formats::Json::new())
-        .map_with(|amount, rec| Out {
-            part: rec.partition,
-            src_offset: rec.offset,
-            amount,
-        })
+        .to_out()
         .sink(weir_pipeline::sink::Postgres::insert(name.as_str()));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(job.run_until(async move {
@@ -550,12 +551,7 @@ async fn lag_of_a_partition_never_committed_counts_from_where_the_reset_started(
         .metrics_interval(Duration::from_millis(50))
         .lag_interval(Duration::from_millis(50))
         .serve_http(addr.clone())
-        .value::<i64, _>(weir_formats::Json::new())
-        .map_with(|amount, rec| Out {
-            part: rec.partition,
-            src_offset: rec.offset,
-            amount,
-        })
+        .to_out()
         .sink(weir_pipeline::sink::Sqlite::insert("out"));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(job.run_until(async move {
@@ -633,12 +629,7 @@ async fn a_reset_fences_the_running_job_and_the_restart_resumes_at_the_new_offse
             .batch_records(25)
             .metrics_interval(Duration::from_millis(50))
             .serve_http(addr.clone())
-            .value::<i64, _>(weir_formats::Json::new())
-            .map_with(|amount, rec| Out {
-                part: rec.partition,
-                src_offset: rec.offset,
-                amount,
-            })
+            .to_out()
             .sink(weir_pipeline::sink::Sqlite::insert("out"))
     };
     let pool = <sqlx::Sqlite as Database>::open(&url, 1).await?;
