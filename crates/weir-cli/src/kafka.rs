@@ -110,17 +110,16 @@ pub fn offsets_for_time(
                 e.partition()
             );
         }
-        let high = ranges.get(&e.partition()).map_or(0, |r| r.1);
+        let range = ranges.get(&e.partition()).copied().unwrap_or((0, 0));
         let offset = match e.offset() {
             Offset::Offset(o) => o,
             // No record at or after the time: the end.
-            Offset::End => high,
+            Offset::End => range.1,
             other => bail!(
                 "Kafka at {servers} answered {other:?} for {topic}/{} at time {ms} ms",
                 e.partition()
             ),
         };
-        let range = ranges.get(&e.partition()).copied().unwrap_or((0, high));
         check_time_answer(&consumer, servers, topic, e.partition(), range, offset, ms)?;
         out.insert(e.partition(), offset);
     }
@@ -147,17 +146,14 @@ fn check_time_answer(
         )
     };
     if offset < high {
-        if let Some((at, Some(ts))) =
-            first_record_from(consumer, servers, topic, partition, offset)?
-        {
+        if let (at, Some(ts)) = first_record_from(consumer, servers, topic, partition, offset)? {
             if at == offset && ts < ms {
                 return Err(wrong(at, ts));
             }
         }
     }
     if offset > low {
-        if let Some((at, Some(ts))) =
-            first_record_from(consumer, servers, topic, partition, offset - 1)?
+        if let (at, Some(ts)) = first_record_from(consumer, servers, topic, partition, offset - 1)?
         {
             if at == offset - 1 && ts >= ms {
                 return Err(wrong(at, ts));
@@ -168,14 +164,14 @@ fn check_time_answer(
 }
 
 /// `(offset, timestamp)` of the first record of `topic`/`partition` at or after
-/// `from`; `None` if none arrives within the timeout.
+/// `from`; an error if none arrives within the timeout.
 fn first_record_from(
     consumer: &BaseConsumer,
     servers: &str,
     topic: &str,
     partition: i32,
     from: i64,
-) -> anyhow::Result<Option<(i64, Option<i64>)>> {
+) -> anyhow::Result<(i64, Option<i64>)> {
     use rdkafka::message::Message;
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition, Offset::Offset(from))
@@ -187,7 +183,7 @@ fn first_record_from(
     while std::time::Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) if m.offset() >= from => {
-                return Ok(Some((m.offset(), m.timestamp().to_millis())))
+                return Ok((m.offset(), m.timestamp().to_millis()))
             }
             Some(Ok(_)) | None => {}
             Some(Err(e)) => bail!("cannot read {topic}/{partition} at Kafka {servers}: {e}"),

@@ -22,17 +22,18 @@ pub async fn shutdown_signal() {
     signal().await;
 }
 
-/// SIGINT and SIGTERM counted from the first call on, by a thread of its own with its
-/// own runtime: the count does not depend on any job's runtime being free to poll
-/// (a busy or blocked worker once made a second SIGTERM, sent while the first
-/// listener was being replaced, go unseen), and it outlives every runtime.
-/// `None` if the handlers cannot be installed (logged).
-/// Installing them takes over SIGINT's default (ending the process), so it happens
-/// only when something waits for a signal: [`shutdown_signal`], or a job's drain.
+/// The signal count, once the handlers are installed (`None`: they could not be).
 #[cfg(unix)]
 static COUNT: std::sync::OnceLock<Option<tokio::sync::watch::Sender<u64>>> =
     std::sync::OnceLock::new();
 
+/// SIGINT and SIGTERM counted from the first call on, by a thread of its own with its
+/// own runtime: the count does not depend on any job's runtime being free to poll
+/// (a busy or blocked worker once made a second SIGTERM, sent while the first
+/// listener was being replaced, go unseen), and it outlives every runtime.
+/// `None` if the handlers cannot be installed (logged). Installing them takes over
+/// SIGINT's default (ending the process), so it happens only when something waits
+/// for a signal: [`shutdown_signal`], or a job's drain.
 #[cfg(unix)]
 pub(crate) fn signals() -> Option<tokio::sync::watch::Receiver<u64>> {
     COUNT

@@ -99,9 +99,8 @@ impl Drop for AbortOnDrop {
 }
 
 /// Every `every`, unless a claim or commit succeeded within it or a commit is under
-/// way, check that the
-/// database answers (a connection from the pool and its ping, within `every`) and
-/// record the answer for the ready probe.
+/// way, check that the database answers (a connection from the pool and its ping,
+/// within `every`) and record the answer for the ready probe.
 async fn ping<DB: Dialect>(pool: Pool<DB>, health: Arc<Health>, every: Duration) {
     use sqlx::Connection as _;
     loop {
@@ -117,12 +116,12 @@ async fn ping<DB: Dialect>(pool: Pool<DB>, health: Arc<Health>, every: Duration)
         })
         .await;
         let ok = matches!(answer, Ok(Ok(())));
-        if !ok && health.committing() {
-            // a commit began while the ping waited for a connection (it may hold the
-            // pool's only one): its own outcome tells
-            continue;
-        }
         if !ok {
+            if health.committing() {
+                // a commit began while the ping waited for a connection (it may hold
+                // the pool's only one): its own outcome tells
+                continue;
+            }
             tracing::debug!("the database did not answer a ping within {every:?}");
         }
         health.database(ok);
